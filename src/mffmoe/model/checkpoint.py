@@ -1,0 +1,349 @@
+"""Checkpoint formats: the two official layouts users hold, and our converted safetensors file.
+
+Loading is strict (keys, shapes, EMA list lengths), pickle-free (`weights_only=True`), and lean: the
+model is built on the meta device and the tensors of the files are assigned into it (memory-mapped
+where the format allows), so no second full copy of the weights is ever resident. The EMA shadow
+parameters are folded in here, once; inference never swaps parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
+from mffmoe.errors import (CheckpointFormatError, MissingEMAError, UnsafeCheckpointError,
+                           WeightsError, WeightsNotFoundError)
+from mffmoe.model.ema import ExponentialMovingAverage, validate_ema_state
+from mffmoe.model.ensemble import MFFMoE, build_model
+
+MANIFEST = "mffmoe.json"
+SAFETENSORS_FORMAT = "mffmoe-folded-ema-v1"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One on-disk layout: file names and whether the weight keys carry the `experts.` prefix."""
+
+    name: str
+    weights: str
+    ema: str
+    prefixed: bool
+
+
+#: Registry of the official layouts, in lookup order.
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("official", "MFF-MoE-v1.pth", "MFF-MoE-v1.state", prefixed=True),
+    Layout("upstream", "weight.pth", "ema.state", prefixed=False),
+)
+IGNORED_PREFIXES = ("ema_list", "ema_state")
+
+
+@dataclass
+class CheckpointInfo:
+    """What was loaded, for `mffmoe info`, results and caches."""
+
+    source: str
+    layout: str
+    roster: tuple[str, ...]
+    input_size: int
+    ema: bool
+    files: dict[str, str] = field(default_factory=dict)  # role -> path
+    ema_num_updates: list[int | None] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A cheap identity of the source files (name, size, mtime), for caches keyed by weights."""
+        h = hashlib.sha256()
+        for role, path in sorted(self.files.items()):
+            st = os.stat(path)
+            h.update(f"{role}:{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(json.dumps([self.roster, self.input_size, self.ema]).encode())
+        return h.hexdigest()[:16]
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
+    """Roster and input size from `mffmoe.json`, else the spec's defaults."""
+    path = directory / MANIFEST
+    if not path.exists():
+        return DEFAULT_ROSTER, DEFAULT_INPUT_SIZE
+    try:
+        data = json.loads(path.read_text())
+        roster = tuple(str(n) for n in data.get("roster", DEFAULT_ROSTER))
+        input_size = int(data.get("input_size", DEFAULT_INPUT_SIZE))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointFormatError(f"{path}: not a valid manifest ({e})") from e
+    if not roster or input_size < 8:
+        raise CheckpointFormatError(f"{path}: roster must be non-empty and input_size >= 8")
+    return roster, input_size
+
+
+def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
+    data = {"roster": list(roster), "input_size": int(input_size), **extra}
+    (directory / MANIFEST).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """`torch.load(weights_only=True)`, memory-mapped when the file allows; typed errors otherwise."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # legacy (non-zip) files cannot be mapped: read them instead
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: the file needs arbitrary Python code to unpickle, which is how "
+            f"malicious checkpoints execute code. Only plain tensor checkpoints are accepted. ({e})".splitlines()[0]
+        ) from e
+    except FileNotFoundError as e:
+        raise WeightsNotFoundError(f"{path}: no such file") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+
+
+def _preview(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _normalize_keys(state: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """Drop EMA bookkeeping keys and give every key the `experts.` prefix (judged by content)."""
+    if not isinstance(state, Mapping):
+        raise CheckpointFormatError(f"{path}: expected a state dict, got {type(state).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointFormatError(f"{path}: non-string key {key!r} in state dict")
+        if key.startswith(IGNORED_PREFIXES):
+            continue
+        if re.match(r"^\d+\.", key):
+            key = "experts." + key
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointFormatError(f"{path}: value of {key!r} is {type(value).__name__}, not a tensor")
+        out[key] = value
+    return out
+
+
+def check_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict key and shape check that names every offending key."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = expected.keys() - state.keys()
+    unexpected = state.keys() - expected.keys()
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_preview(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_preview(unexpected)}")
+    bad_shapes = [f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in sorted(expected.keys() & state.keys())
+                  if tuple(state[k].shape) != expected[k]]
+    if bad_shapes:
+        problems.append(f"{len(bad_shapes)} shape mismatch(es): {_preview(bad_shapes)}")
+    if problems:
+        roster = getattr(model, "roster", None)
+        raise CheckpointFormatError(f"{source} does not match the roster {list(roster) if roster else ''}: "
+                                    + "; ".join(problems))
+
+
+def _assign(model: MFFMoE, state: dict[str, torch.Tensor]) -> MFFMoE:
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != torch.float32:
+            state[key] = value.float()
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def find_layout(directory: Path) -> Layout | None:
+    for layout in LAYOUTS:
+        if (directory / layout.weights).exists():
+            return layout
+    return None
+
+
+def load_weights(path: str | os.PathLike[str], allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
+    """Load a weights directory (either official layout) or a converted `.safetensors` file."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return load_safetensors(path)
+    if not path.exists():
+        raise WeightsNotFoundError(_where_to_put(path))
+    if path.is_file():
+        raise WeightsError(f"{path}: expected a weights directory or a .safetensors file")
+    layout = find_layout(path)
+    if layout is None:
+        converted = sorted(path.glob("*.safetensors"))
+        if len(converted) == 1:
+            return load_safetensors(converted[0])
+        raise WeightsNotFoundError(_where_to_put(path))
+    return load_official(path, layout, allow_missing_ema=allow_missing_ema)
+
+
+def _where_to_put(path: Path) -> str:
+    names = " or ".join(f"{lay.weights} + {lay.ema}" for lay in LAYOUTS)
+    return (f"no MFF-MoE weights found at {path}. Put the official files ({names}) in a directory and pass "
+            f"it with --weights DIR, set MFFMOE_WEIGHTS=DIR, or place them in ./models/MFF-MoE-V1/. "
+            f"A file made by `mffmoe convert` can be passed directly. Use --untrained to try the pipeline "
+            f"with random weights.")
+
+
+def _ema_entries(ema_state: Any, n_experts: int, path: Path) -> list[Any]:
+    if not isinstance(ema_state, Mapping):
+        raise CheckpointFormatError(f"{path}: expected a dict of per-expert EMA states, got "
+                                    f"{type(ema_state).__name__}")
+    by_index: dict[int, Any] = {}
+    for key, value in ema_state.items():
+        try:
+            by_index[int(key)] = value
+        except (TypeError, ValueError):
+            raise CheckpointFormatError(f"{path}: unexpected EMA key {key!r} (expected expert indices)") from None
+    missing = [i for i in range(n_experts) if i not in by_index]
+    extra = sorted(k for k in by_index if not 0 <= k < n_experts)
+    if missing or extra:
+        raise CheckpointFormatError(f"{path}: EMA entries must be exactly experts 0..{n_experts - 1}; "
+                                    f"missing {missing}, unexpected {extra}")
+    return [by_index[i] for i in range(n_experts)]
+
+
+def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
+    roster, input_size = read_manifest(directory)
+    weights_path = directory / layout.weights
+    ema_path = directory / layout.ema
+    has_ema = ema_path.exists()
+    if not has_ema and not allow_missing_ema:
+        raise MissingEMAError(
+            f"{ema_path} is missing. MFF-MoE runs on its EMA weights, which live in that file; the raw "
+            f"weights in {weights_path.name} alone give different (worse) scores. Add the file, or pass "
+            f"--allow-missing-ema (allow_missing_ema=True) to run on the raw weights deliberately.")
+    model = build_model(roster, input_size, device="meta")
+    state = _normalize_keys(safe_torch_load(weights_path), weights_path)
+    check_state_dict(model, state, str(weights_path))
+    num_updates: list[int | None] = []
+    if has_ema:
+        entries = _ema_entries(safe_torch_load(ema_path), len(roster), ema_path)
+        for i, (expert, entry) in enumerate(zip(model.experts, entries)):
+            names = [n for n, _ in expert.named_parameters()]
+            try:
+                ema = validate_ema_state(entry, [tuple(p.shape) for _, p in expert.named_parameters()],
+                                         where=f"{ema_path} expert {i} ({roster[i]})")
+            except ValueError as e:
+                raise CheckpointFormatError(str(e)) from e
+            for name, shadow in zip(names, ema["shadow_params"]):
+                state[f"experts.{i}.{name}"] = shadow  # fold: the shadow replaces the raw parameter
+            num_updates.append(ema["num_updates"])
+        del entries
+    _assign(model, state)
+    files = {"weights": str(weights_path)}
+    if has_ema:
+        files["ema"] = str(ema_path)
+    info = CheckpointInfo(source=str(directory), layout=layout.name, roster=roster, input_size=input_size,
+                          ema=has_ema, files=files, ema_num_updates=num_updates)
+    return model, info
+
+
+# --- safetensors ---------------------------------------------------------------------------------
+def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike[str],
+                     hashes: Mapping[str, str] | None = None) -> Path:
+    """Write the (already EMA-folded) model as one pickle-free file with its metadata."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out = out / "mffmoe.safetensors" if out.is_dir() or not out.suffix else out.with_suffix(".safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": SAFETENSORS_FORMAT,
+        "roster": json.dumps(list(info.roster)),
+        "input_size": str(info.input_size),
+        "ema_folded": json.dumps(info.ema),
+        "source_layout": info.layout,
+        "source_files": json.dumps({Path(p).name: (hashes or {}).get(role, "") for role, p in info.files.items()}),
+        "ema_num_updates": json.dumps(info.ema_num_updates),
+    }
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, out)
+    return out
+
+
+def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != SAFETENSORS_FORMAT:
+                raise CheckpointFormatError(f"{path}: not an mffmoe file (metadata format "
+                                            f"{meta.get('format')!r}, expected {SAFETENSORS_FORMAT!r})")
+            roster = tuple(json.loads(meta["roster"]))
+            input_size = int(meta["input_size"])
+            model = build_model(roster, input_size, device="meta")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise CheckpointFormatError(f"{path}: not a readable safetensors file ({e})") from e
+    except (KeyError, ValueError) as e:
+        raise CheckpointFormatError(f"{path}: bad mffmoe metadata ({e})") from e
+    check_state_dict(model, state, str(path))
+    _assign(model, state)
+    info = CheckpointInfo(source=str(path), layout="safetensors", roster=roster, input_size=input_size,
+                          ema=json.loads(meta.get("ema_folded", "true")), files={"safetensors": str(path)},
+                          ema_num_updates=json.loads(meta.get("ema_num_updates", "[]")),
+                          metadata={k: v for k, v in meta.items()})
+    return model, info
+
+
+# --- writing the official layouts (training, tests) -----------------------------------------------
+def save_official(model: MFFMoE, emas: Sequence[ExponentialMovingAverage] | None, directory: str | os.PathLike[str],
+                  layout: str = "official", extra_state: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` (raw parameters) and its per-expert EMA states in an official layout, plus the manifest."""
+    lay = next((x for x in LAYOUTS if x.name == layout), None)
+    if lay is None:
+        raise ValueError(f"unknown layout {layout!r}; choose from {[x.name for x in LAYOUTS]}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if not lay.prefixed:
+        state = {k.removeprefix("experts."): v for k, v in state.items()}
+    state.update(extra_state or {})
+    _atomic_torch_save(state, directory / lay.weights)
+    if emas is not None:
+        if len(emas) != len(model.experts):
+            raise ValueError("one EMA per expert is required")
+        _atomic_torch_save({i: {**e.state_dict(), "shadow_params": [s.detach().cpu() for s in e.shadow_params]}
+                            for i, e in enumerate(emas)}, directory / lay.ema)
+    write_manifest(directory, model.roster, model.input_size)
+    return directory
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def untrained_model(roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE,
+                    seed: int = 0) -> tuple[MFFMoE, CheckpointInfo]:
+    """Random weights (seeded, so runs repeat) for trying the pipeline without the official files."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(roster, input_size).eval().requires_grad_(False)
+    return model, CheckpointInfo(source="untrained", layout="untrained", roster=tuple(roster),
+                                 input_size=input_size, ema=False)

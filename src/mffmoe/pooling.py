@@ -1,0 +1,45 @@
+"""Frame-score pooling: how a video's score is made from its frames' scores. A registry of functions.
+
+- `mean` (default): the spec's and the host's rule.
+- `confident`: the DFDC (Kaggle Deepfake Detection Challenge, 2020) winner's "confident strategy":
+  if enough frames are confidently fake (score > 0.8; more than n/2.5 of them and more than 11), the
+  mean of those; else if over 90% of the frames are confidently real (< 0.2), the mean of those; else
+  the mean of all. A few confidently fake frames are then not averaged away by many neutral ones.
+- `median`: robust to a minority of outlier frames.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+Pooling = Callable[[Sequence[float]], float]
+
+
+def mean(scores: Sequence[float]) -> float:
+    return float(np.mean(np.asarray(scores, dtype=np.float64)))
+
+
+def median(scores: Sequence[float]) -> float:
+    return float(np.median(np.asarray(scores, dtype=np.float64)))
+
+
+def confident(scores: Sequence[float], fake_t: float = 0.8, real_t: float = 0.2, min_fakes: int = 11) -> float:
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    fakes = int(np.count_nonzero(s > fake_t))
+    if fakes > n / 2.5 and fakes > min_fakes:
+        return float(np.mean(s[s > fake_t]))
+    if np.count_nonzero(s < real_t) > 0.9 * n:
+        return float(np.mean(s[s < real_t]))
+    return float(np.mean(s))
+
+
+POOLINGS: dict[str, Pooling] = {"mean": mean, "confident": confident, "median": median}
+
+
+def get_pooling(name: str) -> Pooling:
+    try:
+        return POOLINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown pooling {name!r}; choose from {sorted(POOLINGS)}") from None
