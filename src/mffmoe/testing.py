@@ -1,0 +1,56 @@
+"""Random checkpoints in the exact official formats, for tests, benchmarks and demos.
+
+The official weights cannot be downloaded here, so we make stand-ins that would expose any loader
+shortcut: EMA shadows differ from the raw parameters, BatchNorm statistics are not the defaults, and
+the `.pth` carries `ema_list*`/`ema_state*` keys that must be ignored.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
+from mffmoe.model.checkpoint import save_official
+from mffmoe.model.ema import ExponentialMovingAverage
+from mffmoe.model.ensemble import build_model
+
+#: Small rosters for fast tests (timm test models and small real ones).
+TINY_ROSTER = ("test_efficientnet", "test_convnext")
+
+
+def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[str] = TINY_ROSTER,
+                           input_size: int = DEFAULT_INPUT_SIZE, layout: str = "official", seed: int = 0,
+                           ema_scale: float = 0.05, with_ema: bool = True) -> Path:
+    """Write a random ensemble in `layout` ("official" or "upstream") with distinct EMA shadows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(roster, input_size)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=g) * 0.5 + 0.75)
+            elif name.endswith("num_batches_tracked"):
+                buf.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
+    emas = None
+    if with_ema:
+        emas = []
+        for expert in model.experts:
+            ema = ExponentialMovingAverage(expert.parameters(), decay=0.995)
+            for s in ema.shadow_params:
+                s.add_(torch.randn(s.shape, generator=g) * ema_scale * (s.std() if s.numel() > 1 else 1.0))
+            ema.num_updates = int(torch.randint(100, 100_000, (1,), generator=g))
+            emas.append(ema)
+    extra = {"ema_list.0.junk": torch.zeros(1), "ema_state_dummy": torch.ones(2)}
+    return save_official(model, emas, directory, layout=layout, extra_state=extra)
+
+
+def default_roster_checkpoint(directory: str | os.PathLike[str], input_size: int = DEFAULT_INPUT_SIZE,
+                              layout: str = "official", seed: int = 0) -> Path:
+    """The full seven-expert roster (~760 MB per file) with random weights."""
+    return make_random_checkpoint(directory, DEFAULT_ROSTER, input_size, layout, seed)
