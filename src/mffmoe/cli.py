@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 #: Modules that contribute subcommands with a `register(app)` function.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["mffmoe.engine.commands", "mffmoe.server.commands", "mffmoe.train.commands",
+                              "mffmoe.scan.commands"]
 
 
 class Format(str, Enum):
