@@ -189,7 +189,7 @@ class Detector:
     # -- video -----------------------------------------------------------------------------------
     def _analyze_video(self, path: str | os.PathLike[str], n_frames: int, pooling: str, threshold: float,
                        progress: Progress | None, start: float) -> VideoAnalysisResult:
-        pool_fn = get_pooling(pooling)
+        get_pooling(pooling)  # an unknown pooling fails before any decoding
         sampler = VideoSampler(path, n_frames)
         # Decoding and preprocessing run on a thread while the engine scores earlier frames.
         q: queue.Queue = queue.Queue(maxsize=2 * self.batch_size)
@@ -254,7 +254,14 @@ class Detector:
             if isinstance(error, MFFMoEError):
                 raise error
             raise VideoDecodeError(f"{path}: decoding failed ({type(error).__name__}: {error})") from error
+        return self._video_result(path, sampler, scored, failures, pooling, threshold, start)
 
+    def _video_result(self, path: str | os.PathLike[str], sampler, scored: dict[int, tuple[float, float, np.ndarray]],
+                      failures: dict[int, FrameFailure], pooling: str, threshold: float,
+                      start: float) -> VideoAnalysisResult:
+        """Pool the scored frames into the video's result. `sampler` needs `indices`, `info`, `total` and
+        `count_exact` as they stand after iteration (scans pass a worker's summary of its sampler)."""
+        pool_fn = get_pooling(pooling)
         wanted = sampler.indices
         keep = [i for i in wanted if i in scored]
         failed = [failures.get(i) or FrameFailure(frame_index=i, timestamp=i / sampler.info.fps,

@@ -33,7 +33,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
             lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
             arr = arr * 255.0 if lo >= 0.0 and hi <= 1.0 else (arr - lo) * (255.0 / max(hi - lo, 1e-12))
         grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")

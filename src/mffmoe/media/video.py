@@ -179,27 +179,40 @@ class VideoSampler:
     def _sample(self, pending: list[int]) -> Iterator[SampledFrame]:
         decoder: Iterator[av.VideoFrame] | None = None
         position: int | None = -1   # index of the last decoded frame; None: unknown (just sought)
+        held: tuple[int, av.VideoFrame] | None = None  # a frame decoded past its target, kept for the next
         last_seen = -1
         for target in pending:
-            if decoder is None or position is None or not 0 <= target - position <= SEEK_THRESHOLD:
+            if held is not None and held[0] > target:
+                yield SampledFrame(target, target / float(self.rate), error="frame could not be decoded")
+                continue
+            if held is None and (decoder is None or position is None
+                                 or not 0 <= target - position <= SEEK_THRESHOLD):
                 if decoder is None and target <= SEEK_THRESHOLD:
                     self.container.seek(self.start, stream=self.stream, backward=True, any_frame=False)
                     decoder, position = self._frames(), -1
                 else:
                     decoder, position = self._locate(target)
             found = None
-            for frame in decoder:
+            if held is not None:
+                idx, frame = held
+                held = None
+                if idx == target:
+                    found = frame
+            while found is None:
+                frame = next(decoder, None)
+                if frame is None:
+                    raise _EndOfStream(last_seen + 1 if last_seen >= 0 else None)
                 idx = self._index_of(frame)
                 if idx is None or (position is not None and idx <= position):
                     idx = (position if position is not None else -1) + 1  # count when timestamps fail us
                 position = idx
                 last_seen = max(last_seen, idx)
-                if idx >= target:
-                    found = frame if idx == target else None
+                if idx == target:
+                    found = frame
+                elif idx > target:  # decoding jumped past it: the wanted frame's data is corrupt
+                    held = (idx, frame)
                     break
-            else:
-                raise _EndOfStream(last_seen + 1 if last_seen >= 0 else None)
-            if found is None:  # decoding jumped past it: the wanted frame's data is corrupt
+            if found is None:
                 yield SampledFrame(target, target / float(self.rate), error="frame could not be decoded")
                 continue
             try:

@@ -108,14 +108,23 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        text = str(e)
+        if not re.search(r"GLOBAL|[Uu]nsupported (global|class)|REDUCE|BUILD", text):
+            raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({_why(text)})") from e
         raise UnsafeCheckpointError(
-            f"{path}: refused to load: the file needs arbitrary Python code to unpickle, which is how "
-            f"malicious checkpoints execute code. Only plain tensor checkpoints are accepted. ({e})".splitlines()[0]
-        ) from e
+            f"{path}: refused to load: the file needs arbitrary Python code to unpickle ({_why(text)}), which "
+            f"is how malicious checkpoints execute code. Only plain tensor checkpoints are accepted.") from e
     except FileNotFoundError as e:
         raise WeightsNotFoundError(f"{path}: no such file") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+
+
+def _why(text: str) -> str:
+    """The informative line of torch's long weights_only error message."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if re.search(r"GLOBAL|Unsupported|invalid load key", ln)]
+    return (useful or lines or ["unknown error"])[0][:300]
 
 
 def _preview(keys: Iterable[str], limit: int = 8) -> str:
@@ -256,6 +265,50 @@ def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = Fal
     info = CheckpointInfo(source=str(directory), layout=layout.name, roster=roster, input_size=input_size,
                           ema=has_ema, files=files, ema_num_updates=num_updates)
     return model, info
+
+
+def load_unfolded(path: str | os.PathLike[str], allow_missing_ema: bool = False,
+                  ) -> tuple[MFFMoE, list[dict[str, Any]] | None, CheckpointInfo]:
+    """For training (`--init`, resume): the RAW parameters and, apart, each expert's validated EMA state
+    (None without a `.state`). A `.safetensors` file holds folded weights only: they become the raw
+    parameters and the EMA states are None. Same strict checks as `load_weights`."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        model, info = load_safetensors(path)
+        return model, None, info
+    if not path.exists():
+        raise WeightsNotFoundError(_where_to_put(path))
+    if path.is_file():
+        raise WeightsError(f"{path}: expected a weights directory or a .safetensors file")
+    layout = find_layout(path)
+    if layout is None:
+        converted = sorted(path.glob("*.safetensors"))
+        if len(converted) == 1:
+            return load_unfolded(converted[0])
+        raise WeightsNotFoundError(_where_to_put(path))
+    weights_path, ema_path = path / layout.weights, path / layout.ema
+    if not ema_path.exists() and not allow_missing_ema:
+        raise MissingEMAError(f"{ema_path} is missing: training from {path} would restart the EMA from the "
+                              f"raw weights. Add the file, or allow it explicitly (--allow-missing-ema).")
+    roster, input_size = read_manifest(path)
+    model = build_model(roster, input_size, device="meta")
+    state = _normalize_keys(safe_torch_load(weights_path), weights_path)
+    check_state_dict(model, state, str(weights_path))
+    emas: list[dict[str, Any]] | None = None
+    if ema_path.exists():
+        entries = _ema_entries(safe_torch_load(ema_path), len(roster), ema_path)
+        try:
+            emas = [validate_ema_state(entry, [tuple(p.shape) for p in expert.parameters()],
+                                       where=f"{ema_path} expert {i} ({roster[i]})")
+                    for i, (expert, entry) in enumerate(zip(model.experts, entries))]
+        except ValueError as e:
+            raise CheckpointFormatError(str(e)) from e
+    _assign(model, state)
+    files = {"weights": str(weights_path), **({"ema": str(ema_path)} if emas is not None else {})}
+    info = CheckpointInfo(source=str(path), layout=layout.name, roster=roster, input_size=input_size,
+                          ema=emas is not None, files=files,
+                          ema_num_updates=[e["num_updates"] for e in emas or []])
+    return model, emas, info
 
 
 # --- safetensors ---------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""The `mffmoe` command: analyze/info/convert/sample, output formats, exit codes, weights resolution."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from mffmoe.cli import _register_plugins, app
+from mffmoe.testing import TINY_ROSTER
+
+_register_plugins()
+runner = CliRunner()
+
+
+def run(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def test_analyze_json_in_input_order_with_errors(tiny_ckpt, media):
+    res = run("analyze", media["jpg"], media["text"], media["mp4"], "--weights", tiny_ckpt,
+              "--format", "json", "--frames", "4", "--device", "cpu")
+    assert res.exit_code == 1  # one input failed; the others are still reported
+    rows = json.loads(res.stdout)
+    assert [r["path"] for r in rows] == [str(media["jpg"]), str(media["text"]), str(media["mp4"])]
+    assert rows[0]["media_type"] == "image" and 0 <= rows[0]["score"] <= 1
+    assert rows[1]["error"]["type"] == "UnsupportedMediaError" and "score" not in rows[1]
+    assert rows[1]["error"]["message"]
+    assert rows[2]["frames_analyzed"] == 4 and len(rows[2]["frame_predictions"]) == 4
+    assert "1 of 3 input(s) failed" in res.stderr
+
+
+def test_analyze_directory_jsonl_and_output_file(tiny_ckpt, media, tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.jpg").write_bytes(media["jpg"].read_bytes())
+    (d / "sub" / "b.png").write_bytes(media["png"].read_bytes())
+    out = tmp_path / "out.jsonl"
+    res = run("analyze", d, "-w", tiny_ckpt, "--format", "jsonl", "--output", out)
+    assert res.exit_code == 0, res.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [os.path.basename(x["path"]) for x in lines] == ["a.jpg", "b.png"]
+
+
+def test_weights_from_environment_and_table_output(tiny_ckpt, media):
+    res = run("analyze", media["jpg"], env={"MFFMOE_WEIGHTS": str(tiny_ckpt)})
+    assert res.exit_code == 0, res.stderr
+    assert "image" in res.stdout and ("REAL" in res.stdout or "FAKE" in res.stdout)
+
+
+def test_missing_weights_explain_where_to_put_them(media, tmp_path):
+    res = run("analyze", media["jpg"], "--weights", tmp_path / "none")
+    assert res.exit_code == 2
+    assert "MFF-MoE-v1.pth" in res.stderr and "--untrained" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_threshold_option(tiny_ckpt, media):
+    rows = json.loads(run("analyze", media["jpg"], "-w", tiny_ckpt, "-f", "json", "--threshold", "0").stdout)
+    assert rows[0]["prediction"] == "FAKE" and rows[0]["threshold"] == 0
+
+
+def test_info_reports_roster_params_ema_hashes(tiny_ckpt):
+    res = run("info", "--weights", tiny_ckpt, "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["roster"] == list(TINY_ROSTER) and data["ema"] is True and data["input_size"] == 64
+    assert data["parameters"] == sum(data["parameters_per_expert"]) > 0
+    assert len(data["files"]["weights"]["sha256"]) == 64
+
+
+def test_convert_then_analyze_gives_same_scores(tiny_ckpt, media, tmp_path):
+    out = tmp_path / "m.safetensors"
+    res = run("convert", tiny_ckpt, out)
+    assert res.exit_code == 0, res.stderr
+    a = json.loads(run("analyze", media["jpg"], "-w", tiny_ckpt, "-f", "json").stdout)[0]
+    b = json.loads(run("analyze", media["jpg"], "-w", out, "-f", "json").stdout)[0]
+    assert a["score"] == pytest.approx(b["score"], abs=1e-7)
+    info = json.loads(run("info", "-w", out, "-f", "json").stdout)
+    assert info["layout"] == "safetensors" and info["metadata"]["format"] == "mffmoe-folded-ema-v1"
+
+
+def test_sample_command_makes_media(tmp_path):
+    res = run("sample", tmp_path / "s")
+    assert res.exit_code == 0
+    assert (tmp_path / "s" / "sample.jpg").stat().st_size > 0 and (tmp_path / "s" / "sample.mp4").stat().st_size > 0
+
+
+def test_real_process_exit_codes_and_no_traceback(tiny_ckpt, media, tmp_path):
+    """One true subprocess run of the installed entry point (others use the in-process runner)."""
+    cmd = [sys.executable, "-m", "mffmoe.cli", "analyze", str(media["empty"]), str(media["jpg"]),
+           "--weights", str(tiny_ckpt), "--format", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    rows = json.loads(proc.stdout)
+    assert rows[0]["error"]["type"] == "EmptyMediaError" and rows[1]["media_type"] == "image"
+    assert "Traceback" not in proc.stderr
