@@ -191,3 +191,10 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
 def test_not_a_video_container(media):
     with pytest.raises((CorruptMediaError, UnsupportedMediaError)):
         VideoSampler(media["text"], 5)
+
+
+def test_text_with_an_image_extension_is_unsupported(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_bytes(b"hello, this is plain text and not a picture\n" * 20)
+    with pytest.raises(UnsupportedMediaError):
+        probe_kind(p)

@@ -62,5 +62,5 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None,
         raise DecompressionBombError(f"{path}: {e}") from e
     except UnidentifiedImageError as e:
         raise UnsupportedMediaError(f"{path}: not an image Pillow can read") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise CorruptMediaError(f"{path}: image is truncated or undecodable ({e})") from e
+    except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
+        raise CorruptMediaError(f"{path}: image is truncated or undecodable ({type(e).__name__}: {e})") from e

@@ -65,6 +65,11 @@ def _has_video_stream(path: Path) -> bool:
     import av
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
+            # FFmpeg takes the extension as a hint (".jpg" -> its image2 demuxer): still-image demuxers
+            # do not make a video; Pillow has already refused the file as an image.
+            fmt = container.format.name
+            if fmt == "image2" or fmt.endswith("_pipe"):
+                return False
             return any(s.type == "video" for s in container.streams)
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return False

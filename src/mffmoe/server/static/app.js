@@ -1,0 +1,269 @@
+// The mffmoe web page: upload through POST /jobs, follow /jobs/{id}/events, draw the result.
+// Plain JavaScript and SVG: no build step, no CDN (the server may be offline).
+"use strict";
+
+const KEY_STORE = "mffmoe.apiKey";
+const $ = (id) => document.getElementById(id);
+let roster = [];
+
+function apiKey() { return sessionStorage.getItem(KEY_STORE) || ""; }
+function authHeaders() { const k = apiKey(); return k ? { "X-API-Key": k } : {}; }
+
+function errorMessage(body, status) {
+  // The host's client rule: detail.message, else detail as a string, else message.
+  if (body && body.detail && typeof body.detail === "object" && body.detail.message) return body.detail.message;
+  if (body && typeof body.detail === "string") return body.detail;
+  if (body && body.message) return body.message;
+  return `HTTP ${status}`;
+}
+
+function show(id, on) { $(id).hidden = !on; }
+function setStatus(text, value, max) {
+  show("status-panel", true);
+  $("status-text").textContent = text;
+  const bar = $("progress");
+  if (value === undefined) { bar.removeAttribute("value"); } else { bar.max = max || 1; bar.value = value; }
+}
+function showError(text) { $("error").textContent = text; show("error", true); show("status-panel", false); }
+function fmt(x, digits = 3) { return Number(x).toFixed(digits); }
+function pct(x) { return `${(100 * x).toFixed(1)} %`; }
+
+// -- connection and key ---------------------------------------------------------------------------
+async function connect() {
+  let res;
+  try { res = await fetch("/models", { headers: authHeaders() }); }
+  catch (e) { $("model-info").textContent = "The server cannot be reached."; return; }
+  if (res.status === 401) {
+    show("key-panel", true);
+    show("upload-panel", false);
+    if (apiKey()) { $("key-error").textContent = "That key was refused."; show("key-error", true); }
+    $("model-info").textContent = "Enter the API key to continue.";
+    return;
+  }
+  const body = await res.json().catch(() => null);
+  if (!res.ok) { $("model-info").textContent = errorMessage(body, res.status); return; }
+  show("key-panel", false);
+  show("upload-panel", true);
+  show("forget-key", !!apiKey());
+  const m = body.models[0];
+  roster = m.roster;
+  $("frames").value = m.frames;
+  $("model-info").textContent = `${m.name} · ${m.experts} experts · ${m.engine} on ${m.device} · ` +
+    `threshold ${fmt(m.threshold, 2)}`;
+  show("untrained-warning", m.untrained);
+}
+
+$("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
+  $("api-key").value = "";
+  connect();
+});
+$("forget-key").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); location.reload(); });
+
+// -- upload ---------------------------------------------------------------------------------------
+function upload(file) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    form.append("media", file, file.name);
+    const frames = parseInt($("frames").value, 10);
+    if (frames > 0) form.append("frames", String(frames));
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/jobs");
+    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) setStatus(`Uploading ${file.name}… ${pct(e.loaded / e.total)}`, e.loaded, e.total); };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+      if (xhr.status === 202) return resolve(body);
+      let msg = errorMessage(body, xhr.status);
+      const retry = xhr.getResponseHeader("Retry-After");
+      if (retry) msg += ` (retry in ${retry} s)`;
+      if (xhr.status === 401) { sessionStorage.removeItem(KEY_STORE); connect(); }
+      reject(new Error(msg));
+    };
+    xhr.onerror = () => reject(new Error("The upload failed: the server closed the connection."));
+    xhr.send(form);
+  });
+}
+
+// Server-sent events through fetch (EventSource cannot send the X-API-Key header).
+async function follow(jobId, onEvent) {
+  const res = await fetch(`/jobs/${jobId}/events`, { headers: authHeaders() });
+  if (!res.ok) throw new Error(errorMessage(await res.json().catch(() => null), res.status));
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) onEvent(event, JSON.parse(data));
+    }
+  }
+}
+
+async function analyse(file) {
+  show("error", false);
+  show("result", false);
+  try {
+    const accepted = await upload(file);
+    setStatus("Queued…");
+    let final = null;
+    await follow(accepted.job_id, (event, job) => {
+      const p = job.progress;
+      if (job.status === "queued") setStatus("Queued…");
+      else if (job.status === "running") {
+        if (p.total && p.total > 1) setStatus(`Analysing frames: ${p.done} / ${p.total}`, p.done, p.total);
+        else setStatus("Analysing…");
+      }
+      if (["done", "failed", "cancelled"].includes(event)) final = job;
+    });
+    if (!final) throw new Error("The progress stream ended early.");
+    if (final.status !== "done") throw new Error(final.error ? final.error.message : `job ${final.status}`);
+    show("status-panel", false);
+    render(final.result);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+const drop = $("drop");
+$("file").addEventListener("change", () => { const f = $("file").files[0]; if (f) analyse(f); });
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  const f = e.dataTransfer.files[0];
+  if (f) analyse(f);
+});
+
+// -- result ---------------------------------------------------------------------------------------
+function render(envelope) {
+  const r = envelope.data;
+  const fake = r.prediction === "FAKE";
+  const verdict = $("verdict");
+  verdict.textContent = r.prediction;
+  verdict.className = `verdict ${fake ? "fake" : "real"}`;
+  $("confidence").textContent = `Confidence ${pct(r.confidence)}`;
+  $("score-line").textContent = `P(fake) ${fmt(r.score)} · threshold ${fmt(r.threshold, 2)}`;
+  const dims = r.dimensions ? `${r.dimensions.width}×${r.dimensions.height}` : "";
+  const parts = [r.media_type, dims];
+  if (r.media_type === "video") {
+    parts.push(`${r.frames_analyzed} frames analysed` + (r.frames_failed ? ` (${r.frames_failed} failed)` : ""));
+    if (r.duration) parts.push(`${fmt(r.duration, 2)} s`);
+  }
+  parts.push(`processed in ${fmt(r.processing_time, 2)} s`, `model ${envelope.model_used}`);
+  $("meta").textContent = parts.filter(Boolean).join(" · ");
+  $("note").textContent = r.note || "";
+  show("note", !!r.note);
+  renderExperts(r.expert_scores, r.threshold);
+  $("raw").textContent = JSON.stringify(envelope, null, 2);
+  const isVideo = r.media_type === "video";
+  show("timeline", isVideo);
+  show("result", true);
+  if (isVideo) renderChart(r.frame_predictions, r.threshold, r.duration);
+}
+
+function renderExperts(scores, threshold) {
+  const box = $("experts");
+  box.textContent = "";
+  scores.forEach((s, i) => {
+    const row = document.createElement("div");
+    row.className = "expert";
+    row.dataset.score = String(s);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = `${i + 1}. ${roster[i] || "expert"}`;
+    name.title = name.textContent;
+    const track = document.createElement("div");
+    track.className = "track";
+    const bar = document.createElement("div");
+    bar.className = `bar ${s >= threshold ? "fake" : "real"}`;
+    bar.style.width = `${(100 * s).toFixed(2)}%`;
+    const mark = document.createElement("div");
+    mark.className = "mark";
+    mark.style.left = `${(100 * threshold).toFixed(2)}%`;
+    track.append(bar, mark);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = fmt(s);
+    row.append(name, track, value);
+    box.append(row);
+  });
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function el(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function niceStep(span, count) {
+  const raw = span / Math.max(1, count);
+  const mag = Math.pow(10, Math.floor(Math.log10(raw || 1)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (raw <= m * mag) return m * mag;
+  return 10 * mag;
+}
+
+function renderChart(frames, threshold, duration) {
+  const svg = $("chart");
+  svg.textContent = "";
+  const W = 760, H = 260, L = 44, R = 16, T = 14, B = 34;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const tMax = Math.max(duration || 0, ...frames.map((f) => f.timestamp), 1e-6);
+  const x = (t) => L + (W - L - R) * (t / tMax);
+  const y = (s) => T + (H - T - B) * (1 - s);
+  for (const s of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(el("line", { class: "grid", x1: L, x2: W - R, y1: y(s), y2: y(s) }));
+    svg.append(el("text", { class: "tick", x: L - 6, y: y(s) + 4, "text-anchor": "end" }, s.toFixed(2)));
+  }
+  const step = niceStep(tMax, 8);
+  for (let t = 0; t <= tMax + 1e-9; t += step) {
+    svg.append(el("line", { class: "axis", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4 }));
+    svg.append(el("text", { class: "tick", x: x(t), y: H - B + 16, "text-anchor": "middle" }, `${+t.toFixed(2)} s`));
+  }
+  svg.append(el("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+  svg.append(el("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
+  svg.append(el("text", { class: "tick", x: (L + W - R) / 2, y: H - 2, "text-anchor": "middle" }, "time"));
+  svg.append(el("line", { id: "threshold-line", class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
+  svg.append(el("text", { class: "threshold-label", x: W - R - 4, y: y(threshold) - 5, "text-anchor": "end" },
+    `threshold ${threshold.toFixed(2)}`));
+  const d = frames.map((f, i) => `${i ? "L" : "M"}${x(f.timestamp).toFixed(1)},${y(f.score).toFixed(1)}`).join(" ");
+  svg.append(el("path", { class: "curve", d }));
+  const cursor = el("line", { class: "cursor", x1: 0, x2: 0, y1: T, y2: H - B, visibility: "hidden" });
+  svg.append(cursor);
+  const radius = frames.length > 150 ? 2.5 : 4.5;
+  frames.forEach((f) => {
+    const pt = el("circle", {
+      class: `pt ${f.prediction === "FAKE" ? "fake" : "real"}`, cx: x(f.timestamp), cy: y(f.score), r: radius,
+      "data-index": f.index, "data-time": f.timestamp,
+    });
+    pt.append(el("title", {}, `${fmt(f.timestamp, 2)} s: ${fmt(f.score)}`));
+    pt.addEventListener("click", () => {
+      svg.querySelectorAll(".pt.selected").forEach((p) => p.classList.remove("selected"));
+      pt.classList.add("selected");
+      cursor.setAttribute("x1", x(f.timestamp));
+      cursor.setAttribute("x2", x(f.timestamp));
+      cursor.setAttribute("visibility", "visible");
+      $("frame-info").textContent = `Frame ${f.frame_index} at ${fmt(f.timestamp, 2)} s ` +
+        `(sample ${f.index + 1} of ${frames.length}): P(fake) ${fmt(f.score)}, ${f.prediction}`;
+    });
+    svg.append(pt);
+  });
+  $("frame-info").textContent = "Click a point to see that frame.";
+}
+
+connect();

@@ -1,0 +1,95 @@
+"""Shared helpers for the server tests: a tiny real detector, sample media, a live uvicorn server."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from mffmoe.detector import Detector
+from mffmoe.samples import make_image, make_video
+from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+
+INPUT_SIZE = 64
+
+
+def tiny_detector(directory: Path) -> Detector:
+    """A real detector on a random checkpoint in the official layout (tiny roster, 64 px)."""
+    make_random_checkpoint(directory, TINY_ROSTER, input_size=INPUT_SIZE)
+    return Detector.from_dir(directory, device="cpu", batch_size=8)
+
+
+def sample_media(directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "image": make_image(directory / "face.jpg", 160, 120, quality=90),
+        "png": make_image(directory / "face.png", 96, 80, seed=3),
+        "video": make_video(directory / "clip.mp4", seconds=2.0, fps=10, width=96, height=64),
+    }
+
+
+@contextmanager
+def live_server(app, *, log_level: str = "warning") -> Iterator[str]:
+    """Run `app` under uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+class GatedDetector:
+    """A real Detector whose `analyze` waits for `gate` first, so tests can hold a worker busy and
+    fill the queue deterministically. Everything else is the wrapped detector's."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def analyze(self, path, **kwargs):
+        self.entered.release()
+        if not self.gate.wait(60):
+            raise RuntimeError("test gate never opened")
+        return self.inner.analyze(path, **kwargs)
+
+    def wait_entered(self, timeout: float = 10.0) -> None:
+        if not self.entered.acquire(timeout=timeout):
+            raise AssertionError("no job reached the detector")
+
+
+def assert_error(response, status: int, kind: str) -> dict:
+    """The host client's error shape: {"detail": {"error": kind, "message": text}}."""
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert detail["error"] == kind, detail
+    assert isinstance(detail["message"], str) and detail["message"]
+    return detail
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)

@@ -1,0 +1,168 @@
+"""The web page in a real headless Chromium (Playwright for Python driving Debian's `chromium`).
+
+What a person sees is asserted: the key prompt, the verdict and confidence, one bar per expert, the
+video's progress, the per-frame chart with its threshold line, and the time of a clicked point.
+The server runs on 127.0.0.1 and the test fails if the page requests anything from elsewhere.
+Set MFFMOE_SCREENSHOT_DIR to keep screenshots of the page.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mffmoe.server.app import create_app
+from mffmoe.server.settings import ServerSettings
+from server_helpers import live_server, sample_media, tiny_detector
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+KEY = "browser-key"
+FRAMES = 20
+
+pytestmark = pytest.mark.browser
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing; install Debian's package: apt-get install -y chromium",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the [test] extra")
+
+
+class SlowProgress:
+    """The real detector, with a short pause at each progress report so the page's progress display
+    (fed by server-sent events) is on screen long enough to be seen; results are untouched."""
+
+    def __init__(self, inner, pause: float = 0.15) -> None:
+        self.inner, self.pause = inner, pause
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def analyze(self, path, progress=None, **kwargs):
+        import time
+
+        def slow(done, total):
+            time.sleep(self.pause)
+            if progress:
+                progress(done, total)
+
+        return self.inner.analyze(path, progress=slow, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    detector = tiny_detector(root / "weights")
+    detector.batch_size = 4  # several progress reports per video
+    media = sample_media(root / "media")
+    settings = ServerSettings(db_path=root / "jobs.sqlite3", upload_dir=root / "uploads", api_key=KEY)
+    return detector, media, settings
+
+
+def shot(page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    keep = os.environ.get("MFFMOE_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / f"{name}.png", Path(keep) / f"{name}.png")
+
+
+def test_page_analyses_an_image_and_a_video(setup, tmp_path):
+    detector, media, settings = setup
+    expected_image = detector.analyze(media["image"])
+    expected_video = detector.analyze(media["video"], frames=FRAMES)
+    app = create_app(SlowProgress(detector), settings)
+    with live_server(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1300})
+            foreign: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith((url, "data:")) else foreign.append(r.url))
+            page.set_default_timeout(20_000)
+            page.goto(f"{url}/ui")
+
+            # The server has a key: the page asks for it, refuses a wrong one, then unlocks.
+            page.wait_for_selector("#key-panel:not([hidden])")
+            assert page.is_hidden("#upload-panel")
+            page.fill("#api-key", "wrong")
+            page.click("#save-key")
+            page.wait_for_selector("#key-error:not([hidden])")
+            assert "refused" in page.text_content("#key-error")
+            page.fill("#api-key", KEY)
+            page.click("#save-key")
+            page.wait_for_selector("#upload-panel:not([hidden])")
+            assert page.is_hidden("#key-panel")
+            assert "2 experts" in page.text_content("#model-info")
+
+            # An image: verdict, confidence and one bar per expert; no timeline.
+            page.set_input_files("#file", str(media["image"]))
+            page.wait_for_selector("#result:not([hidden])")
+            assert page.text_content("#verdict") == expected_image.prediction
+            assert f"{100 * expected_image.confidence:.1f} %" in page.text_content("#confidence")
+            bars = page.query_selector_all("#experts .expert")
+            assert len(bars) == len(expected_image.expert_scores) == 2
+            for bar, score in zip(bars, expected_image.expert_scores):
+                assert float(bar.get_attribute("data-score")) == pytest.approx(score, abs=1e-9)
+                width = bar.query_selector(".bar").evaluate("e => e.getBoundingClientRect().width")
+                track = bar.query_selector(".track").evaluate("e => e.getBoundingClientRect().width")
+                assert width / track == pytest.approx(score, abs=0.01)
+                assert f"{score:.3f}" in bar.text_content()
+            assert page.is_hidden("#timeline")
+            shot(page, tmp_path, "ui-image")
+
+            # A video: progress while it runs, then the chart with the threshold line.
+            page.evaluate("""() => {
+                window.__statuses = [];
+                new MutationObserver(() => window.__statuses.push(document.getElementById('status-text').textContent))
+                    .observe(document.getElementById('status-text'), {childList: true, characterData: true, subtree: true});
+            }""")
+            page.fill("#frames", str(FRAMES))
+            page.set_input_files("#file", str(media["video"]))
+            page.wait_for_selector("#timeline:not([hidden])")
+            statuses = page.evaluate("window.__statuses")
+            assert any(re.fullmatch(rf"Analysing frames: \d+ / {FRAMES}", s) for s in statuses), statuses
+            assert page.text_content("#verdict") == expected_video.prediction
+            assert f"{FRAMES} frames analysed" in page.text_content("#meta")
+            points = page.query_selector_all("#chart circle.pt")
+            assert len(points) == FRAMES
+            line = page.query_selector("#threshold-line")
+            assert line is not None and "threshold 0.50" in page.text_content("#chart")
+            # The threshold line sits at the height of 0.5 between the 0 and 1 grid lines.
+            ys = [float(e.get_attribute("y1")) for e in page.query_selector_all("#chart line.grid")]
+            assert float(line.get_attribute("y1")) == pytest.approx((min(ys) + max(ys)) / 2)
+            # A FAKE point is drawn above the line and a REAL one below (SVG y grows downwards).
+            y_line = float(line.get_attribute("y1"))
+            for pt, fp in zip(points, expected_video.frame_predictions):
+                cy = float(pt.get_attribute("cy"))
+                assert (cy <= y_line) == (fp.score >= 0.5)
+
+            # Clicking a point shows that frame's time.
+            target = expected_video.frame_predictions[7]
+            points[7].click()
+            info = page.text_content("#frame-info")
+            assert f"at {target.timestamp:.2f} s" in info and f"Frame {target.frame_index} " in info, info
+            assert "selected" in points[7].get_attribute("class")
+            raw = json.loads(page.text_content("#raw"))
+            assert raw["data"]["score"] == pytest.approx(expected_video.score, abs=1e-9)
+            shot(page, tmp_path, "ui-video")
+
+            # An unreadable file: the server's message, shown to the person.
+            bad = tmp_path / "notes.txt"
+            bad.write_bytes(b"\x00\x01not media" * 50)
+            page.set_input_files("#file", str(bad))
+            page.wait_for_selector("#error:not([hidden])")
+            assert "not an image or a video" in page.text_content("#error")
+            assert page.is_hidden("#result")
+
+            # The API docs page works offline, with the key entered on /ui (same tab session).
+            page.goto(f"{url}/docs")
+            page.wait_for_selector(".swagger-ui .opblock")
+            assert page.locator(".opblock-summary-path", has_text="/analyze").count() >= 1
+            assert not foreign, foreign
+        finally:
+            browser.close()
+    assert not list(settings.upload_dir.glob("*"))
