@@ -1,0 +1,261 @@
+"""Labelled data for training and evaluation: a folder with `real/` and `fake/`, or a CSV `path,label`.
+
+Training reads images with the detector's own decoder (`load_image`) and preprocessing (`preprocess`),
+and video frames with its `VideoSampler` (same frame indices, rotation applied), so a model is trained
+on exactly the tensors `mffmoe analyze` will feed it. Sampled video frames are decoded once and kept as
+lossless PNGs in a cache, so epochs after the first do not decode video again. A file that cannot be
+read is reported and left out; it never stops a batch or a run.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mffmoe.errors import MFFMoEError
+from mffmoe.media.image import load_image
+from mffmoe.media.preprocess import preprocess
+from mffmoe.media.probe import MediaKind, probe_kind
+from mffmoe.media.video import VideoSampler
+from mffmoe.train.augment import Augment
+
+REAL, FAKE = 0, 1
+LABELS = {"real": REAL, "0": REAL, "fake": FAKE, "1": FAKE}
+CLASS_DIRS = {"real": REAL, "fake": FAKE}
+
+
+class DatasetError(MFFMoEError):
+    """The data source itself is unusable (no real/ and fake/ folders, a malformed CSV, one class only)."""
+
+    kind = "dataset_error"
+
+
+@dataclass(frozen=True)
+class LabeledPath:
+    path: str
+    label: int  # 0 real, 1 fake
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training/validation example: an image file, or one cached frame of a video (`group`)."""
+
+    source: str              # file to decode (the image, or the cached frame PNG)
+    label: int
+    group: str               # the original media file (video-level pooling)
+    frame_index: int | None = None
+
+
+def parse_label(value: str, where: str = "label") -> int:
+    try:
+        return LABELS[str(value).strip().lower()]
+    except KeyError:
+        raise DatasetError(f"{where}: label {value!r} is not one of real, fake, 0, 1") from None
+
+
+def _files_under(directory: Path) -> list[Path]:
+    return sorted(f for f in directory.rglob("*") if f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(directory).parts))
+
+
+def read_dataset(source: str | os.PathLike[str]) -> list[LabeledPath]:
+    """List (path, label) pairs from a `real/` + `fake/` folder or a CSV with `path` and `label` columns
+    (extra columns ignored; relative paths are relative to the CSV's folder). Files are not opened here."""
+    source = Path(source)
+    if not source.exists():
+        raise DatasetError(f"{source}: no such file or directory")
+    if source.is_dir():
+        dirs = {name: source / name for name in CLASS_DIRS if (source / name).is_dir()}
+        if not dirs:
+            raise DatasetError(f"{source}: expected subfolders real/ and fake/ (or pass a CSV with path,label)")
+        items = [LabeledPath(str(f), CLASS_DIRS[name]) for name, d in dirs.items() for f in _files_under(d)]
+        if not items:
+            raise DatasetError(f"{source}: real/ and fake/ hold no files")
+        return items
+    return _read_csv(source)
+
+
+def _read_csv(path: Path) -> list[LabeledPath]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+            if "path" not in fields or "label" not in fields:
+                raise DatasetError(f"{path}: a dataset CSV needs a header with columns path,label "
+                                   f"(found {reader.fieldnames})")
+            items = []
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                rel = (row.get(fields["path"]) or "").strip()
+                if not rel:
+                    raise DatasetError(f"{where}: empty path")
+                p = Path(rel).expanduser()
+                items.append(LabeledPath(str(p if p.is_absolute() else path.parent / p),
+                                         parse_label(row.get(fields["label"]) or "", where)))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{path}: not a readable CSV ({e})") from e
+    if not items:
+        raise DatasetError(f"{path}: no rows")
+    return items
+
+
+def require_both_classes(items: Sequence[LabeledPath] | Sequence[Sample], what: str) -> None:
+    labels = {it.label for it in items}
+    if labels != {REAL, FAKE}:
+        have = "real" if labels == {REAL} else "fake" if labels == {FAKE} else "no"
+        raise DatasetError(f"{what} has only {have} items; training and validation need both real and fake")
+
+
+def split(items: Sequence[LabeledPath], fraction: float, seed: int) -> tuple[list[LabeledPath], list[LabeledPath]]:
+    """Stratified split by file (a video's frames never straddle train and validation)."""
+    if fraction <= 0:
+        return list(items), []
+    from sklearn.model_selection import train_test_split
+
+    try:
+        train, val = train_test_split(list(items), test_size=fraction, random_state=seed,
+                                      stratify=[it.label for it in items])
+    except ValueError as e:
+        raise DatasetError(f"cannot split off {fraction:.0%} for validation: {e}. Use more data, another "
+                           f"--val-split, or a separate --val set") from e
+    return list(train), list(val)
+
+
+# --- video frames ----------------------------------------------------------------------------------
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    digest = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return f"{path.stem[:40]}-{digest}"
+
+
+def extract_frames(path: str | os.PathLike[str], n_frames: int, cache_dir: Path) -> tuple[list[tuple[int, str]], list[str]]:
+    """Decode the `n_frames` frames the detector would sample and keep them as PNGs (done once per
+    file and frame count; a finished extraction is marked by its index.json). Returns
+    ([(frame_index, png_path)], [messages of frames that failed])."""
+    path = Path(path)
+    folder = cache_dir / f"{_cache_key(path)}-n{n_frames}"
+    index = folder / "index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        return [(int(i), str(folder / name)) for i, name in data["frames"]], list(data["failed"])
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, failed = [], []
+    with VideoSampler(path, n_frames) as sampler:
+        for sample in sampler:
+            if sample.image is None:
+                failed.append(f"frame {sample.frame_index}: {sample.error}")
+                continue
+            name = f"{sample.frame_index:07d}.png"
+            Image.fromarray(sample.image).save(folder / name, compress_level=1)
+            frames.append((sample.frame_index, name))
+        wanted = set(sampler.indices)
+    frames = [(i, name) for i, name in frames if i in wanted]  # indices are final once iteration ends
+    tmp = index.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"source": str(path), "frames": frames, "failed": failed}))
+    os.replace(tmp, index)
+    return [(i, str(folder / name)) for i, name in frames], failed
+
+
+def prepare_samples(items: Sequence[LabeledPath], frames_per_video: int, cache_dir: Path, workers: int = 2,
+                    progress: Callable[[int, int], None] | None = None,
+                    ) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Items -> samples: an image is one sample, a video its sampled frames. Files that are neither,
+    or videos with no decodable frame, are returned as (path, error) and left out."""
+    def one(item: LabeledPath) -> tuple[list[Sample], str | None]:
+        try:
+            if probe_kind(item.path) is MediaKind.IMAGE:
+                return [Sample(item.path, item.label, item.path)], None
+            frames, _failed = extract_frames(item.path, frames_per_video, cache_dir)
+            if not frames:
+                return [], f"none of the sampled frames could be decoded ({'; '.join(_failed[:3])})"
+            return [Sample(src, item.label, item.path, idx) for idx, src in frames], None
+        except MFFMoEError as e:
+            return [], f"{type(e).__name__}: {e}"
+
+    samples: list[Sample] = []
+    failures: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mffmoe-frames") as pool:
+        for n, (item, (got, error)) in enumerate(zip(items, pool.map(one, items)), 1):
+            samples.extend(got)
+            if error:
+                failures.append((item.path, error))
+            if progress:
+                progress(n, len(items))
+    return samples, failures
+
+
+def save_samples(path: Path, **lists: Sequence[Sample]) -> None:
+    path.write_text(json.dumps({k: [asdict(s) for s in v] for k, v in lists.items()}))
+
+
+def load_samples(path: Path) -> dict[str, list[Sample]]:
+    return {k: [Sample(**s) for s in v] for k, v in json.loads(path.read_text()).items()}
+
+
+# --- torch datasets -------------------------------------------------------------------------------
+class SampleDataset(torch.utils.data.Dataset):
+    """Indexed by (epoch, i): the augmentation of sample i in an epoch is seeded by (seed, epoch, i)."""
+
+    def __init__(self, samples: Sequence[Sample], input_size: int, augment: Augment | None = None,
+                 seed: int = 0) -> None:
+        self.samples = list(samples)
+        self.input_size = input_size
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor | None, int, int, str | None]:
+        epoch, i = key
+        sample = self.samples[i]
+        try:
+            image = load_image(sample.source)
+        except MFFMoEError as e:
+            return None, sample.label, i, f"{type(e).__name__}: {e}"
+        if self.augment is not None and self.augment.names:
+            image = self.augment(image, np.random.default_rng([self.seed, epoch, i]))
+        return preprocess(image, self.input_size), sample.label, i, None
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor | None        # [B, 3, S, S]; None when every sample failed
+    y: torch.Tensor
+    indices: list[int]
+    failures: list[tuple[int, str]]
+
+
+def collate(rows: list[tuple[torch.Tensor | None, int, int, str | None]]) -> Batch:
+    ok = [r for r in rows if r[0] is not None]
+    return Batch(x=torch.stack([r[0] for r in ok]) if ok else None,
+                 y=torch.tensor([r[1] for r in ok], dtype=torch.long),
+                 indices=[r[2] for r in ok],
+                 failures=[(r[2], r[3] or "") for r in rows if r[0] is None])
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """Keys (epoch, i) in a permutation seeded by (seed, epoch), starting `skip` keys in (resume)."""
+
+    def __init__(self, n: int, epoch: int, seed: int, shuffle: bool = True, skip: int = 0) -> None:
+        self.n, self.epoch, self.seed, self.shuffle, self.skip = n, epoch, seed, shuffle, skip
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        return [int(i) for i in np.random.default_rng([self.seed, self.epoch]).permutation(self.n)]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.order()[self.skip:]])
+
+    def __len__(self) -> int:
+        return max(0, self.n - self.skip)

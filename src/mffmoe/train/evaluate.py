@@ -1,0 +1,138 @@
+"""Evaluation on labelled data, through the detector itself, so every score equals `mffmoe analyze`'s.
+
+Levels: the top-level metrics use one score per file (an image's score, a video's pooled score), as
+`analyze` reports them. When the data holds videos, `video_level` (the videos only) and `frame_level`
+(every scored frame of those videos, labelled as its video) are added, as DeepfakeBench reports
+them. Each level has the ensemble's metrics and each expert's. Files that fail are listed, kept out
+of the metrics, and counted (`n_failed`).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mffmoe.errors import MFFMoEError
+from mffmoe.train.data import LabeledPath
+from mffmoe.train.metrics import DEFAULT_TARGET_FPR, binary_metrics
+
+
+@dataclass
+class FrameScore:
+    frame_index: int
+    timestamp: float
+    score: float
+    expert_scores: list[float]
+
+
+@dataclass
+class ItemScore:
+    path: str
+    label: int
+    kind: str | None = None                   # "image" | "video"; None when the file failed
+    score: float | None = None
+    expert_scores: list[float] = field(default_factory=list)
+    frames: list[FrameScore] = field(default_factory=list)
+    error: dict[str, str] | None = None
+
+
+def score_items(detector: Any, items: Sequence[LabeledPath], frames: int | None = None,
+                pooling: str | None = None, progress: Callable[[int, int], None] | None = None,
+                ) -> list[ItemScore]:
+    """Run `detector.analyze_many` over the items (input order kept; failures recorded, not raised)."""
+    out: list[ItemScore] = []
+    labels = [it.label for it in items]
+    results = detector.analyze_many([it.path for it in items], frames=frames, pooling=pooling)
+    for n, (label, (path, result)) in enumerate(zip(labels, results), 1):
+        if isinstance(result, MFFMoEError):
+            out.append(ItemScore(path, label, error=result.to_dict()))
+        else:
+            frames_ = [FrameScore(f.frame_index, f.timestamp, f.score, list(f.expert_scores or []))
+                       for f in getattr(result, "frame_predictions", [])]
+            out.append(ItemScore(path, label, result.media_type, result.score, list(result.expert_scores),
+                                 frames_))
+        if progress:
+            progress(n, len(items))
+    return out
+
+
+def _level(labels: Sequence[int], scores: np.ndarray, roster: Sequence[str], threshold: float,
+           target_fpr: float) -> dict[str, Any]:
+    """Ensemble metrics (scores[:, 0]) plus each expert's (scores[:, 1:])."""
+    m = binary_metrics(labels, scores[:, 0], threshold, target_fpr)
+    m["experts"] = [{"index": j, "name": name, **binary_metrics(labels, scores[:, j + 1], threshold, target_fpr)}
+                    for j, name in enumerate(roster)]
+    return m
+
+
+def _matrix(rows: list[tuple[float, Sequence[float]]], n_experts: int) -> np.ndarray:
+    return np.array([[s, *e] for s, e in rows], dtype=np.float64).reshape(-1, 1 + n_experts)
+
+
+def summarize(scores: Sequence[ItemScore], roster: Sequence[str], threshold: float = 0.5,
+              target_fpr: float = DEFAULT_TARGET_FPR) -> dict[str, Any]:
+    """The evaluation report (a JSON-able dict; see the module docstring for the levels)."""
+    ok = [s for s in scores if s.error is None]
+    n_e = len(roster)
+    report: dict[str, Any] = {"roster": list(roster), "n_items": len(scores), "n_failed": len(scores) - len(ok)}
+    report.update(_level([s.label for s in ok], _matrix([(s.score, s.expert_scores) for s in ok], n_e),
+                         roster, threshold, target_fpr))
+    videos = [s for s in ok if s.kind == "video"]
+    if videos:
+        report["video_level"] = _level([s.label for s in videos],
+                                       _matrix([(s.score, s.expert_scores) for s in videos], n_e),
+                                       roster, threshold, target_fpr)
+        frame_rows = [(f.score, f.expert_scores) for s in videos for f in s.frames]
+        frame_labels = [s.label for s in videos for _ in s.frames]
+        report["frame_level"] = _level(frame_labels, _matrix(frame_rows, n_e), roster, threshold, target_fpr)
+    report["failures"] = [{"path": s.path, "error": s.error} for s in scores if s.error is not None]
+    return report
+
+
+def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], roster: Sequence[str],
+                 threshold: float) -> list[Path]:
+    """Per-item scores to `path` (CSV); per-frame scores of videos to `<stem>_frames.csv` beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    experts = [f"expert_{j}" for j in range(len(roster))]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "kind", "score", "prediction", *experts, "frames_analyzed", "error"])
+        for s in scores:
+            if s.error is not None:
+                w.writerow([s.path, s.label, "", "", "", *[""] * len(experts), "",
+                            f"{s.error['type']}: {s.error['message']}"])
+                continue
+            w.writerow([s.path, s.label, s.kind, repr(s.score), "FAKE" if s.score >= threshold else "REAL",
+                        *[repr(v) for v in s.expert_scores], len(s.frames) if s.kind == "video" else "", ""])
+    written = [path]
+    if any(s.frames for s in scores):
+        frames_path = path.with_name(path.stem + "_frames.csv")
+        with open(frames_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "frame_index", "timestamp", "score", *experts])
+            for s in scores:
+                for fr in s.frames:
+                    w.writerow([s.path, s.label, fr.frame_index, repr(fr.timestamp), repr(fr.score),
+                                *[repr(v) for v in fr.expert_scores]])
+        written.append(frames_path)
+    return written
+
+
+def evaluate(data: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
+             frames: int | None = None, threshold: float = 0.5, target_fpr: float = DEFAULT_TARGET_FPR,
+             detector: Any = None, **detector_kwargs: Any) -> tuple[dict[str, Any], list[ItemScore]]:
+    """Library entry point: score a `real/`+`fake/` folder or a CSV and compute the report."""
+    from mffmoe.detector import Detector
+    from mffmoe.train.data import read_dataset
+
+    items = read_dataset(data)
+    detector = detector or Detector.from_dir(weights, threshold=threshold, **detector_kwargs)
+    scores = score_items(detector, items, frames=frames)
+    report = summarize(scores, detector.info.roster, threshold, target_fpr)
+    report["weights"] = detector.info.source
+    return report, scores
