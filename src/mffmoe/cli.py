@@ -101,7 +101,12 @@ def analyze(
                                            "(default: $MFFMOE_WEIGHTS, then ./models/MFF-MoE-V1)."),
     frames: int = typer.Option(100, "--frames", "-n", min=1, help="Frames sampled per video."),
     device: Device = typer.Option(Device.auto, "--device"),
-    engine: str = typer.Option("torch", "--engine", help="Inference engine."),
+    engine: str = typer.Option("auto", "--engine", help="torch | onnxruntime | openvino | auto: the fastest "
+                               "engine exported and calibrated by `mffmoe export` for this job (else torch)."),
+    early_exit: bool = typer.Option(False, "--early-exit", help="Run experts cheapest first and stop once the "
+                                    "label cannot change (exact label; score given as an interval)."),
+    autocast: Optional[str] = typer.Option(None, "--autocast", help="CUDA only, torch engine: fp16 | bf16 "
+                                           "autocast (faster, not exact; use a larger --batch-size)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here, not stdout."),
@@ -112,6 +117,10 @@ def analyze(
                                            help="Run on raw weights when the .state file is absent."),
 ) -> None:
     """Analyze images and videos; print one result per input, in input order."""
+    global _fast_exit
+    _fast_exit = True
+    from mffmoe.engine.lean import skip_unused_imports
+    skip_unused_imports()  # before torch/timm are imported: keeps one-shot runs small
     from mffmoe.pooling import get_pooling
     try:
         get_pooling(pooling)
@@ -120,7 +129,10 @@ def analyze(
     files = expand_paths(paths)
     if not files:
         raise fail("no input files")
+    from mffmoe.engine.commands import analyze_engine_options
     detector = load_detector(weights, device.value, untrained, allow_missing_ema, engine=engine,
+                             engine_options=analyze_engine_options(engine, files, frames, autocast),
+                             early_exit=early_exit,
                              batch_size=batch_size, threshold=threshold, frames=frames, pooling=pooling)
     rows: list[dict] = []
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -222,10 +234,30 @@ def _register_plugins() -> None:
         importlib.import_module(name).register(app)
 
 
+#: Set by commands whose process ends right after them (analyze): `main` then skips the interpreter's
+#: teardown, which in torch's CUDA build faults ~170 MB of library pages back in just to exit (it would
+#: be the run's peak memory). atexit handlers still run; output is flushed first.
+_fast_exit = False
+
+
+def _exit_now(code: object) -> None:
+    import atexit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
 def main() -> None:
     _register_plugins()
     try:
         app()
+    except SystemExit as e:
+        if _fast_exit:
+            _exit_now(e.code)
+        raise
     except MFFMoEError as e:  # anything the commands did not catch themselves
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)

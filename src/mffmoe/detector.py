@@ -51,7 +51,7 @@ class Detector:
     def __init__(self, engine: Engine, info: CheckpointInfo, *, threshold: float = DEFAULT_THRESHOLD,
                  frames: int = DEFAULT_FRAMES, batch_size: int = 16, pooling: str = "mean",
                  untrained: bool = False, max_image_pixels: int | None = None,
-                 model_name: str = MODEL_NAME) -> None:
+                 model_name: str = MODEL_NAME, early_exit: bool = False) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError("threshold must be in [0, 1]")
         self.engine = engine
@@ -64,30 +64,42 @@ class Detector:
         self.untrained = untrained
         self.max_image_pixels = max_image_pixels
         self.model_name = model_name
+        self.early_exit = early_exit  # exact: see mffmoe.early_exit
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_dir(cls, weights: str | os.PathLike[str] | None = None, *, device: str = "auto",
-                 engine: str = "torch", allow_missing_ema: bool = False, **kwargs) -> "Detector":
-        """Load weights (`weights` > $MFFMOE_WEIGHTS > ./models/MFF-MoE-V1) and build an engine."""
+                 engine: str = "torch", allow_missing_ema: bool = False, engine_options: dict | None = None,
+                 **kwargs) -> "Detector":
+        """Load weights (`weights` > $MFFMOE_WEIGHTS > ./models/MFF-MoE-V1) and build an engine
+        (`engine_options` go to the engine, e.g. `{"lean": True}` for the torch engine)."""
         model, info = load_weights(resolve_weights_dir(weights), allow_missing_ema=allow_missing_ema)
-        return cls(create_engine(engine, model, info, device=device), info, **kwargs)
+        return cls(create_engine(engine, model, info, device=device, **(engine_options or {})), info, **kwargs)
 
     @classmethod
     def untrained(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
-                  device: str = "auto", engine: str = "torch", seed: int = 0, **kwargs) -> "Detector":
+                  device: str = "auto", engine: str = "torch", seed: int = 0, engine_options: dict | None = None,
+                  **kwargs) -> "Detector":
         """Random weights, to run the pipeline without the official files. Every result says so."""
         model, info = untrained_model(roster, input_size, seed=seed)
-        return cls(create_engine(engine, model, info, device=device), info, untrained=True, **kwargs)
+        return cls(create_engine(engine, model, info, device=device, **(engine_options or {})), info,
+                   untrained=True, **kwargs)
 
     @property
     def input_size(self) -> int:
         return self.engine.input_size
 
     # -- core steps ------------------------------------------------------------------------------
-    def score_batch(self, batch: torch.Tensor) -> np.ndarray:
-        """[N, 3, S, S] -> [N, E] per-expert P(fake), run in chunks of `batch_size`."""
-        parts = [self.engine.predict(batch[i:i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
+    def score_batch(self, batch: torch.Tensor, threshold: float | None = None) -> np.ndarray:
+        """[N, 3, S, S] -> [N, E] per-expert P(fake), run in chunks of `batch_size`. With early exit (and
+        a `threshold`), experts that did not need to run are NaN."""
+        if self.early_exit and threshold is not None:
+            from mffmoe.early_exit import run_images
+            parts = [run_images(self.engine, batch[i:i + self.batch_size], threshold).probs
+                     for i in range(0, len(batch), self.batch_size)]
+        else:
+            parts = [self.engine.predict(batch[i:i + self.batch_size])
+                     for i in range(0, len(batch), self.batch_size)]
         return np.concatenate(parts, axis=0) if parts else np.zeros((0, len(self.engine.roster)))
 
     def _fields(self, score: float, expert_scores: Sequence[float], threshold: float) -> dict:
@@ -102,8 +114,26 @@ class Detector:
             "note": UNTRAINED_NOTE if self.untrained else None,
         }
 
+    def _early_fields(self, fields: dict, low: float, high: float, ran: Sequence[int]) -> dict:
+        """Early-exit results: `score` and `expert_scores` cover the experts that ran (roster order); the
+        full ensemble's score lies in `score_interval`; the label is the full ensemble's."""
+        n = len(self.engine.roster)
+        fields.update(experts_run=len(ran), score_interval=(float(low), float(high)))
+        if len(ran) < n:
+            note = (f"early exit: experts {list(ran)} of {n} ran; score is their mean, the full ensemble's "
+                    f"lies in [{low:.4f}, {high:.4f}]")
+            fields["note"] = "; ".join(x for x in (fields.get("note"), note) if x)
+        return fields
+
     def _image_result(self, experts: np.ndarray, dims: dict[str, int], seconds: float,
                       threshold: float) -> ImageAnalysisResult:
+        if self.early_exit and threshold is not None:
+            from mffmoe.early_exit import interval
+            ran = [i for i, v in enumerate(experts) if not np.isnan(v)]
+            low, high = interval(np.asarray(experts, dtype=np.float64)[None])
+            fields = self._fields(float(np.mean(experts[ran])), experts[ran], threshold)
+            return ImageAnalysisResult(processing_time=seconds, dimensions=dims,
+                                       **self._early_fields(fields, low[0], high[0], ran))
         score = float(np.mean(experts))
         return ImageAnalysisResult(processing_time=seconds, dimensions=dims,
                                    **self._fields(score, experts, threshold))
@@ -127,7 +157,7 @@ class Detector:
         start = time.perf_counter() if _start is None else _start
         threshold = self.threshold if threshold is None else threshold
         dims = {"width": image.width, "height": image.height}
-        experts = self.score_batch(preprocess(image, self.input_size).unsqueeze(0))[0]
+        experts = self.score_batch(preprocess(image, self.input_size).unsqueeze(0), threshold)[0]
         return self._image_result(experts, dims, time.perf_counter() - start, threshold)
 
     def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
@@ -144,7 +174,7 @@ class Detector:
             if not pending:
                 return
             t0 = time.perf_counter()
-            experts = self.score_batch(torch.stack([p.tensor for p in pending]))
+            experts = self.score_batch(torch.stack([p.tensor for p in pending]), threshold)
             share = (time.perf_counter() - t0) / len(pending)
             for prep, row in zip(pending, experts):
                 yield prep.path, self._image_result(row, prep.dimensions, prep.decode_time + share, threshold)
@@ -216,8 +246,14 @@ class Detector:
         batch: list[tuple] = []
         error: BaseException | None = None
 
+        early = None
+        if self.early_exit:
+            from mffmoe.early_exit import VideoEarlyExit
+            early = VideoEarlyExit(self.engine, pooling, threshold)
+
         def run_batch() -> None:
-            experts = self.score_batch(torch.stack([t for _, t in batch]))
+            stacked = torch.stack([t for _, t in batch])
+            experts = early.add(stacked) if early is not None else self.score_batch(stacked)
             for (sample, _), row in zip(batch, experts):
                 scored[sample.frame_index] = (sample.timestamp, float(np.mean(row)), row)
             batch.clear()
@@ -254,6 +290,11 @@ class Detector:
             if isinstance(error, MFFMoEError):
                 raise error
             raise VideoDecodeError(f"{path}: decoding failed ({type(error).__name__}: {error})") from error
+        if early is not None:  # run further experts on all frames until the video's label is fixed
+            outcome = early.finish(self.batch_size)
+            for index, row in zip(list(scored), outcome.probs):
+                ts = scored[index][0]
+                scored[index] = (ts, float(np.nanmean(row)), row)
         return self._video_result(path, sampler, scored, failures, pooling, threshold, start)
 
     def _video_result(self, path: str | os.PathLike[str], sampler, scored: dict[int, tuple[float, float, np.ndarray]],
@@ -275,10 +316,12 @@ class Detector:
                 ts, s, row = scored[i]
                 frame_predictions.append(FramePrediction(index=n, frame_index=i, timestamp=ts, score=s,
                                                          prediction=label(s, threshold),
-                                                         expert_scores=[float(v) for v in row]))
+                                                         expert_scores=[float(v) for v in row if not np.isnan(v)]))
         frame_scores = [scored[i][1] for i in keep]
         video_score = float(np.clip(pool_fn(frame_scores), 0.0, 1.0))
-        expert_means = np.mean(np.stack([scored[i][2] for i in keep]), axis=0)
+        rows = np.stack([scored[i][2] for i in keep])
+        ran = [e for e in range(rows.shape[1]) if not np.isnan(rows[:, e]).any()]
+        expert_means = np.mean(rows[:, ran], axis=0)
         info = sampler.info
         notes = []
         if self.untrained:
@@ -289,6 +332,11 @@ class Detector:
             notes.append(f"container states {info.frame_count} frames; the stream has {sampler.total}")
         fields = self._fields(video_score, expert_means, threshold)
         fields["note"] = "; ".join(notes) or None
+        if self.early_exit:
+            from mffmoe.early_exit import interval
+            lows, highs = interval(rows)
+            fields = self._early_fields(fields, float(np.clip(pool_fn(lows), 0, 1)),
+                                        float(np.clip(pool_fn(highs), 0, 1)), ran)
         rotated = abs(info.rotation) % 180 == 90
         return VideoAnalysisResult(
             processing_time=time.perf_counter() - start,

@@ -187,11 +187,11 @@ def find_layout(directory: Path) -> Layout | None:
     return None
 
 
-def load_weights(path: str | os.PathLike[str], allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
-    """Load a weights directory (either official layout) or a converted `.safetensors` file."""
+def _locate(path: str | os.PathLike[str]) -> tuple[Path, Layout | None]:
+    """(a .safetensors file, None) or (a directory, its official layout); else a clear error."""
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
-        return load_safetensors(path)
+        return path, None
     if not path.exists():
         raise WeightsNotFoundError(_where_to_put(path))
     if path.is_file():
@@ -200,9 +200,17 @@ def load_weights(path: str | os.PathLike[str], allow_missing_ema: bool = False) 
     if layout is None:
         converted = sorted(path.glob("*.safetensors"))
         if len(converted) == 1:
-            return load_safetensors(converted[0])
+            return converted[0], None
         raise WeightsNotFoundError(_where_to_put(path))
-    return load_official(path, layout, allow_missing_ema=allow_missing_ema)
+    return path, layout
+
+
+def load_weights(path: str | os.PathLike[str], allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
+    """Load a weights directory (either official layout) or a converted `.safetensors` file."""
+    where, layout = _locate(path)
+    if layout is None:
+        return load_safetensors(where)
+    return load_official(where, layout, allow_missing_ema=allow_missing_ema)
 
 
 def _where_to_put(path: Path) -> str:
@@ -231,66 +239,14 @@ def _ema_entries(ema_state: Any, n_experts: int, path: Path) -> list[Any]:
     return [by_index[i] for i in range(n_experts)]
 
 
-def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
+def _read_official(directory: Path, layout: Layout, missing_ema: str | None,
+                   ) -> tuple[MFFMoE, dict[str, torch.Tensor], list[dict[str, Any]] | None, CheckpointInfo]:
+    """Model skeleton (meta), raw state dict and validated per-expert EMA states (None without the
+    `.state` file: allowed only when `missing_ema` is None, else that text is the error)."""
     roster, input_size = read_manifest(directory)
-    weights_path = directory / layout.weights
-    ema_path = directory / layout.ema
-    has_ema = ema_path.exists()
-    if not has_ema and not allow_missing_ema:
-        raise MissingEMAError(
-            f"{ema_path} is missing. MFF-MoE runs on its EMA weights, which live in that file; the raw "
-            f"weights in {weights_path.name} alone give different (worse) scores. Add the file, or pass "
-            f"--allow-missing-ema (allow_missing_ema=True) to run on the raw weights deliberately.")
-    model = build_model(roster, input_size, device="meta")
-    state = _normalize_keys(safe_torch_load(weights_path), weights_path)
-    check_state_dict(model, state, str(weights_path))
-    num_updates: list[int | None] = []
-    if has_ema:
-        entries = _ema_entries(safe_torch_load(ema_path), len(roster), ema_path)
-        for i, (expert, entry) in enumerate(zip(model.experts, entries)):
-            names = [n for n, _ in expert.named_parameters()]
-            try:
-                ema = validate_ema_state(entry, [tuple(p.shape) for _, p in expert.named_parameters()],
-                                         where=f"{ema_path} expert {i} ({roster[i]})")
-            except ValueError as e:
-                raise CheckpointFormatError(str(e)) from e
-            for name, shadow in zip(names, ema["shadow_params"]):
-                state[f"experts.{i}.{name}"] = shadow  # fold: the shadow replaces the raw parameter
-            num_updates.append(ema["num_updates"])
-        del entries
-    _assign(model, state)
-    files = {"weights": str(weights_path)}
-    if has_ema:
-        files["ema"] = str(ema_path)
-    info = CheckpointInfo(source=str(directory), layout=layout.name, roster=roster, input_size=input_size,
-                          ema=has_ema, files=files, ema_num_updates=num_updates)
-    return model, info
-
-
-def load_unfolded(path: str | os.PathLike[str], allow_missing_ema: bool = False,
-                  ) -> tuple[MFFMoE, list[dict[str, Any]] | None, CheckpointInfo]:
-    """For training (`--init`, resume): the RAW parameters and, apart, each expert's validated EMA state
-    (None without a `.state`). A `.safetensors` file holds folded weights only: they become the raw
-    parameters and the EMA states are None. Same strict checks as `load_weights`."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".safetensors":
-        model, info = load_safetensors(path)
-        return model, None, info
-    if not path.exists():
-        raise WeightsNotFoundError(_where_to_put(path))
-    if path.is_file():
-        raise WeightsError(f"{path}: expected a weights directory or a .safetensors file")
-    layout = find_layout(path)
-    if layout is None:
-        converted = sorted(path.glob("*.safetensors"))
-        if len(converted) == 1:
-            return load_unfolded(converted[0])
-        raise WeightsNotFoundError(_where_to_put(path))
-    weights_path, ema_path = path / layout.weights, path / layout.ema
-    if not ema_path.exists() and not allow_missing_ema:
-        raise MissingEMAError(f"{ema_path} is missing: training from {path} would restart the EMA from the "
-                              f"raw weights. Add the file, or allow it explicitly (--allow-missing-ema).")
-    roster, input_size = read_manifest(path)
+    weights_path, ema_path = directory / layout.weights, directory / layout.ema
+    if not ema_path.exists() and missing_ema is not None:
+        raise MissingEMAError(missing_ema.format(ema=ema_path, weights=weights_path.name, dir=directory))
     model = build_model(roster, input_size, device="meta")
     state = _normalize_keys(safe_torch_load(weights_path), weights_path)
     check_state_dict(model, state, str(weights_path))
@@ -303,11 +259,42 @@ def load_unfolded(path: str | os.PathLike[str], allow_missing_ema: bool = False,
                     for i, (expert, entry) in enumerate(zip(model.experts, entries))]
         except ValueError as e:
             raise CheckpointFormatError(str(e)) from e
-    _assign(model, state)
     files = {"weights": str(weights_path), **({"ema": str(ema_path)} if emas is not None else {})}
-    info = CheckpointInfo(source=str(path), layout=layout.name, roster=roster, input_size=input_size,
+    info = CheckpointInfo(source=str(directory), layout=layout.name, roster=roster, input_size=input_size,
                           ema=emas is not None, files=files,
                           ema_num_updates=[e["num_updates"] for e in emas or []])
+    return model, state, emas, info
+
+
+def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
+    """Inference weights: each EMA shadow replaces its raw parameter (folded once, here)."""
+    missing = None if allow_missing_ema else (
+        "{ema} is missing. MFF-MoE runs on its EMA weights, which live in that file; the raw weights in "
+        "{weights} alone give different (worse) scores. Add the file, or pass --allow-missing-ema "
+        "(allow_missing_ema=True) to run on the raw weights deliberately.")
+    model, state, emas, info = _read_official(directory, layout, missing)
+    for i, (expert, ema) in enumerate(zip(model.experts, emas or [])):
+        for (name, _), shadow in zip(expert.named_parameters(), ema["shadow_params"]):
+            state[f"experts.{i}.{name}"] = shadow  # fold: the shadow replaces the raw parameter
+    del emas
+    _assign(model, state)
+    return model, info
+
+
+def load_unfolded(path: str | os.PathLike[str], allow_missing_ema: bool = False,
+                  ) -> tuple[MFFMoE, list[dict[str, Any]] | None, CheckpointInfo]:
+    """For training (`--init`, resume): the RAW parameters and, apart, each expert's validated EMA state
+    (None without a `.state`). A `.safetensors` file holds folded weights only: they become the raw
+    parameters and the EMA states are None. Same strict checks as `load_weights`."""
+    where, layout = _locate(path)
+    if layout is None:
+        model, info = load_safetensors(where)
+        return model, None, info
+    missing = None if allow_missing_ema else (
+        "{ema} is missing: training from {dir} would restart the EMA from the raw weights. Add the file, "
+        "or allow it explicitly (--allow-missing-ema).")
+    model, state, emas, info = _read_official(where, layout, missing)
+    _assign(model, state)
     return model, emas, info
 
 
@@ -337,6 +324,32 @@ def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike
     return out
 
 
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
+def _mmap_safetensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Tensors as views of one private memory map of the file (nothing copied, pages read on first use),
+    like `torch.load(mmap=True)` gives for the official files; `safe_open(...).get_tensor` copies."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    size = path.stat().st_size
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    base = 8 + n
+    out = {}
+    for key in keys:
+        entry = header[key]
+        dtype = _ST_DTYPES[entry["dtype"]]
+        start, end = (base + int(o) for o in entry["data_offsets"])
+        if not base <= start <= end <= size:
+            raise ValueError(f"tensor {key!r} lies outside the file")
+        view = storage[start:end]
+        out[key] = torch.empty(0, dtype=dtype).set_(view, 0, tuple(entry["shape"]))
+    return out
+
+
 def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
     from safetensors import SafetensorError, safe_open
 
@@ -349,7 +362,7 @@ def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
             roster = tuple(json.loads(meta["roster"]))
             input_size = int(meta["input_size"])
             model = build_model(roster, input_size, device="meta")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = _mmap_safetensors(path, list(f.keys()))
     except SafetensorError as e:
         raise CheckpointFormatError(f"{path}: not a readable safetensors file ({e})") from e
     except (KeyError, ValueError) as e:

@@ -1,0 +1,157 @@
+"""`--engine auto`: the fastest engine that is available here and agrees with torch to 1e-4.
+
+How it decides without a costly start-up: it reads a calibration record that `mffmoe export` writes next
+to the cached artefacts (same `<fingerprint>` key as the weights). The record holds, per engine, the
+measured agreement with the torch engine on a fixed input (max |P(fake) difference| over experts), the
+load time and the batch-1 latency on this machine. `auto` then picks, among engines that are importable,
+exported and within 1e-4:
+
+- for a long-running process (library, server: `images=None`): the lowest latency;
+- for a one-shot job of `images` images (the CLI passes its count): the lowest `load + images x latency`;
+  but a lean job of at most `LEAN_JOB_IMAGES` (16) images, such as `mffmoe analyze one.jpg`, always runs
+  on the lean torch engine (see `mffmoe.engine.__init__`): it starts in about a second and stays near
+  0.9 GB, where the exported engines need seconds to build seven sessions and ~1.4 GB resident.
+
+Without a record (nothing exported yet), or on CUDA, auto is `torch`: it never exports or calibrates on
+its own, because that would add a minute to somebody's first `analyze`. Run `mffmoe export --format all`
+once to let auto use the faster engines. A record made on another machine (shared weights directory)
+is not trusted for timings; auto then uses the static order the benchmark gave on our reference
+machine (`STATIC_PREFERENCE`), still only among engines that passed the agreement check.
+"""
+from __future__ import annotations
+
+import gc
+import importlib.util
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mffmoe.engine.cache import candidate_roots, find_artifacts, read_json, write_json, writable_root
+from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.model.ensemble import MFFMoE
+
+TOLERANCE = 1e-4
+RECORD = "calibration.json"
+RECORD_VERSION = 1
+#: Fastest first, from BENCHMARKS.md (batch-1 latency on the 2-core reference machine).
+STATIC_PREFERENCE = ("openvino", "onnxruntime", "torch")
+#: Engine options each engine understands (auto passes on only those).
+ACCEPTS = {"torch": {"lean", "workers", "channels_last", "autocast"},
+           "onnxruntime": {"workers", "optimization"},
+           "openvino": {"workers", "cache_compiled"}}
+MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+@dataclass
+class Choice:
+    name: str
+    reason: str
+    accepts: set[str] = field(default_factory=set)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:  # not platform.processor(): on Linux it forks `uname -p`, a second copy of a 1 GB process
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    cpu = cpu or platform.machine()
+    from mffmoe.engine.parallel import cpu_count
+    return {"cpu": cpu, "cores": cpu_count(), "system": platform.system(), "torch": torch.__version__}
+
+
+def installed(name: str) -> bool:
+    return name == "torch" or importlib.util.find_spec(MODULES[name]) is not None
+
+
+def exported(name: str, info: CheckpointInfo) -> bool:
+    from mffmoe.engine.export import EXPORT_VERSION
+    if name == "torch":
+        return True
+    fmt = FORMAT_OF[name]
+    return find_artifacts(info, fmt, EXPORT_VERSION[fmt]) is not None
+
+
+def read_record(info: CheckpointInfo) -> dict[str, Any] | None:
+    if not info.files:
+        return None
+    for root in candidate_roots(info):
+        rec = read_json(root / RECORD)
+        if rec and rec.get("version") == RECORD_VERSION and rec.get("fingerprint") == info.fingerprint():
+            return rec
+    return None
+
+
+def choose_engine(info: CheckpointInfo, device: str = "auto", images: int | None = None) -> Choice:
+    from mffmoe.engine.torch_engine import resolve_device
+
+    def pick(name: str, reason: str) -> Choice:
+        return Choice(name, reason, ACCEPTS[name])
+
+    if resolve_device(device).type == "cuda":
+        return pick("torch", "CUDA: the torch engine is the GPU engine")
+    record = read_record(info)
+    if record is None:
+        return pick("torch", "no calibration record for these weights (run `mffmoe export --format all` once)")
+    good = {name: r for name, r in record.get("engines", {}).items()
+            if name in ACCEPTS and r.get("ok") and installed(name) and exported(name, info)}
+    if not good:
+        return pick("torch", "no calibrated engine passed the 1e-4 agreement check")
+    if record.get("machine") != machine():
+        name = next(n for n in STATIC_PREFERENCE if n in good or n == "torch")
+        return pick(name, "calibrated on another machine: static preference among engines that agree")
+    if images is None:
+        name = min(good, key=lambda n: good[n]["latency_s"])
+        return pick(name, f"lowest calibrated batch-1 latency ({good[name]['latency_s']:.3f} s)")
+    cost = {n: r["load_s"] + images * r["latency_s"] for n, r in good.items()}
+    name = min(cost, key=cost.__getitem__)
+    return pick(name, f"lowest load + {images} x latency ({cost[name]:.2f} s expected)")
+
+
+def _probe_input(input_size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, input_size, input_size, generator=g)
+
+
+def calibrate(model: MFFMoE, info: CheckpointInfo, engines: Sequence[str] = ("torch", "onnxruntime", "openvino"),
+              repeats: int = 2, log=print) -> dict[str, Any]:
+    """Measure agreement (vs torch, on two fixed random images) and batch-1 latency/load time of each
+    engine, and store the record next to the artefacts. Engines missing or not exported are skipped."""
+    from mffmoe.engine import create_engine
+
+    x = _probe_input(info.input_size)
+    results: dict[str, Any] = {}
+    reference: np.ndarray | None = None
+    for name in ["torch", *[e for e in engines if e != "torch"]]:
+        if not installed(name) or not exported(name, info):
+            continue
+        t0 = time.perf_counter()
+        engine = create_engine(name, model, info, device="cpu")
+        load_s = time.perf_counter() - t0
+        probs = engine.predict(x)
+        one = x[:1]
+        engine.predict(one)  # warm-up at batch 1
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            engine.predict(one)
+            times.append(time.perf_counter() - t0)
+        if reference is None:
+            reference = probs
+        diff = float(np.max(np.abs(probs - reference)))
+        results[name] = {"ok": diff <= TOLERANCE, "max_abs_diff": diff, "load_s": round(load_s, 3),
+                         "latency_s": round(min(times), 4)}
+        log(f"{name}: latency {min(times):.3f} s, load {load_s:.2f} s, max |diff| vs torch {diff:.2e}")
+        del engine
+        gc.collect()
+    record = {"version": RECORD_VERSION, "fingerprint": info.fingerprint(), "machine": machine(),
+              "tolerance": TOLERANCE, "engines": results, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if info.files:
+        write_json(writable_root(info) / RECORD, record)
+    return record

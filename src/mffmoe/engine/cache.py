@@ -1,0 +1,117 @@
+"""Where exported artefacts and calibration records live: next to the weights, keyed by their fingerprint.
+
+`<weights dir>/.mffmoe-cache/<fingerprint>/<format>/` (for a `.safetensors` file: its directory). When
+that directory is not writable, `$MFFMOE_CACHE_DIR` or `~/.cache/mffmoe` (`$XDG_CACHE_HOME/mffmoe`) is
+used instead, under the same `<fingerprint>/<format>/` names; lookups try both, weights side first.
+The fingerprint (`CheckpointInfo.fingerprint()`: file names, sizes, mtimes, roster, input size) changes
+whenever the weights do, so a stale artefact is never picked up; old ones are simply left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mffmoe.model.checkpoint import CheckpointInfo
+
+CACHE_DIRNAME = ".mffmoe-cache"
+CACHE_ENV = "MFFMOE_CACHE_DIR"
+MANIFEST = "artifacts.json"
+
+
+def user_cache_root() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mffmoe"
+
+
+def weights_dir(info: CheckpointInfo) -> Path | None:
+    """The directory holding the weight files (None for untrained models, which have no files)."""
+    if not info.files:
+        return None
+    src = Path(info.source)
+    return src if src.is_dir() else src.parent
+
+
+def candidate_roots(info: CheckpointInfo) -> list[Path]:
+    """Cache roots for these weights, in lookup order."""
+    roots = []
+    wd = weights_dir(info)
+    if wd is not None:
+        roots.append(wd / CACHE_DIRNAME / info.fingerprint())
+    roots.append(user_cache_root() / (info.fingerprint() if info.files else "untrained"))
+    return roots
+
+
+def _writable(directory: Path) -> bool:
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    return os.access(probe, os.W_OK | os.X_OK)
+
+
+def writable_root(info: CheckpointInfo) -> Path:
+    """The first cache root we may write to (weights side if possible)."""
+    for root in candidate_roots(info):
+        if _writable(root):
+            return root
+    raise PermissionError(f"no writable cache directory: tried {[str(r) for r in candidate_roots(info)]}; "
+                          f"set {CACHE_ENV} to a writable directory")
+
+
+def find_artifacts(info: CheckpointInfo, fmt: str, version: str) -> tuple[Path, dict[str, Any]] | None:
+    """An existing, complete artefact directory for `fmt` made by exporter `version`, if any."""
+    if not info.files:
+        return None
+    for root in candidate_roots(info):
+        d = root / fmt
+        manifest = read_json(d / MANIFEST)
+        if (manifest and manifest.get("version") == version and manifest.get("fingerprint") == info.fingerprint()
+                and all((d / f).exists() for f in manifest.get("files", []))):
+            return d, manifest
+    return None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class StagingDir:
+    """Build an artefact directory beside its final place and move it in only when complete, so a
+    crash or a concurrent export never leaves a half-written cache entry behind."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.path, 0o777 & ~umask)  # mkdtemp makes it private; the cache is as shared as the weights
+
+    def commit(self) -> Path:
+        if self.final.exists():
+            shutil.rmtree(self.final, ignore_errors=True)
+        try:
+            os.replace(self.path, self.final)
+        except OSError:  # another process committed first: keep theirs
+            shutil.rmtree(self.path, ignore_errors=True)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""Export the (EMA-folded) ensemble to ONNX and OpenVINO IR, one graph per expert, cached by weights.
+
+One graph per expert, not one for the ensemble: engines then run experts in parallel and early exit can
+stop between experts. Each graph maps a normalised image batch `input` [B, 3, S, S] (float32, dynamic B)
+to `p_fake` [B] = softmax(logits)[:, 1]; the ensemble score is the mean over experts (see the manifest,
+`artifacts.json`, which lists roster, input size, files, preprocessing and the combination rule).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mffmoe.config import IMAGENET_MEAN, IMAGENET_STD
+from mffmoe.engine.cache import MANIFEST, StagingDir, find_artifacts, write_json, writable_root
+from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.model.ensemble import MFFMoE
+
+FORMATS = ("onnx", "openvino")
+ONNX_OPSET = 17
+#: Bump when the exported graphs change meaning, so older cache entries are not reused.
+EXPORT_VERSION = {"onnx": "onnx-2", "openvino": "openvino-2"}
+log = logging.getLogger(__name__)
+
+
+def _export_backbone(expert: nn.Module) -> nn.Module:
+    """The expert's timm network, in the form that exports to the faster graph.
+
+    timm's ConvNeXt blocks run their MLP channels-last (`nn.Linear` between two permutes); exported,
+    every block then pays for transposes and layout reorders (~15% of the expert's time in OpenVINO).
+    timm's own `conv_mlp=True` variant computes the same function with 1x1 convolutions in NCHW, from the
+    same numbers reshaped ([out, in] -> [out, in, 1, 1]). Measured on ConvNeXt-V2-Tiny at 512 px: max
+    |logit difference| 2e-7, about 5-8% faster in OpenVINO.
+    """
+    import timm
+    from timm.models.convnext import ConvNeXt
+
+    net = expert.baseline_extractor
+    if not isinstance(net, ConvNeXt) or net.stages[0].blocks[0].use_conv_mlp:
+        return net
+    twin = timm.create_model(expert.name, pretrained=False, num_classes=net.num_classes, conv_mlp=True)
+    shapes = twin.state_dict()
+    twin.load_state_dict({k: v.reshape(shapes[k].shape) for k, v in net.state_dict().items()}, strict=True)
+    return twin.eval()
+
+
+class _PFake(nn.Module):
+    """One expert's network with its softmax: the graph outputs P(fake) directly."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)[:, 1]
+
+
+def _manifest(fmt: str, info: CheckpointInfo, files: list[str], seconds: float, extra: dict[str, Any]) -> dict:
+    return {
+        "version": EXPORT_VERSION[fmt], "format": fmt, "fingerprint": info.fingerprint() if info.files else None,
+        "source": info.source, "roster": list(info.roster), "input_size": info.input_size, "files": files,
+        "input": {"name": "input", "shape": ["batch", 3, info.input_size, info.input_size], "dtype": "float32",
+                  "preprocess": "RGB -> [0,1] -> normalize(mean, std) -> resize (S, S), antialiased bilinear",
+                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "output": {"name": "p_fake", "shape": ["batch"], "meaning": "softmax(logits)[:, 1] of one expert"},
+        "combine": "mean over experts; FAKE iff mean >= threshold (0.5)",
+        "export_seconds": round(seconds, 2), **extra,
+    }
+
+
+def _temporary_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="mffmoe-export-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+def _export_onnx_files(model: MFFMoE, out: Path) -> list[str]:
+    model = model.eval()
+    x = torch.zeros(1, 3, model.input_size, model.input_size)
+    files = []
+    for i, expert in enumerate(model.experts):
+        name = f"expert-{i}.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+            torch.onnx.export(_PFake(_export_backbone(expert)), (x,), str(out / name), dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["input"], output_names=["p_fake"], do_constant_folding=True,
+                              dynamic_axes={"input": {0: "batch"}, "p_fake": {0: "batch"}})
+        files.append(name)
+    return files
+
+
+def ensure_onnx(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict]:
+    """Cached ONNX graphs for these weights, exported now if missing (about 4 s per expert here)."""
+    found = None if force else find_artifacts(info, "onnx", EXPORT_VERSION["onnx"])
+    if found:
+        return found
+    final = (writable_root(info) if info.files else _temporary_root()) / "onnx"
+    stage = StagingDir(final)
+    try:
+        t0 = time.perf_counter()
+        files = _export_onnx_files(model, stage.path)
+        write_json(stage.path / MANIFEST, _manifest("onnx", info, files, time.perf_counter() - t0,
+                                                    {"opset": ONNX_OPSET, "torch": torch.__version__}))
+    except BaseException:
+        stage.discard()
+        raise
+    d = stage.commit()
+    log.info("exported ONNX graphs to %s", d)
+    return d, _read(d)
+
+
+def ensure_openvino(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict]:
+    """Cached OpenVINO IR (fp32 weights: `compress_to_fp16=False`), converted from the cached ONNX."""
+    found = None if force else find_artifacts(info, "openvino", EXPORT_VERSION["openvino"])
+    if found:
+        return found
+    import openvino as ov
+
+    onnx_dir, onnx_manifest = ensure_onnx(model, info, force=force)
+    final = (onnx_dir.parent if not info.files else writable_root(info)) / "openvino"
+    stage = StagingDir(final)
+    try:
+        t0 = time.perf_counter()
+        files = []
+        for i, name in enumerate(onnx_manifest["files"]):
+            xml = f"expert-{i}.xml"
+            ov.save_model(ov.convert_model(str(onnx_dir / name)), str(stage.path / xml), compress_to_fp16=False)
+            files += [xml, f"expert-{i}.bin"]
+        write_json(stage.path / MANIFEST, _manifest("openvino", info, files, time.perf_counter() - t0,
+                                                    {"openvino": ov.get_version(), "from": "onnx"}))
+    except BaseException:
+        stage.discard()
+        raise
+    d = stage.commit()
+    log.info("exported OpenVINO IR to %s", d)
+    return d, _read(d)
+
+
+def _read(d: Path) -> dict:
+    import json
+    return json.loads((d / MANIFEST).read_text())
+
+
+EXPORTERS = {"onnx": ensure_onnx, "openvino": ensure_openvino}
+
+
+def export(fmt: str, model: MFFMoE, info: CheckpointInfo, out: Path | None = None,
+           force: bool = False) -> Path:
+    """Export (or reuse the cached export) and, with `out`, copy the artefact directory there too."""
+    try:
+        exporter = EXPORTERS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}") from None
+    d, _ = exporter(model, info, force=force)
+    if out is not None:
+        out = Path(out)
+        if out.resolve() != d.resolve():
+            shutil.copytree(d, out, dirs_exist_ok=True)
+        return out
+    return d

@@ -1,0 +1,193 @@
+"""Keeping a one-shot run small: weights that leave memory once used, big activations returned to the OS,
+and no import of an unused 100 MB compiler.
+
+Why these three: `import torch` (CUDA build) already costs ~690 MB of resident memory and the seven experts
+are ~740 MB of fp32 weights, so a process that keeps every expert resident cannot stay under 1.1 GB. The
+loader maps the checkpoint files instead of copying them, so weight pages are clean file-backed pages:
+`madvise(MADV_DONTNEED)` drops them from this process after a layer has run, and the next forward pass
+faults them back in from the page cache (no disk read, no copy). Nothing is ever written to those pages
+(inference only), which is what makes dropping them exact.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+MADV_DONTNEED = 4
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+PAGE = mmap.PAGESIZE
+
+_libc: ctypes.CDLL | None = None
+
+
+def _c() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        _libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return _libc
+
+
+def skip_unused_imports() -> None:
+    """Stop `triton` (a GPU kernel compiler, ~100 MB resident) from being imported as a side effect of
+    `timm -> torchvision.ops -> torch._dynamo`. mffmoe never compiles kernels, so nothing is lost; call it
+    before torch/timm are imported, in one-shot processes only. MFFMOE_ALLOW_TRITON=1 turns it off."""
+    if os.environ.get("MFFMOE_ALLOW_TRITON") or "triton" in sys.modules:
+        return
+    sys.modules["triton"] = None  # type: ignore[assignment]  # makes `import triton` raise ImportError
+
+
+def return_large_blocks_to_os(threshold: int = 1 << 20) -> bool:
+    """Serve allocations above `threshold` bytes from their own mmap, so freed activations go back to the
+    OS at once (glibc otherwise raises its threshold to 32 MB and keeps freed blocks on the heap), and
+    keep to one malloc arena (per-thread arenas each hold on to their own freed memory)."""
+    libc = _c()
+    if libc is None:
+        return False
+    libc.mallopt(M_ARENA_MAX, 1)
+    return libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
+
+
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise)."""
+    libc = _c()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+#: Libraries of torch's CUDA build that a CPU run does not execute after start-up.
+CUDA_LIBRARY_MARKERS = ("/nvidia/", "libtorch_cuda", "libc10_cuda", "libcudnn", "libnccl", "libcublas",
+                        "libcusparse", "libcufft", "libcurand", "libnvrtc", "libnvJitLink", "libcudart",
+                        "libtorch_nvshmem", "libcufile", "libnvjpeg")
+
+
+def drop_clean_library_pages(markers: Sequence[str] = CUDA_LIBRARY_MARKERS) -> int:
+    """Drop this process's resident pages of CUDA libraries on a CPU-only run (~250 MB with torch's CUDA
+    build: its start-up touches them all). Only mappings that are not writable and hold no private
+    (copied-on-write) page are touched, so every dropped page is an unmodified file page that the kernel
+    may drop under memory pressure anyway; code that runs later faults its page back in. Returns bytes."""
+    libc = _c()
+    if libc is None:
+        return 0
+    dropped = 0
+    try:
+        with open("/proc/self/smaps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    current: tuple[int, int, str, str] | None = None
+    stats: dict[str, int] = {}
+
+    def flush() -> None:
+        nonlocal dropped
+        if current is None:
+            return
+        lo, hi, perms, path = current
+        if ("w" not in perms and any(m in path for m in markers) and stats.get("Anonymous", 1) == 0
+                and stats.get("Rss", 0) > 0):
+            if libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                dropped += stats["Rss"] * 1024
+
+    for line in lines:
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            flush()
+            lo, hi = (int(v, 16) for v in head[0].split("-"))
+            current, stats = (lo, hi, head[1], head[5].strip() if len(head) == 6 else ""), {}
+        elif ":" in line:
+            key, _, rest = line.partition(":")
+            value = rest.split()
+            if value and value[0].isdigit():
+                stats[key] = int(value[0])
+    flush()
+    return dropped
+
+
+def file_mappings(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of `paths` (from /proc/self/maps)."""
+    wanted = {os.path.realpath(p) for p in paths}
+    out: list[tuple[int, int]] = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and os.path.realpath(parts[5].strip()) in wanted:
+                    lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                    out.append((lo, hi))
+    except OSError:
+        return []
+    return out
+
+
+class WeightPager:
+    """Drops a module's file-mapped weight pages after its forward pass (a forward hook per leaf module).
+
+    Only tensors that lie wholly inside a mapping of the checkpoint files are touched; tensors the loader
+    had to copy (dtype casts) or an engine re-laid out (channels_last) are anonymous memory and stay.
+    """
+
+    def __init__(self, model: nn.Module, files: Sequence[str | os.PathLike[str]]) -> None:
+        self.maps = file_mappings(files)
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.ranges: dict[nn.Module, list[tuple[int, int]]] = {}
+        libc = _c()
+        if not self.maps or libc is None:
+            return
+        for module in model.modules():
+            tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+            spans = [r for t in tensors if (r := self._span(t)) is not None]
+            if spans:
+                self.ranges[module] = spans
+                self.handles.append(module.register_forward_hook(self._after_forward))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.ranges)
+
+    @property
+    def mapped_bytes(self) -> int:
+        return sum(e - s for spans in self.ranges.values() for s, e in spans)
+
+    def _span(self, t: torch.Tensor) -> tuple[int, int] | None:
+        if t.device.type != "cpu" or t.numel() == 0:
+            return None
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        if not any(lo <= start and end <= hi for lo, hi in self.maps):
+            return None
+        return start & ~(PAGE - 1), min((end + PAGE - 1) & ~(PAGE - 1),
+                                        next(hi for lo, hi in self.maps if lo <= start < hi))
+
+    def _after_forward(self, module: nn.Module, args: object, output: object) -> None:
+        self.release(module)
+
+    def release(self, module: nn.Module | None = None) -> None:
+        libc = _c()
+        if libc is None:
+            return
+        targets = self.ranges.values() if module is None else [self.ranges.get(module, [])]
+        for spans in targets:
+            for s, e in spans:
+                libc.madvise(s, e - s, MADV_DONTNEED)
+
+    def release_all(self) -> None:
+        """Drop every mapped page of the checkpoint files, including neighbours that the kernel mapped in
+        along with a faulting page (fault-around, large folios) after their own layer had released them."""
+        libc = _c()
+        if libc is not None and self.ranges:
+            for lo, hi in self.maps:
+                libc.madvise(lo, hi - lo, MADV_DONTNEED)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()

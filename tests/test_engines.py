@@ -1,0 +1,220 @@
+"""Engines: every engine agrees with torch (1e-4) on a tiny roster; exports are cached by weights; `auto`
+decides from the calibration record; the lean torch engine gives the same numbers. No timings here."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mffmoe.engine import ENGINES, create_engine
+from mffmoe.engine import auto as auto_mod
+from mffmoe.engine.cache import CACHE_DIRNAME
+from mffmoe.engine.export import ensure_onnx, export
+from mffmoe.model.checkpoint import load_weights
+from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+
+SIZE = 64
+OPTIONAL = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """Our own checkpoint: exports and calibration records written here must not reach other tests."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("engines_ckpt"), TINY_ROSTER, SIZE, seed=3)
+
+
+@pytest.fixture(scope="module")
+def loaded(ckpt):
+    return load_weights(ckpt)
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def torch_probs(loaded, batch) -> np.ndarray:
+    model, info = loaded
+    return create_engine("torch", model, info, device="cpu").predict(batch)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_engine_agrees_with_torch(name, loaded, batch, torch_probs):
+    pytest.importorskip(OPTIONAL[name])
+    model, info = loaded
+    engine = create_engine(name, model, info, device="cpu")
+    probs = engine.predict(batch)
+    assert probs.shape == (3, len(TINY_ROSTER)) and probs.dtype == np.float64
+    assert np.max(np.abs(probs - torch_probs)) <= 1e-4
+    # a subset of experts, in the order asked for, and batch 1
+    sub = engine.predict_experts(batch[:1], [1, 0])
+    assert np.max(np.abs(sub - torch_probs[:1, [1, 0]])) <= 1e-4
+
+
+def test_torch_engine_layouts_and_workers_agree(loaded, batch, torch_probs):
+    model, info = loaded
+    for kw in ({"workers": 1}, {"channels_last": False}, {"channels_last": True, "workers": 2}):
+        probs = create_engine("torch", model, info, device="cpu", **kw).predict(batch)
+        assert np.max(np.abs(probs - torch_probs)) <= 1e-5, kw
+
+
+def test_torch_engine_leaves_thread_setting_alone(loaded, batch):
+    model, info = loaded
+    before = torch.get_num_threads()
+    engine = create_engine("torch", model, info, device="cpu", workers=2)
+    engine.predict(batch)
+    assert torch.get_num_threads() == before
+
+
+def test_lean_engine_releases_file_pages_and_matches(ckpt, batch, torch_probs):
+    model, info = load_weights(ckpt)  # fresh: the lean engine must see the file-mapped tensors
+    engine = create_engine("torch", model, info, device="cpu", lean=True)
+    assert engine.lean and engine.workers == 1
+    assert engine._pager.active and engine._pager.mapped_bytes > 0
+    for _ in range(2):  # the second pass reads weights whose pages were dropped after the first
+        probs = engine.predict(batch)
+        assert np.max(np.abs(probs - torch_probs)) <= 1e-5
+
+
+def test_export_is_cached_by_weights_and_described(ckpt, loaded):
+    pytest.importorskip("onnxruntime")
+    model, info = loaded
+    d1, manifest = ensure_onnx(model, info)
+    assert d1.parent.name == info.fingerprint() and d1.parent.parent.name == CACHE_DIRNAME
+    assert manifest["roster"] == list(TINY_ROSTER) and manifest["input_size"] == SIZE
+    assert len(manifest["files"]) == len(TINY_ROSTER) and manifest["output"]["name"] == "p_fake"
+    mtimes = {f: (d1 / f).stat().st_mtime_ns for f in manifest["files"]}
+    d2, _ = ensure_onnx(model, info)  # cached: nothing written again
+    assert d2 == d1 and mtimes == {f: (d1 / f).stat().st_mtime_ns for f in manifest["files"]}
+
+
+def test_export_falls_back_to_user_cache_when_weights_dir_is_read_only(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    ckpt = make_random_checkpoint(tmp_path / "w", TINY_ROSTER, SIZE, seed=4)
+    model, info = load_weights(ckpt)
+    monkeypatch.setenv("MFFMOE_CACHE_DIR", str(tmp_path / "user-cache"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ckpt else real_access(p, m))
+    out = export("onnx", model, info)
+    assert out == tmp_path / "user-cache" / info.fingerprint() / "onnx"
+    assert not (ckpt / CACHE_DIRNAME).exists()
+    # an engine finds it there too
+    engine = create_engine("onnxruntime", model, info, device="cpu")
+    assert engine.artifacts == out
+
+
+def test_changed_weights_get_a_new_cache_entry(tmp_path):
+    ckpt = make_random_checkpoint(tmp_path / "w", TINY_ROSTER, SIZE, seed=5)
+    _, info = load_weights(ckpt)
+    before = info.fingerprint()
+    st = (ckpt / "MFF-MoE-v1.state").stat()
+    os.utime(ckpt / "MFF-MoE-v1.state", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert load_weights(ckpt)[1].fingerprint() != before
+
+
+def test_unknown_engine_and_cuda_only_requests_are_errors(loaded):
+    model, info = loaded
+    with pytest.raises(ValueError, match="unknown engine"):
+        create_engine("tensorrt", model, info)
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="CPU"):
+        create_engine("onnxruntime", model, info, device="cuda")
+    assert {"torch", "onnxruntime", "openvino", "auto"} <= set(ENGINES)
+
+
+def test_auto_without_record_is_torch(tmp_path):
+    ckpt = make_random_checkpoint(tmp_path / "w", TINY_ROSTER, SIZE, seed=6)
+    model, info = load_weights(ckpt)
+    choice = auto_mod.choose_engine(info, device="cpu")
+    assert choice.name == "torch" and "no calibration record" in choice.reason
+    assert create_engine("auto", model, info, device="cpu", lean=True).name == "torch"
+
+
+def _record(info, engines: dict, machine=None) -> None:
+    from mffmoe.engine.cache import writable_root, write_json
+    write_json(writable_root(info) / auto_mod.RECORD, {
+        "version": auto_mod.RECORD_VERSION, "fingerprint": info.fingerprint(),
+        "machine": machine or auto_mod.machine(), "engines": engines})
+
+
+def test_auto_follows_the_calibration_record(ckpt, loaded):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    model, info = loaded
+    export("onnx", model, info)
+    export("openvino", model, info)
+    record = auto_mod.calibrate(model, info, log=lambda m: None)
+    assert set(record["engines"]) == {"torch", "onnxruntime", "openvino"}
+    assert all(r["ok"] and r["max_abs_diff"] <= 1e-4 for r in record["engines"].values())
+    assert json.loads((ckpt / CACHE_DIRNAME / info.fingerprint() / auto_mod.RECORD).read_text())["engines"]
+
+    fast = {"ok": True, "max_abs_diff": 1e-7, "load_s": 5.0, "latency_s": 0.5}
+    _record(info, {"torch": {"ok": True, "max_abs_diff": 0, "load_s": 0.1, "latency_s": 1.0},
+                   "onnxruntime": fast, "openvino": {**fast, "latency_s": 0.8}})
+    assert auto_mod.choose_engine(info, "cpu").name == "onnxruntime"          # steady state: latency
+    assert auto_mod.choose_engine(info, "cpu", images=1).name == "torch"      # one image: load dominates
+    assert auto_mod.choose_engine(info, "cpu", images=1000).name == "onnxruntime"
+    engine = create_engine("auto", model, info, device="cpu", lean=True, images=1000)
+    assert engine.name == "onnxruntime" and "latency" in engine.auto_reason
+
+    _record(info, {"torch": {"ok": True, "max_abs_diff": 0, "load_s": 0.1, "latency_s": 1.0},
+                   "onnxruntime": {**fast, "ok": False, "max_abs_diff": 1e-3}})
+    assert auto_mod.choose_engine(info, "cpu").name == "torch"  # disagreeing engines are never picked
+
+    _record(info, {"torch": {"ok": True, "max_abs_diff": 0, "load_s": 0.1, "latency_s": 1.0},
+                   "onnxruntime": fast, "openvino": fast}, machine={"cpu": "elsewhere"})
+    choice = auto_mod.choose_engine(info, "cpu")
+    assert choice.name == auto_mod.STATIC_PREFERENCE[0] and "another machine" in choice.reason
+
+
+def test_detector_with_exported_engine_matches_torch(ckpt, media):
+    pytest.importorskip("onnxruntime")
+    from mffmoe.detector import Detector
+    a = Detector.from_dir(ckpt, device="cpu", engine="torch").analyze(media["jpg"])
+    b = Detector.from_dir(ckpt, device="cpu", engine="onnxruntime").analyze(media["jpg"])
+    assert abs(a.score - b.score) <= 1e-4 and a.prediction == b.prediction
+
+
+def test_export_command_writes_and_copies(ckpt, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from mffmoe.cli import _register_plugins, app
+    if not any(c.name == "export" for c in app.registered_commands):
+        _register_plugins()
+    r = CliRunner().invoke(app, ["export", "--format", "onnx", "-w", str(ckpt), "--out", str(tmp_path / "o"),
+                                 "--no-calibrate"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "o" / "onnx" / "artifacts.json").read_text())
+    assert all((tmp_path / "o" / "onnx" / f).exists() for f in manifest["files"])
+    r = CliRunner().invoke(app, ["export", "-w", str(tmp_path / "missing")])
+    assert r.exit_code != 0 and "no MFF-MoE weights" in r.output
+
+
+@pytest.mark.parametrize("name", ["test_convnext", "convnextv2_atto"])
+def test_export_backbone_conv_mlp_twin_is_the_same_function(name):
+    """The NCHW (conv-MLP) form exported for ConvNeXt experts computes what the channels-last one does,
+    GRN included (convnextv2_atto built channels-last on purpose; all parameters randomised)."""
+    import timm
+
+    from mffmoe.engine.export import _export_backbone
+    from mffmoe.model.experts import build_expert
+
+    torch.manual_seed(0)
+    expert = build_expert(name).eval()
+    expert.baseline_extractor = timm.create_model(name, pretrained=False, num_classes=2, conv_mlp=False).eval()
+    with torch.no_grad():
+        for p in expert.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    twin = _export_backbone(expert)
+    assert twin is not expert.baseline_extractor and twin.stages[0].blocks[0].use_conv_mlp
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = expert(x), twin(x)
+    assert a.abs().max() > 1e-3  # not a degenerate all-zero output
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
