@@ -9,7 +9,9 @@ official two-file layout, its safetensors conversion, one 1280x720 JPEG, and a 1
 `mffmoe export` (timed). Every measurement then runs in a fresh process, one after another, so numbers do
 not share caches, threads or memory: the reference (`mffmoe.model.reference.ReferenceDetector`, the way
 its host runs it), then each engine through `Detector` (what `mffmoe analyze` and the server use), then
-peak RSS of the real CLI (`mffmoe analyze one.jpg`), then early exit on a mixed image set.
+a paired image measurement (reference and `auto` alternating in one process, so that both see the same
+machine), peak RSS of the real CLI (`mffmoe analyze one.jpg`), then early exit: the full roster with random
+weights, and a small roster trained by `mffmoe train` on a half-real, half-fake task.
 
 Timings on a shared machine are noisy: the table gives medians, and the machine's load is printed.
 """
@@ -178,6 +180,34 @@ def child_engine(args: dict) -> dict:
     return out
 
 
+def child_paired(args: dict) -> dict:
+    """Image latency of the reference and of one engine in one process, run alternately (A, B, A, B, ...),
+    so that both see the same machine: on a shared VM the speed drifts by 10-20% over minutes, which
+    separate measurements minutes apart turn into ratio noise. A pause after each run lets the other
+    side's idle threads stop spinning before the next one starts."""
+    from mffmoe.detector import Detector
+    from mffmoe.model.reference import ReferenceDetector
+
+    ref = ReferenceDetector(args["official"])
+    det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu")
+    ref.score_file(args["image"]), det.analyze(args["image"])  # warm-up
+    ref_t, eng_t, diffs = [], [], []
+    for _ in range(args["repeats"]):
+        t0 = time.perf_counter()
+        a = ref.score_file(args["image"])
+        ref_t.append(time.perf_counter() - t0)
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        b = det.analyze(args["image"]).score
+        eng_t.append(time.perf_counter() - t0)
+        time.sleep(0.5)
+        diffs.append(abs(a - b))
+    return {"engine": det.engine.name, "reference_s": statistics.median(ref_t), "engine_s": statistics.median(eng_t),
+            "ratio": statistics.median(ref_t) / statistics.median(eng_t),
+            "pair_ratios": [r / e for r, e in zip(ref_t, eng_t)], "reference_times": ref_t, "engine_times": eng_t,
+            "max_abs_diff": max(diffs)}
+
+
 def child_load(args: dict) -> dict:
     """Load time of weights + engine (imports excluded), torch engine."""
     import torch  # noqa: F401  (imports are not part of the load time)
@@ -188,14 +218,42 @@ def child_load(args: dict) -> dict:
     return {"load_s": time.perf_counter() - t0}
 
 
-def child_early_exit(args: dict) -> dict:
-    """Early exit vs the full ensemble on a mixed image set, with the experts' heads sharpened so that they
-    are confident (random weights alone give P(fake) ~ 0.5 everywhere, where nothing can exit early)."""
+def _early_exit_summary(full, early, paths: list) -> dict:
+    """Run every image through the full ensemble and the early-exit detector (same engine) and compare."""
     import numpy as np
+
+    from mffmoe.engine.costs import roster_gflops
+
+    costs = roster_gflops(full.info.roster, full.info.input_size)
+    rows = []
+    for p in paths:
+        t0 = time.perf_counter()
+        a = full.analyze(p)
+        t1 = time.perf_counter()
+        b = early.analyze(p)
+        t2 = time.perf_counter()
+        n_run = b.experts_run or len(costs)
+        ran_cost = sum(sorted(costs)[:n_run])
+        rows.append({"full_s": t1 - t0, "early_s": t2 - t1, "experts_run": n_run,
+                     "flop_saving": 1 - ran_cost / sum(costs), "same_label": a.prediction == b.prediction,
+                     "score": a.score, "interval": b.score_interval,
+                     "inside": b.score_interval[0] - 1e-12 <= a.score <= b.score_interval[1] + 1e-12})
+    return {
+        "images": len(rows), "experts": len(costs),
+        "mean_experts_run": float(np.mean([r["experts_run"] for r in rows])),
+        "mean_flop_saving": float(np.mean([r["flop_saving"] for r in rows])),
+        "time_saving": 1 - sum(r["early_s"] for r in rows) / sum(r["full_s"] for r in rows),
+        "labels_equal": all(r["same_label"] for r in rows), "scores_inside": all(r["inside"] for r in rows),
+        "fake_fraction": float(np.mean([r["score"] >= 0.5 for r in rows])), "rows": rows}
+
+
+def child_early_exit(args: dict) -> dict:
+    """Early exit vs the full ensemble on an image set, full roster with random weights, heads as they are
+    and sharpened so that the experts are confident (random weights alone give P(fake) ~ 0.5 everywhere,
+    where nothing can exit early)."""
     import torch
 
     from mffmoe.detector import Detector
-    from mffmoe.engine.costs import roster_gflops
     from mffmoe.samples import make_image
 
     work = Path(args["work"]) / "mixed"
@@ -213,32 +271,46 @@ def child_early_exit(args: dict) -> dict:
                     head.weight.mul_(sharpen)
                     head.bias.mul_(sharpen)
         early = Detector(full.engine, full.info, batch_size=1, early_exit=True)
-        costs = roster_gflops(full.info.roster, full.info.input_size)
-        rows = []
-        for p in paths:
-            t0 = time.perf_counter()
-            a = full.analyze(p)
-            t1 = time.perf_counter()
-            b = early.analyze(p)
-            t2 = time.perf_counter()
-            n_run = b.experts_run or len(costs)
-            ran_cost = sum(sorted(costs)[:n_run])
-            rows.append({"full_s": t1 - t0, "early_s": t2 - t1, "experts_run": n_run,
-                         "flop_saving": 1 - ran_cost / sum(costs), "same_label": a.prediction == b.prediction,
-                         "score": a.score, "interval": b.score_interval,
-                         "inside": b.score_interval[0] - 1e-12 <= a.score <= b.score_interval[1] + 1e-12})
-        out[str(sharpen)] = {
-            "images": len(rows), "mean_experts_run": float(np.mean([r["experts_run"] for r in rows])),
-            "mean_flop_saving": float(np.mean([r["flop_saving"] for r in rows])),
-            "time_saving": 1 - sum(r["early_s"] for r in rows) / sum(r["full_s"] for r in rows),
-            "labels_equal": all(r["same_label"] for r in rows), "scores_inside": all(r["inside"] for r in rows),
-            "fake_fraction": float(np.mean([r["score"] >= 0.5 for r in rows])), "rows": rows}
+        out[f"random heads x{sharpen}" if sharpen != 1 else "random heads"] = _early_exit_summary(full, early, paths)
         del full, early
     return out
 
 
+#: A seven-expert roster of small timm models with different costs, for the trained early-exit run.
+TRAINED_ROSTER = ("efficientnet_b0", "convnextv2_atto", "test_efficientnet", "test_convnext",
+                  "efficientnet_b0", "convnextv2_atto", "test_efficientnet")
+
+
+def child_early_exit_trained(args: dict) -> dict:
+    """Early exit where the experts have learned something: seven small experts trained with `mffmoe train`
+    on the planted-pattern task (mffmoe.train.synthetic), then scored on a held-out half-real, half-fake set
+    made with a fainter pattern (so that some images are hard)."""
+    from mffmoe.detector import Detector
+    from mffmoe.train.synthetic import make_planted_dataset
+
+    work = Path(args["work"]) / "early_exit_trained"
+    run_dir = work / "run"
+    size = args["input_size"]
+    if not (run_dir / "MFF-MoE-v1.state").exists():
+        data = make_planted_dataset(work / "data", 96, 96, size=size, seed=0)
+        run([str(ROOT / ".venv/bin/mffmoe"), "train", "--data", str(data), "--out", str(run_dir),
+             "--experts", ",".join(TRAINED_ROSTER), "--input-size", str(size), "--epochs", "6",
+             "--batch-size", "16", "--lr", "1e-3", "--workers", "0", "--val-split", "0.2"], check=True)
+    test = work / "test"
+    if not test.exists():
+        make_planted_dataset(test, 32, 32, size=size, amplitude=args["amplitude"], seed=11)
+    paths = sorted(test.rglob("*.png"))
+    full = Detector.from_dir(str(run_dir), engine="torch", device="cpu", batch_size=1)
+    early = Detector(full.engine, full.info, batch_size=1, early_exit=True)
+    truth = ["FAKE" if p.parent.name == "fake" else "REAL" for p in paths]
+    out = _early_exit_summary(full, early, paths)
+    out["accuracy"] = sum(t == ("FAKE" if r["score"] >= 0.5 else "REAL") for t, r in zip(truth, out["rows"])) / len(paths)
+    out["roster"] = list(TRAINED_ROSTER)
+    return {"trained small roster": out}
+
+
 CHILDREN = {"gemm": child_gemm, "reference": child_reference, "engine": child_engine, "load": child_load,
-            "early_exit": child_early_exit}
+            "early_exit": child_early_exit, "early_exit_trained": child_early_exit_trained, "paired": child_paired}
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -287,6 +359,13 @@ def table(res: dict) -> str:
             label = f"auto -> {r['engine']}" if name == "auto" else name
             d = max_diff(r, ref)
             lines.append(row(label, r, f"{d:.1e}" + ("" if d <= TOL else " (over 1e-4!)")))
+    if "paired" in res:
+        p = res["paired"]
+        lines += ["", "| image b1, paired (one process, reference and engine alternating) | reference (s) | "
+                  "engine (s) | x ref (ratio of medians) | median of per-pair ratios | max abs score diff |",
+                  "|---|---|---|---|---|---|",
+                  f"| auto -> {p['engine']} | {p['reference_s']:.3f} | {p['engine_s']:.3f} | {p['ratio']:.2f} | "
+                  f"{statistics.median(p['pair_ratios']):.2f} | {p['max_abs_diff']:.1e} |"]
     m = res["memory"]
     lines += ["", "| peak RSS (MB) | value |", "|---|---|",
               f"| reference: load both files + one image | {m['reference_mb']:.0f} |",
@@ -296,10 +375,9 @@ def table(res: dict) -> str:
               f"| official two files | {res['load']['official']:.2f} |",
               f"| converted safetensors | {res['load']['safetensors']:.2f} |"]
     if "early_exit" in res:
-        lines += ["", "| early exit, mixed set | images | FAKE share | experts run (of 7) | FLOP saving "
+        lines += ["", "| early exit | images | FAKE share | experts run (of 7) | FLOP saving "
                   "| time saving | labels equal | full score inside interval |", "|---|---|---|---|---|---|---|---|"]
-        for k, e in res["early_exit"].items():
-            name = "random heads" if k == "1" else f"heads sharpened x{k}"
+        for name, e in res["early_exit"].items():
             lines.append(f"| {name} | {e['images']} | {100 * e['fake_fraction']:.0f}% | {e['mean_experts_run']:.2f} "
                          f"| {100 * e['mean_flop_saving']:.0f}% | {100 * e['time_saving']:.0f}% | "
                          f"{e['labels_equal']} | {e['scores_inside']} |")
@@ -315,6 +393,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed batch-1 image runs per engine (median)")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--no-early-exit", action="store_true")
+    ap.add_argument("--only", choices=["early_exit_trained"], help="run one measurement alone and print its JSON "
+                    "(for trying a change; the table needs the full run)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -322,6 +402,10 @@ def main() -> None:
         print("RESULT " + json.dumps(CHILDREN[task](json.loads(args))), flush=True)
         return
     t_start = time.perf_counter()
+    if a.only == "early_exit_trained":
+        out = child("early_exit_trained", {"work": str(a.work), "input_size": 96, "amplitude": 7.0})
+        print(json.dumps({k: {f: v for f, v in e.items() if f != "rows"} for k, e in out.items()}, indent=1))
+        return
     paths = setup(a.work)
     log = lambda m: print(f"[{time.perf_counter() - t_start:6.0f} s] {m}", file=sys.stderr, flush=True)  # noqa
     log(f"setup done {paths['setup']}")
@@ -335,6 +419,8 @@ def main() -> None:
     for name in a.engines.split(","):
         res["engines"][name] = child("engine", common | {"engine": name, "weights": paths["official"]})
         log(f"{name}: image {res['engines'][name]['image_s']:.3f} s")
+    res["paired"] = child("paired", common | {"engine": "auto", "weights": paths["official"], "repeats": 9})
+    log(f"paired: reference {res['paired']['reference_s']:.3f} s, auto {res['paired']['engine_s']:.3f} s")
     mffmoe = str(ROOT / ".venv/bin/mffmoe")
     res["memory"] = {
         "reference_mb": peak_rss_mb([sys.executable, "-c", "import sys; from mffmoe.model.reference import "
@@ -349,6 +435,8 @@ def main() -> None:
     if not a.no_early_exit:
         res["early_exit"] = child("early_exit", {"official": paths["official"], "work": str(a.work),
                                                  "n_images": 12, "sharpen": [1, 200]})
+        res["early_exit"].update(child("early_exit_trained", {"work": str(a.work), "input_size": 96,
+                                                              "amplitude": 7.0}))
     res["machine"] = machine_line()
     res["total_s"] = time.perf_counter() - t_start
     if a.json:

@@ -202,6 +202,8 @@ def test_export_backbone_conv_mlp_twin_is_the_same_function(name):
     GRN included (convnextv2_atto built channels-last on purpose; all parameters randomised)."""
     import timm
 
+    from timm.layers import LayerNorm2d
+
     from mffmoe.engine.export import _export_backbone
     from mffmoe.model.experts import build_expert
 
@@ -213,6 +215,7 @@ def test_export_backbone_conv_mlp_twin_is_the_same_function(name):
             p.copy_(torch.randn_like(p) * 0.2)
     twin = _export_backbone(expert)
     assert twin is not expert.baseline_extractor and twin.stages[0].blocks[0].use_conv_mlp
+    assert not any(isinstance(m, LayerNorm2d) for m in twin.modules())  # no permuting norms left
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         a, b = expert(x), twin(x)

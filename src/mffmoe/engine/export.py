@@ -27,8 +27,33 @@ from mffmoe.model.ensemble import MFFMoE
 FORMATS = ("onnx", "openvino")
 ONNX_OPSET = 17
 #: Bump when the exported graphs change meaning, so older cache entries are not reused.
-EXPORT_VERSION = {"onnx": "onnx-2", "openvino": "openvino-2"}
+EXPORT_VERSION = {"onnx": "onnx-3", "openvino": "openvino-3"}
 log = logging.getLogger(__name__)
+
+
+class _ChannelLayerNorm(nn.Module):
+    """timm's `LayerNorm2d` (normalise over C of an NCHW map) written without its two permutes, so that
+    the exported graph has no transposes: OpenVINO fuses this form into one normalisation op."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        x = centred * torch.rsqrt(centred.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _without_permuting_norms(module: nn.Module) -> nn.Module:
+    from timm.layers import LayerNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, LayerNorm2d) and child.elementwise_affine:
+            setattr(module, name, _ChannelLayerNorm(child))
+        else:
+            _without_permuting_norms(child)
+    return module
 
 
 def _export_backbone(expert: nn.Module) -> nn.Module:
@@ -37,8 +62,9 @@ def _export_backbone(expert: nn.Module) -> nn.Module:
     timm's ConvNeXt blocks run their MLP channels-last (`nn.Linear` between two permutes); exported,
     every block then pays for transposes and layout reorders (~15% of the expert's time in OpenVINO).
     timm's own `conv_mlp=True` variant computes the same function with 1x1 convolutions in NCHW, from the
-    same numbers reshaped ([out, in] -> [out, in, 1, 1]). Measured on ConvNeXt-V2-Tiny at 512 px: max
-    |logit difference| 2e-7, about 5-8% faster in OpenVINO.
+    same numbers reshaped ([out, in] -> [out, in, 1, 1]); its channel LayerNorms are then written without
+    permutes. Measured on ConvNeXt-V2-Tiny at 512 px, OpenVINO, 2 threads (medians of 8): 0.36 s as timm
+    builds it, 0.34 s in conv form, 0.30 s with the norms rewritten; max |logit difference| 5e-7.
     """
     import timm
     from timm.models.convnext import ConvNeXt
@@ -49,7 +75,7 @@ def _export_backbone(expert: nn.Module) -> nn.Module:
     twin = timm.create_model(expert.name, pretrained=False, num_classes=net.num_classes, conv_mlp=True)
     shapes = twin.state_dict()
     twin.load_state_dict({k: v.reshape(shapes[k].shape) for k, v in net.state_dict().items()}, strict=True)
-    return twin.eval()
+    return _without_permuting_norms(twin).eval()
 
 
 class _PFake(nn.Module):
