@@ -14,7 +14,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -129,18 +129,14 @@ def ensure_onnx(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tup
     if found:
         return found
     final = (writable_root(info) if info.files else _temporary_root()) / "onnx"
-    stage = StagingDir(final)
-    try:
+
+    def build(out: Path) -> None:
         t0 = time.perf_counter()
-        files = _export_onnx_files(model, stage.path)
-        write_json(stage.path / MANIFEST, _manifest("onnx", info, files, time.perf_counter() - t0,
-                                                    {"opset": ONNX_OPSET, "torch": torch.__version__}))
-    except BaseException:
-        stage.discard()
-        raise
-    d = stage.commit()
-    log.info("exported ONNX graphs to %s", d)
-    return d, _read(d)
+        files = _export_onnx_files(model, out)
+        write_json(out / MANIFEST, _manifest("onnx", info, files, time.perf_counter() - t0,
+                                             {"opset": ONNX_OPSET, "torch": torch.__version__}))
+
+    return _staged(final, build)
 
 
 def ensure_openvino(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict]:
@@ -152,21 +148,30 @@ def ensure_openvino(model: MFFMoE, info: CheckpointInfo, force: bool = False) ->
 
     onnx_dir, onnx_manifest = ensure_onnx(model, info, force=force)
     final = (onnx_dir.parent if not info.files else writable_root(info)) / "openvino"
-    stage = StagingDir(final)
-    try:
+
+    def build(out: Path) -> None:
         t0 = time.perf_counter()
         files = []
         for i, name in enumerate(onnx_manifest["files"]):
             xml = f"expert-{i}.xml"
-            ov.save_model(ov.convert_model(str(onnx_dir / name)), str(stage.path / xml), compress_to_fp16=False)
+            ov.save_model(ov.convert_model(str(onnx_dir / name)), str(out / xml), compress_to_fp16=False)
             files += [xml, f"expert-{i}.bin"]
-        write_json(stage.path / MANIFEST, _manifest("openvino", info, files, time.perf_counter() - t0,
-                                                    {"openvino": ov.get_version(), "from": "onnx"}))
+        write_json(out / MANIFEST, _manifest("openvino", info, files, time.perf_counter() - t0,
+                                             {"openvino": ov.get_version(), "from": "onnx"}))
+
+    return _staged(final, build)
+
+
+def _staged(final: Path, build: Callable[[Path], None]) -> tuple[Path, dict]:
+    """Build an artefact directory in a staging directory and move it in only when complete."""
+    stage = StagingDir(final)
+    try:
+        build(stage.path)
     except BaseException:
         stage.discard()
         raise
     d = stage.commit()
-    log.info("exported OpenVINO IR to %s", d)
+    log.info("exported %s", d)
     return d, _read(d)
 
 
