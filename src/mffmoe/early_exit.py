@@ -50,11 +50,6 @@ def groups(costs: Sequence[float], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def partial_mean(probs: np.ndarray) -> np.ndarray:
-    """Mean of the experts that ran (on the same side of the threshold as the full mean, once decided)."""
-    return np.nanmean(probs, axis=1)
-
-
 @dataclass
 class Outcome:
     probs: np.ndarray       # [N, E], NaN where an expert did not run
