@@ -1,13 +1,11 @@
 """Probing by content, image decoding in every mode, the spec's transform, and seeking video sampling."""
 from __future__ import annotations
 
-import io
 import shutil
 
 import av
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mffmoe.errors import (CorruptMediaError, DecompressionBombError, EmptyMediaError, MediaNotFoundError,

@@ -20,7 +20,7 @@ from mffmoe.detector import Detector
 from mffmoe.errors import MFFMoEError
 from mffmoe.scan import ScanOptions, read_results, run_scan
 from mffmoe.scan.decode import DecodeConfig
-from mffmoe.scan.errors import ResultsLockedError, ResultsMismatchError, ScanSourceError
+from mffmoe.errors import ResultsLockedError, ResultsMismatchError, ScanSourceError
 from mffmoe.scan.local_runner import LocalRunner
 from mffmoe.scan.sources import list_inputs
 from mffmoe.scan.store import ParquetStore, open_store

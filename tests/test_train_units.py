@@ -10,7 +10,8 @@ from mffmoe.model.checkpoint import load_unfolded, load_weights
 from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.augment import AUGMENTATIONS, Augment, parse_augmentations
-from mffmoe.train.data import DatasetError, SampleDataset, Sample, read_dataset, split
+from mffmoe.errors import DatasetError
+from mffmoe.train.data import SampleDataset, Sample, read_dataset, split
 from mffmoe.train.trainer import TrainConfig, Trainer
 
 

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mffmoe.config import (DEFAULT_FRAMES, DEFAULT_INPUT_SIZE, DEFAULT_ROSTER, DEFAULT_THRESHOLD,
-                           MODEL_NAME, MFFMoEV1Config, resolve_weights_dir)
+from mffmoe.config import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_ENGINE, DEFAULT_FRAMES,
+                           DEFAULT_INPUT_SIZE, DEFAULT_POOLING, DEFAULT_ROSTER, DEFAULT_THRESHOLD, MODEL_NAME,
+                           DetectorConfig, MFFMoEV1Config, resolve_weights_dir)
 from mffmoe.engine import Engine, create_engine
-from mffmoe.errors import MediaError, MFFMoEError, VideoDecodeError
+from mffmoe.errors import (ConfigError, MediaTypeDisabledError, MFFMoEError, NotLoadedError,
+                           VideoDecodeError)
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
@@ -48,11 +50,11 @@ class _Prepared:
 
 class Detector:
     def __init__(self, engine: Engine, info: CheckpointInfo, *, threshold: float = DEFAULT_THRESHOLD,
-                 frames: int = DEFAULT_FRAMES, batch_size: int = 16, pooling: str = "mean",
+                 frames: int = DEFAULT_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE, pooling: str = DEFAULT_POOLING,
                  untrained: bool = False, max_image_pixels: int | None = None,
                  model_name: str = MODEL_NAME, early_exit: bool = False) -> None:
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError("threshold must be in [0, 1]")
+            raise ConfigError("threshold must be in [0, 1]")
         self.engine = engine
         self.info = info
         self.threshold = threshold
@@ -67,22 +69,37 @@ class Detector:
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
-    def from_dir(cls, weights: str | os.PathLike[str] | None = None, *, device: str = "auto",
-                 engine: str = "torch", allow_missing_ema: bool = False, engine_options: dict | None = None,
-                 **kwargs) -> "Detector":
+    def from_config(cls, config: DetectorConfig) -> Detector:
+        """Load the weights (or build random ones) and the engine that `config` names."""
+        c = config
+        if c.untrained:
+            model, info = untrained_model(c.roster, c.input_size, seed=c.seed)
+        else:
+            model, info = load_weights(resolve_weights_dir(c.weights), allow_missing_ema=c.allow_missing_ema)
+        engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
+        return cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
+                   pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
+                   model_name=c.model_name, early_exit=c.early_exit)
+
+    @classmethod
+    def from_dir(cls, weights: str | os.PathLike[str] | None = None, *, device: str = DEFAULT_DEVICE,
+                 engine: str = DEFAULT_ENGINE, allow_missing_ema: bool = False,
+                 engine_options: dict | None = None, **kwargs) -> Detector:
         """Load weights (`weights` > $MFFMOE_WEIGHTS > ./models/MFF-MoE-V1) and build an engine
-        (`engine_options` go to the engine, e.g. `{"lean": True}` for the torch engine)."""
-        model, info = load_weights(resolve_weights_dir(weights), allow_missing_ema=allow_missing_ema)
-        return cls(create_engine(engine, model, info, device=device, **(engine_options or {})), info, **kwargs)
+        (`engine_options` go to the engine, e.g. `{"lean": True}` for the torch engine). The other
+        keywords are DetectorConfig fields."""
+        return cls.from_config(DetectorConfig(weights=weights, device=device, engine=engine,
+                                              allow_missing_ema=allow_missing_ema,
+                                              engine_options=engine_options or {}, **kwargs))
 
     @classmethod
     def untrained(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
-                  device: str = "auto", engine: str = "torch", seed: int = 0, engine_options: dict | None = None,
-                  **kwargs) -> "Detector":
+                  device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE, seed: int = 0,
+                  engine_options: dict | None = None, **kwargs) -> Detector:
         """Random weights, to run the pipeline without the official files. Every result says so."""
-        model, info = untrained_model(roster, input_size, seed=seed)
-        return cls(create_engine(engine, model, info, device=device, **(engine_options or {})), info,
-                   untrained=True, **kwargs)
+        return cls.from_config(DetectorConfig(untrained=True, roster=tuple(roster), input_size=input_size,
+                                              device=device, engine=engine, seed=seed,
+                                              engine_options=engine_options or {}, **kwargs))
 
     @property
     def input_size(self) -> int:
@@ -360,23 +377,16 @@ class MFFMoEDetectorV1:
         self.config = config or MFFMoEV1Config()
         self.detector: Optional[Detector] = None
 
-    def load(self) -> "MFFMoEDetectorV1":
-        c = self.config
-        common = dict(device=c.device, engine=c.engine, threshold=c.threshold, frames=c.video_frames_to_sample,
-                      batch_size=c.batch_size, pooling=c.pooling, max_image_pixels=c.max_image_pixels,
-                      model_name=c.model_name)
-        if c.untrained:
-            self.detector = Detector.untrained(**common)
-        else:
-            self.detector = Detector.from_dir(c.model_path, allow_missing_ema=c.allow_missing_ema, **common)
+    def load(self) -> MFFMoEDetectorV1:
+        self.detector = Detector.from_config(self.config.detector_config())
         return self
 
     def analyze(self, media_path: str | os.PathLike[str], **kwargs) -> AnalysisResult:
         if self.detector is None:
-            raise RuntimeError("call load() before analyze()")
+            raise NotLoadedError("call load() before analyze()")
         kind = probe_kind(media_path)
         if kind is MediaKind.IMAGE and not self.config.isImage:
-            raise MediaError(f"{media_path}: images are disabled in this configuration (isImage=False)")
+            raise MediaTypeDisabledError(f"{media_path}: images are disabled in this configuration (isImage=False)")
         if kind is MediaKind.VIDEO and not self.config.isVideo:
-            raise MediaError(f"{media_path}: videos are disabled in this configuration (isVideo=False)")
+            raise MediaTypeDisabledError(f"{media_path}: videos are disabled in this configuration (isVideo=False)")
         return self.detector.analyze(media_path, **kwargs)

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mffmoe.errors import ConfigError
+
 Pooling = Callable[[Sequence[float]], float]
 
 
@@ -42,4 +44,4 @@ def get_pooling(name: str) -> Pooling:
     try:
         return POOLINGS[name]
     except KeyError:
-        raise ValueError(f"unknown pooling {name!r}; choose from {sorted(POOLINGS)}") from None
+        raise ConfigError(f"unknown pooling {name!r}; choose from {sorted(POOLINGS)}") from None

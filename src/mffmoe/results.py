@@ -5,6 +5,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field
 
+from mffmoe.config import MODEL_NAME
+
 Label = Literal["REAL", "FAKE"]
 
 
@@ -18,11 +20,6 @@ def confidence(score: float, threshold: float) -> float:
     return score if score >= threshold else 1.0 - score
 
 
-class ErrorInfo(BaseModel):
-    type: str
-    message: str
-
-
 class _Result(BaseModel):
     prediction: Label
     confidence: float = Field(ge=0.0, le=1.0)
@@ -32,7 +29,7 @@ class _Result(BaseModel):
     expert_scores: list[float] = Field(description="P(fake) of each expert, in roster order")
     threshold: float
     untrained: bool = Field(False, description="true when run with random weights (--untrained)")
-    model: str = "MFF-MOE-V1"
+    model: str = MODEL_NAME
     experts_run: Optional[int] = Field(None, description="set by --early-exit: how many experts ran")
     score_interval: Optional[tuple[float, float]] = Field(
         None, description="set by --early-exit: the range the full ensemble score must lie in")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from mffmoe.errors import ConfigError
+
 if TYPE_CHECKING:
     from mffmoe.engine.base import Engine
     from mffmoe.model.checkpoint import CheckpointInfo
@@ -63,7 +65,7 @@ def create_engine(name: str, model: "MFFMoE", info: "CheckpointInfo", device: st
     try:
         factory = ENGINES[ALIASES.get(name, name)]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; choose from {sorted(ENGINES)}") from None
+        raise ConfigError(f"unknown engine {name!r}; choose from {sorted(ENGINES)}") from None
     return factory(model, info, device=device, **kwargs)
 
 

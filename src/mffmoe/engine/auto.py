@@ -30,7 +30,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mffmoe.engine.cache import candidate_roots, find_artifacts, read_json, write_json, writable_root
+from mffmoe.engine.cache import (
+    candidate_roots,
+    find_artifacts,
+    read_json,
+    writable_root,
+    write_json,
+)
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.model.ensemble import MFFMoE
 

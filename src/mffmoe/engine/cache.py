@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mffmoe.errors import CacheNotWritableError
 from mffmoe.model.checkpoint import CheckpointInfo
 
 CACHE_DIRNAME = ".mffmoe-cache"
@@ -60,7 +61,7 @@ def writable_root(info: CheckpointInfo) -> Path:
     for root in candidate_roots(info):
         if _writable(root):
             return root
-    raise PermissionError(f"no writable cache directory: tried {[str(r) for r in candidate_roots(info)]}; "
+    raise CacheNotWritableError(f"no writable cache directory: tried {[str(r) for r in candidate_roots(info)]}; "
                           f"set {CACHE_ENV} to a writable directory")
 
 

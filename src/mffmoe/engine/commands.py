@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 import typer
 
+from mffmoe.errors import ConfigError
+
 
 class ExportFormat(str, Enum):
     onnx = "onnx"
@@ -41,7 +43,7 @@ def analyze_engine_options(engine: str, files: Sequence[Path], frames: int, auto
         options["images"] = estimate_images(files, frames)
     if autocast:
         if name not in ("torch", "auto"):
-            raise ValueError(f"--autocast is for the torch engine on CUDA, not {name}")
+            raise ConfigError(f"--autocast is for the torch engine on CUDA, not {name}")
         options["autocast"] = autocast
     return options
 

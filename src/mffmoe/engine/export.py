@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from mffmoe.config import IMAGENET_MEAN, IMAGENET_STD
-from mffmoe.engine.cache import MANIFEST, StagingDir, find_artifacts, write_json, writable_root
+from mffmoe.engine.cache import (
+    MANIFEST,
+    StagingDir,
+    find_artifacts,
+    writable_root,
+    write_json,
+)
+from mffmoe.errors import ConfigError
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.model.ensemble import MFFMoE
 
@@ -189,7 +196,7 @@ def export(fmt: str, model: MFFMoE, info: CheckpointInfo, out: Path | None = Non
     try:
         exporter = EXPORTERS[fmt]
     except KeyError:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}") from None
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}") from None
     d, _ = exporter(model, info, force=force)
     if out is not None:
         out = Path(out)

@@ -10,7 +10,7 @@ import torch
 
 from mffmoe.engine.costs import roster_gflops
 from mffmoe.engine.parallel import ExpertScheduler, plan_threads
-from mffmoe.errors import CheckpointFormatError
+from mffmoe.errors import CheckpointFormatError, ConfigError
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.model.ensemble import MFFMoE
 
@@ -36,7 +36,7 @@ class ExportedEngine:
     def __init__(self, model: MFFMoE, info: CheckpointInfo, ensure: Callable[..., tuple[Path, dict]],
                  device: str = "auto", workers: int | None = None) -> None:
         if device not in ("auto", "cpu"):
-            raise ValueError(f"the {self.name} engine runs on the CPU here (device={device!r} asked for); "
+            raise ConfigError(f"the {self.name} engine runs on the CPU here (device={device!r} asked for); "
                              f"use --engine torch for CUDA")
         self.device = "cpu"
         self.roster, self.input_size = tuple(info.roster), info.input_size

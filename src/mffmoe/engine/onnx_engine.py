@@ -9,6 +9,7 @@ import numpy as np
 
 from mffmoe.engine.export import ensure_onnx
 from mffmoe.engine.exported import ExportedEngine
+from mffmoe.errors import ConfigError
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.model.ensemble import MFFMoE
 
@@ -21,7 +22,7 @@ class OnnxEngine(ExportedEngine):
     def __init__(self, model: MFFMoE, info: CheckpointInfo, device: str = "auto", workers: int | None = None,
                  optimization: str = "all") -> None:
         if optimization not in OPTIMIZATION:
-            raise ValueError(f"optimization must be one of {OPTIMIZATION}, not {optimization!r}")
+            raise ConfigError(f"optimization must be one of {OPTIMIZATION}, not {optimization!r}")
         self.optimization = optimization
         super().__init__(model, info, ensure_onnx, device=device, workers=workers)
 

@@ -15,8 +15,14 @@ import numpy as np
 import torch
 
 from mffmoe.engine.costs import roster_gflops
-from mffmoe.engine.lean import WeightPager, drop_clean_library_pages, return_large_blocks_to_os, trim_heap
+from mffmoe.engine.lean import (
+    WeightPager,
+    drop_clean_library_pages,
+    return_large_blocks_to_os,
+    trim_heap,
+)
 from mffmoe.engine.parallel import ExpertScheduler, cpu_count, plan_threads
+from mffmoe.errors import ConfigError
 from mffmoe.model.ensemble import MFFMoE
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -27,7 +33,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but CUDA is not available on this machine")
+        raise ConfigError("--device cuda was asked for, but CUDA is not available on this machine")
     return dev
 
 
@@ -49,9 +55,9 @@ class TorchEngine:
         self.input_size = model.input_size
         self.lean = lean and self.torch_device.type == "cpu"
         if autocast is not None and autocast not in AUTOCAST_DTYPES:
-            raise ValueError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or None")
+            raise ConfigError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or None")
         if autocast is not None and self.torch_device.type == "cpu":
-            raise ValueError("--autocast needs CUDA; on the CPU the engine runs exact fp32")
+            raise ConfigError("--autocast needs CUDA; on the CPU the engine runs exact fp32")
         # fp16/bf16 autocast only on CUDA, only when asked for: fp32 is the exact path.
         self.autocast = autocast if self.torch_device.type == "cuda" else None
         self.model = model.eval().requires_grad_(False).to(self.torch_device)

@@ -5,7 +5,7 @@ import os
 from enum import Enum
 from pathlib import Path
 
-from mffmoe.errors import EmptyMediaError, MediaNotFoundError, UnsupportedMediaError
+from mffmoe.errors import EmptyMediaError, MediaNotFoundError, UnreadableMediaError, UnsupportedMediaError
 
 
 class MediaKind(str, Enum):
@@ -40,10 +40,13 @@ def probe_kind(path: str | os.PathLike[str]) -> MediaKind:
     path = Path(path)
     if not path.is_file():
         raise MediaNotFoundError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise EmptyMediaError(f"{path}: the file is empty")
-    with open(path, "rb") as f:
-        head = f.read(512)
+    try:
+        if path.stat().st_size == 0:
+            raise EmptyMediaError(f"{path}: the file is empty")
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:  # permissions, I/O errors: typed, so one unreadable file never sinks a batch
+        raise UnreadableMediaError(f"{path}: cannot be read ({e.strerror or e})") from e
     if _is_image_magic(head):
         return MediaKind.IMAGE
     if _is_video_magic(head) or (len(head) > 188 and head[0] == head[188] == 0x47):  # MPEG-TS

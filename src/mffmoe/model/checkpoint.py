@@ -19,8 +19,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
-from mffmoe.errors import (CheckpointFormatError, MissingEMAError, UnsafeCheckpointError,
-                           WeightsError, WeightsNotFoundError)
+from mffmoe.errors import (
+    CheckpointFormatError,
+    MissingEMAError,
+    UnsafeCheckpointError,
+    WeightsError,
+    WeightsNotFoundError,
+)
 from mffmoe.model.ema import ExponentialMovingAverage, validate_ema_state
 from mffmoe.model.ensemble import MFFMoE, build_model
 

@@ -6,6 +6,8 @@ import timm
 import torch
 from torch import nn
 
+from mffmoe.errors import ConfigError
+
 
 class Expert(nn.Module):
     """A timm classifier with 2 classes. In eval mode its forward equals the spec's
@@ -28,5 +30,5 @@ class Expert(nn.Module):
 
 def build_expert(name: str) -> Expert:
     if not timm.is_model(name.split(".")[0]):
-        raise ValueError(f"unknown timm model {name!r}")
+        raise ConfigError(f"unknown timm model {name!r}")
     return Expert(name)

@@ -13,18 +13,17 @@ from typing import Sequence
 import numpy as np
 
 from mffmoe.detector import Detector
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import ErrorInfo, MFFMoEError
 from mffmoe.media.video import VideoInfo
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.results import AnalysisResult, FrameFailure
 from mffmoe.scan.decode import ERROR, FRAME, FRAME_ERROR, IMAGE, VIDEO_END, Part
-from mffmoe.scan.schema import ErrorRecord
 
 
 @dataclass
 class Finished:
     path: str
-    outcome: AnalysisResult | ErrorRecord
+    outcome: AnalysisResult | ErrorInfo
     seconds: float
 
 
@@ -72,7 +71,7 @@ class Assembler:
                                      part.seconds, d.threshold)
             return [Finished(part.key, result, part.seconds)]
         if part.kind == ERROR:
-            return [Finished(part.key, ErrorRecord(**part.meta), part.seconds)]
+            return [Finished(part.key, ErrorInfo(**part.meta), part.seconds)]
         video = self._videos.setdefault(part.key, _Video())
         video.seconds += part.seconds
         if part.kind == FRAME:
@@ -92,10 +91,10 @@ class Assembler:
         del self._videos[part.key]
         return [Finished(part.key, self._video_outcome(part.key, video), video.seconds)]
 
-    def _video_outcome(self, path: str, video: _Video) -> AnalysisResult | ErrorRecord:
+    def _video_outcome(self, path: str, video: _Video) -> AnalysisResult | ErrorInfo:
         end = video.end
         if "error" in end:
-            return ErrorRecord(**end["error"])
+            return ErrorInfo(**end["error"])
         sampler = SimpleNamespace(indices=end["indices"], total=end["total"], count_exact=end["count_exact"],
                                   info=VideoInfo(**end["info"]))
         try:
@@ -103,6 +102,6 @@ class Assembler:
                                                  self.detector.pooling, self.detector.threshold,
                                                  time.perf_counter())
         except MFFMoEError as e:
-            return ErrorRecord.of(e)
+            return ErrorInfo.of(e)
         result.processing_time = video.seconds
         return result

@@ -11,13 +11,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mffmoe.errors import MFFMoEError, VideoDecodeError
+from mffmoe.errors import (
+    ErrorInfo,
+    MFFMoEError,
+    UnexpectedDecodeError,
+    VideoDecodeError,
+)
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.video import VideoSampler
-from mffmoe.scan.errors import UnexpectedDecodeError
-from mffmoe.scan.schema import ErrorRecord
 
 #: Part kinds. Parts with pixels go through the model; the others carry what assembling needs.
 IMAGE, FRAME, FRAME_ERROR, VIDEO_END, ERROR = "image", "frame", "frame_error", "video_end", "error"
@@ -41,7 +44,7 @@ class Part:
 
 
 def _error(key: str, error: BaseException, seconds: float) -> Part:
-    rec = ErrorRecord.of(error)
+    rec = ErrorInfo.of(error)
     return Part(key, ERROR, {"type": rec.type, "kind": rec.kind, "message": rec.message}, seconds=seconds)
 
 
@@ -65,7 +68,7 @@ def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
         yield _error(path, UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}"), time.perf_counter() - start)
         return
     sent = 0
-    error: ErrorRecord | None = None
+    error: ErrorInfo | None = None
     mark = time.perf_counter()
     try:
         with sampler:
@@ -81,9 +84,9 @@ def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
                 sent += 1
                 yield part
     except MFFMoEError as e:
-        error = ErrorRecord.of(e)
+        error = ErrorInfo.of(e)
     except Exception as e:  # as Detector._analyze_video words it
-        error = ErrorRecord.of(VideoDecodeError(f"{path}: decoding failed ({type(e).__name__}: {e})"))
+        error = ErrorInfo.of(VideoDecodeError(f"{path}: decoding failed ({type(e).__name__}: {e})"))
     meta: dict[str, Any] = {"parts": sent}
     if error is not None:
         meta["error"] = asdict(error)

@@ -16,10 +16,10 @@ from rich.console import Console
 
 from mffmoe.config import DEFAULT_FRAMES, DEFAULT_THRESHOLD, resolve_weights_dir
 from mffmoe.detector import Detector
+from mffmoe.errors import ScanSourceError
 from mffmoe.pooling import get_pooling
 from mffmoe.scan.assemble import NoEngine
 from mffmoe.scan.decode import DecodeConfig
-from mffmoe.scan.errors import ScanSourceError
 from mffmoe.scan.plan import Action, Planner, check_identity
 from mffmoe.scan.progress import ScanProgress, ScanSummary
 from mffmoe.scan.schema import ScanSettings, copy_row, make_row, weights_hash

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 
 from mffmoe.detector import Detector
+from mffmoe.errors import DecoderCrashError, ErrorInfo
 from mffmoe.scan.assemble import Assembler, Finished
 from mffmoe.scan.decode import DecodeConfig, Part, decode_file
-from mffmoe.scan.errors import DecoderCrashError
-from mffmoe.scan.schema import ErrorRecord
 from mffmoe.scan.sources import HashedInput, hash_inputs
 
 DecodeFn = Callable[[str, DecodeConfig], Iterable[Part]]
@@ -253,7 +252,7 @@ class LocalRunner:
                         pending.extendleft(reversed(worker.outstanding))
                         err = DecoderCrashError(f"{path}: the decoding process died on this file (exit code "
                                                 f"{payload}); the file is likely corrupt or hostile")
-                        yield Finished(path, ErrorRecord.of(err), 0.0)
+                        yield Finished(path, ErrorInfo.of(err), 0.0)
                     if pending:
                         new = self._spawn()
                         owners[new.wid] = new

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mffmoe.scan.errors import ResultsMismatchError
+from mffmoe.errors import ResultsMismatchError
 from mffmoe.scan.schema import IDENTITY_COLUMNS, ScanSettings
 from mffmoe.scan.sources import HashedInput
 

@@ -23,11 +23,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mffmoe.detector import Detector
+from mffmoe.errors import DecoderCrashError, ErrorInfo, ScanError
 from mffmoe.scan.assemble import Assembler, Finished
 from mffmoe.scan.cores import claim_cores
 from mffmoe.scan.decode import DecodeConfig, decode_file, from_columns, to_columns
-from mffmoe.scan.errors import DecoderCrashError, ScanError
-from mffmoe.scan.schema import ErrorRecord, weights_hash
+from mffmoe.scan.schema import weights_hash
 from mffmoe.scan.sources import HashedInput, hash_file
 
 #: Files per decode task: small enough to spread work and isolate failures, large enough that task
@@ -200,7 +200,7 @@ class RayRunner:
             for i, path in enumerate(b["path"]):
                 err = None
                 if b["error_type"][i]:
-                    err = ErrorRecord(str(b["error_type"][i]), str(b["error_kind"][i]), str(b["error_message"][i]))
+                    err = ErrorInfo(str(b["error_type"][i]), str(b["error_kind"][i]), str(b["error_message"][i]))
                 size = int(b["size"][i])
                 found[str(path)] = HashedInput(str(path), str(b["content_hash"][i]) or None,
                                                None if size < 0 else size, err)
@@ -258,5 +258,5 @@ class RayRunner:
             assembler.drop(path)
             err = DecoderCrashError(f"{path}: the Ray tasks for this file failed (a crashed decoder), also when it "
                                     f"ran alone; the file is likely corrupt or hostile")
-            yield Finished(path, ErrorRecord.of(err), 0.0)
+            yield Finished(path, ErrorInfo.of(err), 0.0)
 

@@ -14,24 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import ErrorInfo
 from mffmoe.model.checkpoint import CheckpointInfo, sha256_file
 from mffmoe.results import AnalysisResult, VideoAnalysisResult
-
-
-@dataclass(frozen=True)
-class ErrorRecord:
-    """A per-file failure as data: the typed error's class name, short kind and message."""
-
-    type: str
-    kind: str
-    message: str
-
-    @classmethod
-    def of(cls, error: BaseException) -> "ErrorRecord":
-        if isinstance(error, MFFMoEError):
-            return cls(type(error).__name__, error.kind, str(error))
-        return cls(type(error).__name__, "internal_error", f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True)
@@ -91,14 +76,14 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def make_row(path: str, content_hash: str | None, size: int | None, outcome: AnalysisResult | ErrorRecord,
+def make_row(path: str, content_hash: str | None, size: int | None, outcome: AnalysisResult | ErrorInfo,
              seconds: float, settings: ScanSettings, duplicate_of: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(path=path, content_hash=content_hash, size=size, duplicate_of=duplicate_of,
                processing_time=float(seconds), model=settings.model, weights_hash=settings.weights_hash,
                engine=settings.engine, frames_requested=settings.frames, pooling=settings.pooling,
                threshold=settings.threshold, scanned_at=now())
-    if isinstance(outcome, ErrorRecord):
+    if isinstance(outcome, ErrorInfo):
         row.update(error_type=outcome.type, error_kind=outcome.kind, error_message=outcome.message)
         return row
     row.update(media_type=outcome.media_type, prediction=outcome.prediction, score=outcome.score,

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from mffmoe.errors import MediaNotFoundError
-from mffmoe.scan.errors import ScanSourceError, UnreadableMediaError
-from mffmoe.scan.schema import ErrorRecord
+from mffmoe.errors import (
+    ErrorInfo,
+    MediaNotFoundError,
+    ScanSourceError,
+    UnreadableMediaError,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -80,7 +83,7 @@ class HashedInput:
     path: str
     content_hash: str | None
     size: int | None
-    error: ErrorRecord | None = None
+    error: ErrorInfo | None = None
 
 
 def hash_file(path: str) -> HashedInput:
@@ -91,12 +94,12 @@ def hash_file(path: str) -> HashedInput:
             size = f.tell()
         return HashedInput(path, digest.hexdigest(), size)
     except FileNotFoundError:
-        return HashedInput(path, None, None, ErrorRecord.of(MediaNotFoundError(f"{path}: no such file")))
+        return HashedInput(path, None, None, ErrorInfo.of(MediaNotFoundError(f"{path}: no such file")))
     except IsADirectoryError:
-        return HashedInput(path, None, None, ErrorRecord.of(UnreadableMediaError(f"{path}: is a directory")))
+        return HashedInput(path, None, None, ErrorInfo.of(UnreadableMediaError(f"{path}: is a directory")))
     except OSError as e:
         return HashedInput(path, None, None,
-                           ErrorRecord.of(UnreadableMediaError(f"{path}: cannot be read ({e.strerror or e})")))
+                           ErrorInfo.of(UnreadableMediaError(f"{path}: cannot be read ({e.strerror or e})")))
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int, window: int = 256) -> Iterator[R]:

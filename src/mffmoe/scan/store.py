@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mffmoe.scan.errors import ResultsLockedError, ScanError
+from mffmoe.errors import ResultsLockedError, ScanError
 from mffmoe.scan.schema import SCHEMA
 
 

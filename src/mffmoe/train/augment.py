@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from mffmoe.errors import ConfigError
+
 AugmentFn = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
@@ -61,7 +63,7 @@ def parse_augmentations(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [n for n in names if n and n != "none"]
     unknown = sorted(set(names) - AUGMENTATIONS.keys())
     if unknown:
-        raise ValueError(f"unknown augmentation(s) {unknown}; choose from {sorted(AUGMENTATIONS)} or 'none'")
+        raise ConfigError(f"unknown augmentation(s) {unknown}; choose from {sorted(AUGMENTATIONS)} or 'none'")
     return tuple(n for n in AUGMENTATIONS if n in names)
 
 

@@ -11,6 +11,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from mffmoe.errors import ConfigError
+
 
 class EvalFormat(str, Enum):
     table = "table"
@@ -22,8 +24,14 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def _progress(console):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True,
                     disable=not console.is_terminal and not os.environ.get("MFFMOE_PROGRESS"))
@@ -150,7 +158,7 @@ def register(app: typer.Typer) -> None:
                 import timm
                 unknown = [n for n in given["experts"] if not timm.is_model(n.split(".")[0])]
                 if unknown:
-                    raise ValueError(f"unknown timm model(s) {unknown}")
+                    raise ConfigError(f"unknown timm model(s) {unknown}")
             if augment is not None:
                 given["augment"] = list(parse_augmentations(augment))
             config = resolve_config(given, resume)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import DatasetError, MFFMoEError
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
@@ -31,12 +31,6 @@ from mffmoe.train.augment import Augment
 REAL, FAKE = 0, 1
 LABELS = {"real": REAL, "0": REAL, "fake": FAKE, "1": FAKE}
 CLASS_DIRS = {"real": REAL, "fake": FAKE}
-
-
-class DatasetError(MFFMoEError):
-    """The data source itself is unusable (no real/ and fake/ folders, a malformed CSV, one class only)."""
-
-    kind = "dataset_error"
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,30 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER, EMA_DECAY
-from mffmoe.errors import MFFMoEError
-from mffmoe.model.checkpoint import LAYOUTS, MANIFEST, load_unfolded, save_official, write_manifest
+from mffmoe.errors import TrainingError
+from mffmoe.model.checkpoint import (
+    LAYOUTS,
+    MANIFEST,
+    load_unfolded,
+    save_official,
+    write_manifest,
+)
 from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.model.ensemble import MFFMoE, build_model
 from mffmoe.train.augment import Augment, parse_augmentations
-from mffmoe.train.data import (Batch, EpochOrder, Sample, SampleDataset, collate, load_samples,
-                               prepare_samples, read_dataset, require_both_classes, save_samples, split)
+from mffmoe.train.data import (
+    Batch,
+    EpochOrder,
+    Sample,
+    SampleDataset,
+    collate,
+    load_samples,
+    prepare_samples,
+    read_dataset,
+    require_both_classes,
+    save_samples,
+    split,
+)
 from mffmoe.train.metrics import auc_or_none, binary_metrics
 
 STATE_FILE = "train_state.pt"
@@ -42,10 +59,6 @@ SAMPLES_FILE = "samples.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 PATH_FIELDS = ("data", "val", "init", "out")
-
-
-class TrainingError(MFFMoEError):
-    kind = "training_error"
 
 
 class TrainConfig(BaseModel):
