@@ -7,8 +7,8 @@ the `.pth` carries `ema_list*`/`ema_state*` keys that must be ignored.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -5,8 +5,9 @@ memory, videos decoded sequentially. Never used for serving.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import timm
@@ -28,7 +29,7 @@ class RefExpert(nn.Module):
         self.baseline_extractor = timm.create_model(name, pretrained=False, num_classes=2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.baseline_extractor
+        m: Any = self.baseline_extractor  # a timm model: its heads differ by family
         x = m.forward_features(x)
         if hasattr(m, "classifier"):  # EfficientNet
             x = m.global_pool(x)
@@ -54,7 +55,8 @@ class RefMFFMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.forward_expert(x, i) for i in range(len(self.experts))], dim=1).mean(dim=1)
 
-    def load(self, path: str | os.PathLike[str], weights: str = "MFF-MoE-v1.pth", ema: str = "MFF-MoE-v1.state"):
+    def load(self, path: str | os.PathLike[str], weights: str = "MFF-MoE-v1.pth",
+             ema: str = "MFF-MoE-v1.state") -> RefMFFMoE:
         state = torch.load(Path(path) / weights, map_location="cpu", weights_only=True)
         state = {k if k.startswith("experts.") else "experts." + k: v for k, v in state.items()
                  if not k.startswith(("ema_list", "ema_state"))}

@@ -8,8 +8,8 @@ only on (seed, epoch, index), which makes runs repeatable and resumable whatever
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps

@@ -9,13 +9,12 @@ while random weights score it at chance.
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from mffmoe.samples import pattern
+from mffmoe.samples import encode_video, pattern
 
 
 def planted(height: int, width: int, period: float = 8.0, amplitude: float = 10.0) -> np.ndarray:
@@ -36,22 +35,8 @@ def synth_frame(rng: np.random.Generator, width: int, height: int, fake: bool, t
 
 
 def write_video(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int = 10) -> Path:
-    """Encode frames losslessly-enough (H.264 at high quality) into an MP4."""
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "12"}
-        for arr in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    """Encode frames near-losslessly (H.264, CRF 12) into an MP4, so the planted pattern survives."""
+    return encode_video(path, frames, fps, "libx264", options={"crf": "12"})
 
 
 def make_planted_dataset(out: str | os.PathLike[str], n_real: int = 32, n_fake: int = 32, size: int = 64,

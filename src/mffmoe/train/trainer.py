@@ -17,15 +17,17 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Protocol, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from mffmoe._util.fs import atomic_replace_dir
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER, EMA_DECAY
 from mffmoe.errors import TrainingError
 from mffmoe.model.checkpoint import (
@@ -39,7 +41,6 @@ from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.model.ensemble import MFFMoE, build_model
 from mffmoe.train.augment import Augment, parse_augmentations
 from mffmoe.train.data import (
-    Batch,
     EpochOrder,
     Sample,
     SampleDataset,
@@ -68,12 +69,12 @@ class TrainConfig(BaseModel):
 
     data: str
     out: str
-    val: Optional[str] = None
+    val: str | None = None
     val_split: float = Field(0.1, ge=0.0, lt=1.0)
-    experts: Optional[list[str]] = None       # None: the spec's seven (or --init's roster)
-    init: Optional[str] = None
+    experts: list[str] | None = None       # None: the spec's seven (or --init's roster)
+    init: str | None = None
     allow_missing_ema: bool = False
-    input_size: Optional[int] = Field(None, ge=8)  # None: --init's, else 512
+    input_size: int | None = Field(None, ge=8)  # None: --init's, else 512
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-4, gt=0)
@@ -91,22 +92,23 @@ class TrainConfig(BaseModel):
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"amp"})
 
 
-class Observer(Protocol):
-    """Hooks for progress display; every method is optional in spirit (see `NullObserver`)."""
+class Observer:
+    """Hooks for progress display. Every method does nothing here: subclass and override what you show."""
 
-    def on_prepare(self, what: str, done: int, total: int) -> None: ...
-    def on_epoch_start(self, epoch: int, epochs: int, step: int, steps: int) -> None: ...
-    def on_step(self, epoch: int, step: int, steps: int, losses: Sequence[float], lr: float) -> None: ...
-    def on_epoch_end(self, record: dict[str, Any]) -> None: ...
-    def on_warning(self, message: str) -> None: ...
+    def on_prepare(self, what: str, done: int, total: int) -> None:
+        pass
 
+    def on_epoch_start(self, epoch: int, epochs: int, step: int, steps: int) -> None:
+        pass
 
-class NullObserver:
-    def on_prepare(self, what: str, done: int, total: int) -> None: ...
-    def on_epoch_start(self, epoch: int, epochs: int, step: int, steps: int) -> None: ...
-    def on_step(self, epoch: int, step: int, steps: int, losses: Sequence[float], lr: float) -> None: ...
-    def on_epoch_end(self, record: dict[str, Any]) -> None: ...
-    def on_warning(self, message: str) -> None: ...
+    def on_step(self, epoch: int, step: int, steps: int, losses: Sequence[float], lr: float) -> None:
+        pass
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        pass
+
+    def on_warning(self, message: str) -> None:
+        pass
 
 
 @dataclass
@@ -209,7 +211,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.workers = max(0, workers)
         self.keep = max(1, keep)
-        self.obs: Observer = observer or NullObserver()
+        self.obs: Observer = observer or Observer()
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.augment = Augment(parse_augmentations(config.augment))
 
@@ -291,14 +293,14 @@ class Trainer:
         scalers = [torch.amp.GradScaler("cuda", enabled=self.amp) for _ in experts]
         emas = [ExponentialMovingAverage(e.parameters(), decay=c.ema_decay) for e in experts]
         if ema_states is not None:
-            for ema, s in zip(emas, ema_states):
+            for ema, s in zip(emas, ema_states, strict=True):
                 ema.load_state_dict(s)
                 ema.decay = c.ema_decay  # --init's checkpoint may have used another decay
         pos = Position()
         if state is not None:
-            for opt, s in zip(optimizers, state["optimizers"]):
+            for opt, s in zip(optimizers, state["optimizers"], strict=True):
                 opt.load_state_dict(s)
-            for scaler, s in zip(scalers, state["scalers"]):
+            for scaler, s in zip(scalers, state["scalers"], strict=True):
                 if s:
                     scaler.load_state_dict(s)
             pos = Position(**state["position"])
@@ -309,8 +311,8 @@ class Trainer:
         schedulers = [CosineLRScheduler(opt, t_initial=max(1, total - warmup), lr_min=c.min_lr, warmup_t=warmup,
                                         warmup_lr_init=c.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
                       for opt in optimizers]
-        for s in schedulers:
-            s.step_update(pos.global_step)
+        for sched in schedulers:
+            sched.step_update(pos.global_step)
 
         dataset = SampleDataset(train, model.input_size, self.augment, seed=c.seed)
         val_set = SampleDataset(val, model.input_size, None, seed=c.seed)
@@ -331,13 +333,13 @@ class Trainer:
                         bad_samples[train[i].source] = why
                         self.obs.on_warning(f"skipped {train[i].source}: {why}")
                 if batch.x is not None:
-                    losses = self._step(experts, optimizers, scalers, emas, batch)
+                    losses = self._step(experts, optimizers, scalers, emas, batch.x, batch.y)
                     sums += losses
                     count += 1
                 pos.step_in_epoch += 1
                 pos.global_step += 1
-                for s in schedulers:
-                    s.step_update(pos.global_step)
+                for sched in schedulers:
+                    sched.step_update(pos.global_step)
                 lr = optimizers[0].param_groups[0]["lr"]
                 self.obs.on_step(epoch, pos.step_in_epoch, steps,
                                  list(sums / max(count, 1)), lr)
@@ -375,11 +377,13 @@ class Trainer:
                                            persistent_workers=False,
                                            generator=torch.Generator().manual_seed(self.config.seed))
 
-    def _step(self, experts: list, optimizers: list, scalers: list, emas: list, batch: Batch) -> np.ndarray:
-        x = batch.x.to(self.device, non_blocking=True)
-        y = batch.y.to(self.device, non_blocking=True)
+    def _step(self, experts: list, optimizers: list, scalers: list, emas: list, x: torch.Tensor,
+              y: torch.Tensor) -> np.ndarray:
+        """One batch through every expert in turn: loss, optimizer step, EMA update."""
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
         losses = np.zeros(len(experts))
-        for i, (expert, opt, scaler, ema) in enumerate(zip(experts, optimizers, scalers, emas)):
+        for i, (expert, opt, scaler, ema) in enumerate(zip(experts, optimizers, scalers, emas, strict=True)):
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = expert(x)
             loss = F.cross_entropy(logits.float(), y)
@@ -474,9 +478,7 @@ class Trainer:
         }
         torch.save(state, tmp / STATE_FILE)
         final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        atomic_replace_dir(tmp, final)
         publish(final, self.out)
         if record is not None and pos.best_step == pos.global_step:
             publish(final, self.out / "best")
