@@ -333,7 +333,7 @@ class Trainer:
                         bad_samples[train[i].source] = why
                         self.obs.on_warning(f"skipped {train[i].source}: {why}")
                 if batch.x is not None:
-                    losses = self._step(experts, optimizers, scalers, emas, batch.x, batch.y)
+                    losses = self._step(experts, optimizers, scalers, emas, batch)
                     sums += losses
                     count += 1
                 pos.step_in_epoch += 1
@@ -377,11 +377,11 @@ class Trainer:
                                            persistent_workers=False,
                                            generator=torch.Generator().manual_seed(self.config.seed))
 
-    def _step(self, experts: list, optimizers: list, scalers: list, emas: list, x: torch.Tensor,
-              y: torch.Tensor) -> np.ndarray:
+    def _step(self, experts: list, optimizers: list, scalers: list, emas: list, batch: Batch) -> np.ndarray:
         """One batch through every expert in turn: loss, optimizer step, EMA update."""
-        x = x.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
+        assert batch.x is not None, "batches whose samples all failed are skipped before this"
+        x = batch.x.to(self.device, non_blocking=True)
+        y = batch.y.to(self.device, non_blocking=True)
         losses = np.zeros(len(experts))
         for i, (expert, opt, scaler, ema) in enumerate(zip(experts, optimizers, scalers, emas, strict=True)):
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
