@@ -41,6 +41,7 @@ from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.model.ensemble import MFFMoE, build_model
 from mffmoe.train.augment import Augment, parse_augmentations
 from mffmoe.train.data import (
+    Batch,
     EpochOrder,
     Sample,
     SampleDataset,
