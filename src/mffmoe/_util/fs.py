@@ -31,20 +31,36 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Write `path` through a uniquely named temporary file beside it, renamed over `path` only once
-    the block finishes: readers see the old file or the new one, never half of one, and concurrent
-    writers never share a temporary name."""
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A uniquely named temporary path beside `path`, renamed over it once the block finishes (for
+    writers that want a file name, e.g. safetensors' streaming `save_file`). Readers see the old file
+    or the new one, never half of one; concurrent writers never share a temporary name; the file gets
+    the permissions a plain `open()` would give it."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; weights and caches are shared files
+        os.close(fd)
+        yield tmp
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """`atomic_path`, opened: write the file object, and `path` is replaced when the block ends."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
 
 
 def atomic_replace_dir(staging: Path, final: Path) -> None:
