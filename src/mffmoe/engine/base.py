@@ -53,7 +53,7 @@ class Engine(ABC):
         return self._scheduler.run(self._inputs(batch), experts)
 
     def describe(self) -> dict[str, Any]:
-        """How this engine runs, for logs, `/health` and benchmark records."""
+        """How this engine runs, for logs and benchmark records."""
         return {"engine": self.name, "device": self.device, "workers": self.workers, "threads": self.threads}
 
     def close(self) -> None:
