@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mffmoe.errors import (CheckpointFormatError, MissingEMAError, UnsafeCheckpointError,
-                           WeightsNotFoundError)
-from mffmoe.model.checkpoint import load_weights, save_safetensors, sha256_file
+from conftest import TINY_SIZE
+from mffmoe._util.fs import sha256_file
+from mffmoe.errors import CheckpointFormatError, MissingEMAError, UnsafeCheckpointError, WeightsNotFoundError
+from mffmoe.model.checkpoint import load_weights, save_safetensors
 from mffmoe.model.reference import RefMFFMoE
 from mffmoe.testing import TINY_ROSTER
-
-from conftest import TINY_SIZE
 
 
 def _x(n=3, size=TINY_SIZE, seed=0):

@@ -19,9 +19,9 @@ def test_update_follows_adaptive_decay_formula():
                 p.add_(torch.randn_like(p))
         ema.update()
         decay = min(0.995, (1 + n) / (10 + n))
-        shadow = [decay * s + (1 - decay) * p.detach() for s, p in zip(shadow, params)]
+        shadow = [decay * s + (1 - decay) * p.detach() for s, p in zip(shadow, params, strict=True)]
         assert ema.num_updates == n
-        for s, t in zip(ema.shadow_params, shadow):
+        for s, t in zip(ema.shadow_params, shadow, strict=True):
             torch.testing.assert_close(s, t, rtol=1e-5, atol=1e-6)
 
 
@@ -59,7 +59,7 @@ def test_state_dict_round_trip_upstream_format():
     other = ExponentialMovingAverage(_params((2, 2), (3,)))
     other.load_state_dict(state)
     assert other.num_updates == 1 and other.decay == 0.995
-    for a, b in zip(other.shadow_params, ema.shadow_params):
+    for a, b in zip(other.shadow_params, ema.shadow_params, strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -13,6 +13,7 @@ import torch
 from mffmoe.engine import ENGINES, create_engine
 from mffmoe.engine import auto as auto_mod
 from mffmoe.engine.cache import CACHE_DIRNAME
+from mffmoe.engine.calibrate import calibrate
 from mffmoe.engine.export import ensure_onnx, export
 from mffmoe.model.checkpoint import load_weights
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
@@ -148,7 +149,7 @@ def test_auto_follows_the_calibration_record(ckpt, loaded):
     model, info = loaded
     export("onnx", model, info)
     export("openvino", model, info)
-    record = auto_mod.calibrate(model, info, log=lambda m: None)
+    record = calibrate(model, info, log=lambda m: None)
     assert set(record["engines"]) == {"torch", "onnxruntime", "openvino"}
     assert all(r["ok"] and r["max_abs_diff"] <= 1e-4 for r in record["engines"].values())
     assert json.loads((ckpt / CACHE_DIRNAME / info.fingerprint() / auto_mod.RECORD).read_text())["engines"]
@@ -201,7 +202,6 @@ def test_export_backbone_conv_mlp_twin_is_the_same_function(name):
     """The NCHW (conv-MLP) form exported for ConvNeXt experts computes what the channels-last one does,
     GRN included (convnextv2_atto built channels-last on purpose; all parameters randomised)."""
     import timm
-
     from timm.layers import LayerNorm2d
 
     from mffmoe.engine.export import _export_backbone

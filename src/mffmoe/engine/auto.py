@@ -9,36 +9,28 @@ exported and within 1e-4:
 - for a long-running process (library, server: `images=None`): the lowest latency;
 - for a one-shot job of `images` images (the CLI passes its count): the lowest `load + images x latency`;
   but a lean job of at most `LEAN_JOB_IMAGES` (16) images, such as `mffmoe analyze one.jpg`, always runs
-  on the lean torch engine (see `mffmoe.engine.__init__`): it starts in about a second and stays near
-  0.9 GB, where the exported engines need seconds to build seven sessions and ~1.4 GB resident.
+  on the lean torch engine (see `registry.py`): it starts at once and holds the least memory, where the
+  exported engines need seconds to build seven sessions and hold more (docs/performance.md).
 
 Without a record (nothing exported yet), or on CUDA, auto is `torch`: it never exports or calibrates on
 its own, because that would add a minute to somebody's first `analyze`. Run `mffmoe export --format all`
 once to let auto use the faster engines. A record made on another machine (shared weights directory)
 is not trusted for timings; auto then uses the static order the benchmark gave on our reference
-machine (`STATIC_PREFERENCE`), still only among engines that passed the agreement check.
+machine (`STATIC_PREFERENCE`), still only among engines that passed the agreement check. The record
+itself is written by `calibrate.py`.
 """
 from __future__ import annotations
 
-import gc
 import importlib.util
 import platform
-import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
-from mffmoe.engine.cache import (
-    candidate_roots,
-    find_artifacts,
-    read_json,
-    writable_root,
-    write_json,
-)
+from mffmoe.engine.cache import candidate_roots, find_artifacts, read_json
+from mffmoe.engine.device import cpu_count, resolve_device
 from mffmoe.model.checkpoint import CheckpointInfo
-from mffmoe.model.ensemble import MFFMoE
 
 TOLERANCE = 1e-4
 RECORD = "calibration.json"
@@ -55,20 +47,22 @@ FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 @dataclass
 class Choice:
+    """An engine name, why it was picked, and the engine options it takes."""
+
     name: str
     reason: str
     accepts: set[str] = field(default_factory=set)
 
 
 def machine() -> dict[str, Any]:
+    """What a calibration record's timings hold for: CPU model, usable cores, OS, torch version."""
     cpu = ""
-    try:  # not platform.processor(): on Linux it forks `uname -p`, a second copy of a 1 GB process
+    try:  # not platform.processor(): on Linux it forks `uname -p`, a second copy of this large process
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
     cpu = cpu or platform.machine()
-    from mffmoe.engine.parallel import cpu_count
     return {"cpu": cpu, "cores": cpu_count(), "system": platform.system(), "torch": torch.__version__}
 
 
@@ -95,8 +89,6 @@ def read_record(info: CheckpointInfo) -> dict[str, Any] | None:
 
 
 def choose_engine(info: CheckpointInfo, device: str = "auto", images: int | None = None) -> Choice:
-    from mffmoe.engine.torch_engine import resolve_device
-
     def pick(name: str, reason: str) -> Choice:
         return Choice(name, reason, ACCEPTS[name])
 
@@ -118,46 +110,3 @@ def choose_engine(info: CheckpointInfo, device: str = "auto", images: int | None
     cost = {n: r["load_s"] + images * r["latency_s"] for n, r in good.items()}
     name = min(cost, key=cost.__getitem__)
     return pick(name, f"lowest load + {images} x latency ({cost[name]:.2f} s expected)")
-
-
-def _probe_input(input_size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, input_size, input_size, generator=g)
-
-
-def calibrate(model: MFFMoE, info: CheckpointInfo, engines: Sequence[str] = ("torch", "onnxruntime", "openvino"),
-              repeats: int = 2, log=print) -> dict[str, Any]:
-    """Measure agreement (vs torch, on two fixed random images) and batch-1 latency/load time of each
-    engine, and store the record next to the artefacts. Engines missing or not exported are skipped."""
-    from mffmoe.engine import create_engine
-
-    x = _probe_input(info.input_size)
-    results: dict[str, Any] = {}
-    reference: np.ndarray | None = None
-    for name in ["torch", *[e for e in engines if e != "torch"]]:
-        if not installed(name) or not exported(name, info):
-            continue
-        t0 = time.perf_counter()
-        engine = create_engine(name, model, info, device="cpu")
-        load_s = time.perf_counter() - t0
-        probs = engine.predict(x)
-        one = x[:1]
-        engine.predict(one)  # warm-up at batch 1
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            engine.predict(one)
-            times.append(time.perf_counter() - t0)
-        if reference is None:
-            reference = probs
-        diff = float(np.max(np.abs(probs - reference)))
-        results[name] = {"ok": diff <= TOLERANCE, "max_abs_diff": diff, "load_s": round(load_s, 3),
-                         "latency_s": round(min(times), 4)}
-        log(f"{name}: latency {min(times):.3f} s, load {load_s:.2f} s, max |diff| vs torch {diff:.2e}")
-        del engine
-        gc.collect()
-    record = {"version": RECORD_VERSION, "fingerprint": info.fingerprint(), "machine": machine(),
-              "tolerance": TOLERANCE, "engines": results, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if info.files:
-        write_json(writable_root(info) / RECORD, record)
-    return record

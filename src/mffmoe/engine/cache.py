@@ -1,8 +1,9 @@
 """Where exported artefacts and calibration records live: next to the weights, keyed by their fingerprint.
 
 `<weights dir>/.mffmoe-cache/<fingerprint>/<format>/` (for a `.safetensors` file: its directory). When
-that directory is not writable, `$MFFMOE_CACHE_DIR` or `~/.cache/mffmoe` (`$XDG_CACHE_HOME/mffmoe`) is
-used instead, under the same `<fingerprint>/<format>/` names; lookups try both, weights side first.
+that directory is not writable, `$MFFMOE_CACHE_DIR` or the platform's user cache folder (platformdirs:
+`$XDG_CACHE_HOME/mffmoe`, else `~/.cache/mffmoe` on Linux) is used instead, under the same
+`<fingerprint>/<format>/` names; lookups try both, weights side first.
 The fingerprint (`CheckpointInfo.fingerprint()`: file names, sizes, mtimes, roster, input size) changes
 whenever the weights do, so a stale artefact is never picked up; old ones are simply left behind.
 """
@@ -15,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mffmoe._util.fs import atomic_replace_dir, atomic_write
+from mffmoe.config import env
 from mffmoe.errors import CacheNotWritableError
 from mffmoe.model.checkpoint import CheckpointInfo
 
@@ -24,11 +27,8 @@ MANIFEST = "artifacts.json"
 
 
 def user_cache_root() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "mffmoe"
+    """Where exports go when the weights' own folder is not writable (`Settings.cache_root`)."""
+    return env().cache_root
 
 
 def weights_dir(info: CheckpointInfo) -> Path | None:
@@ -62,7 +62,7 @@ def writable_root(info: CheckpointInfo) -> Path:
         if _writable(root):
             return root
     raise CacheNotWritableError(f"no writable cache directory: tried {[str(r) for r in candidate_roots(info)]}; "
-                          f"set {CACHE_ENV} to a writable directory")
+                                f"set {CACHE_ENV} to a writable directory")
 
 
 def find_artifacts(info: CheckpointInfo, fmt: str, version: str) -> tuple[Path, dict[str, Any]] | None:
@@ -86,11 +86,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _not_writable(path: Path, error: PermissionError) -> CacheNotWritableError:
+    return CacheNotWritableError(f"cannot write the cache at {path} ({error}); set {CACHE_ENV} to a writable "
+                                 f"directory")
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Atomically (readers never see half a record, concurrent writers never share a temporary file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would: the cache is as shared as the weights
+            f.write(json.dumps(data, indent=2) + "\n")
+    except PermissionError as e:
+        raise _not_writable(path, e) from e
 
 
 class StagingDir:
@@ -99,17 +114,17 @@ class StagingDir:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.path, 0o777 & ~umask)  # mkdtemp makes it private; the cache is as shared as the weights
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        except PermissionError as e:
+            raise _not_writable(final.parent, e) from e
+        os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp makes it private; the cache is as shared as the weights
 
     def commit(self) -> Path:
-        if self.final.exists():
-            shutil.rmtree(self.final, ignore_errors=True)
+        """Move the finished directory in (an older entry is replaced without a moment of neither)."""
         try:
-            os.replace(self.path, self.final)
+            atomic_replace_dir(self.path, self.final)
         except OSError:  # another process committed first: keep theirs
             shutil.rmtree(self.path, ignore_errors=True)
         return self.final

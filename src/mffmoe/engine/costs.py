@@ -1,13 +1,13 @@
 """What each expert costs, for scheduling (longest first), early exit (cheapest first) and GFLOP/s reports.
 
 FLOPs are counted once per (architecture, input size) by running the expert on the meta device under
-`torch.utils.flop_counter` (no weights, no arithmetic: ~0.2 s per architecture, then cached).
+`torch.utils.flop_counter` (no weights, no arithmetic: a fraction of a second per architecture, then cached).
 """
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -17,7 +17,7 @@ from mffmoe.model.experts import build_expert
 @functools.lru_cache(maxsize=64)
 def expert_gflops(name: str, input_size: int) -> float:
     """Forward GFLOP (2 x multiply-adds of convs and matmuls) of one expert for one image."""
-    # it warns (on import) that it cannot count triton kernels when triton is absent or kept out (lean.py)
+    # it warns (on import) that it cannot count triton kernels when triton is absent or kept out (memory.py)
     logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -8,13 +8,15 @@ to `p_fake` [B] = softmax(logits)[:, 1]; the ensemble score is the mean over exp
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -27,9 +29,11 @@ from mffmoe.engine.cache import (
     writable_root,
     write_json,
 )
+from mffmoe.engine.extras import import_extra
 from mffmoe.errors import ConfigError
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.model.ensemble import MFFMoE
+from mffmoe.model.experts import Expert
 
 FORMATS = ("onnx", "openvino")
 ONNX_OPSET = 17
@@ -63,21 +67,23 @@ def _without_permuting_norms(module: nn.Module) -> nn.Module:
     return module
 
 
-def _export_backbone(expert: nn.Module) -> nn.Module:
+def _export_backbone(expert: Expert) -> nn.Module:
     """The expert's timm network, in the form that exports to the faster graph.
 
     timm's ConvNeXt blocks run their MLP channels-last (`nn.Linear` between two permutes); exported,
-    every block then pays for transposes and layout reorders (~15% of the expert's time in OpenVINO).
-    timm's own `conv_mlp=True` variant computes the same function with 1x1 convolutions in NCHW, from the
-    same numbers reshaped ([out, in] -> [out, in, 1, 1]); its channel LayerNorms are then written without
-    permutes. Measured on ConvNeXt-V2-Tiny at 512 px, OpenVINO, 2 threads (medians of 8): 0.36 s as timm
-    builds it, 0.34 s in conv form, 0.30 s with the norms rewritten; max |logit difference| 5e-7.
+    every block then pays for transposes and layout reorders in OpenVINO. timm's own `conv_mlp=True`
+    variant computes the same function with 1x1 convolutions in NCHW, from the same numbers reshaped
+    ([out, in] -> [out, in, 1, 1]); its channel LayerNorms are then written without permutes. Each step
+    is faster, and the logits agree with timm's form to float rounding (docs/performance.md, "Engines").
     """
     import timm
-    from timm.models.convnext import ConvNeXt
+    from timm.models.convnext import ConvNeXt, ConvNeXtBlock
 
     net = expert.baseline_extractor
-    if not isinstance(net, ConvNeXt) or net.stages[0].blocks[0].use_conv_mlp:
+    if not isinstance(net, ConvNeXt):
+        return net
+    first_block = next(m for m in net.modules() if isinstance(m, ConvNeXtBlock))
+    if first_block.use_conv_mlp:
         return net
     twin = timm.create_model(expert.name, pretrained=False, num_classes=net.num_classes, conv_mlp=True)
     shapes = twin.state_dict()
@@ -96,7 +102,8 @@ class _PFake(nn.Module):
         return torch.softmax(self.net(x), dim=1)[:, 1]
 
 
-def _manifest(fmt: str, info: CheckpointInfo, files: list[str], seconds: float, extra: dict[str, Any]) -> dict:
+def _manifest(fmt: str, info: CheckpointInfo, files: list[str], seconds: float,
+              extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": EXPORT_VERSION[fmt], "format": fmt, "fingerprint": info.fingerprint() if info.files else None,
         "source": info.source, "roster": list(info.roster), "input_size": info.input_size, "files": files,
@@ -119,22 +126,24 @@ def _export_onnx_files(model: MFFMoE, out: Path) -> list[str]:
     model = model.eval()
     x = torch.zeros(1, 3, model.input_size, model.input_size)
     files = []
-    for i, expert in enumerate(model.experts):
+    for i, expert in enumerate(cast("Iterable[Expert]", model.experts)):
         name = f"expert-{i}.onnx"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
-            torch.onnx.export(_PFake(_export_backbone(expert)), (x,), str(out / name), dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=["input"], output_names=["p_fake"], do_constant_folding=True,
+            torch.onnx.export(_PFake(_export_backbone(expert)), (x,), str(out / name), dynamo=False,
+                              opset_version=ONNX_OPSET, input_names=["input"], output_names=["p_fake"],
+                              do_constant_folding=True,
                               dynamic_axes={"input": {0: "batch"}, "p_fake": {0: "batch"}})
         files.append(name)
     return files
 
 
-def ensure_onnx(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict]:
-    """Cached ONNX graphs for these weights, exported now if missing (about 4 s per expert here)."""
+def ensure_onnx(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Cached ONNX graphs for these weights, exported now if missing (seconds per expert)."""
     found = None if force else find_artifacts(info, "onnx", EXPORT_VERSION["onnx"])
     if found:
         return found
+    import_extra("onnx", "ONNX export")  # torch's exporter needs it, and says so only as a RuntimeError
     final = (writable_root(info) if info.files else _temporary_root()) / "onnx"
 
     def build(out: Path) -> None:
@@ -146,12 +155,12 @@ def ensure_onnx(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tup
     return _staged(final, build)
 
 
-def ensure_openvino(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict]:
+def ensure_openvino(model: MFFMoE, info: CheckpointInfo, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Cached OpenVINO IR (fp32 weights: `compress_to_fp16=False`), converted from the cached ONNX."""
     found = None if force else find_artifacts(info, "openvino", EXPORT_VERSION["openvino"])
     if found:
         return found
-    import openvino as ov
+    ov = import_extra("openvino", "OpenVINO export")
 
     onnx_dir, onnx_manifest = ensure_onnx(model, info, force=force)
     final = (onnx_dir.parent if not info.files else writable_root(info)) / "openvino"
@@ -169,7 +178,7 @@ def ensure_openvino(model: MFFMoE, info: CheckpointInfo, force: bool = False) ->
     return _staged(final, build)
 
 
-def _staged(final: Path, build: Callable[[Path], None]) -> tuple[Path, dict]:
+def _staged(final: Path, build: Callable[[Path], None]) -> tuple[Path, dict[str, Any]]:
     """Build an artefact directory in a staging directory and move it in only when complete."""
     stage = StagingDir(final)
     try:
@@ -182,9 +191,9 @@ def _staged(final: Path, build: Callable[[Path], None]) -> tuple[Path, dict]:
     return d, _read(d)
 
 
-def _read(d: Path) -> dict:
-    import json
-    return json.loads((d / MANIFEST).read_text())
+def _read(d: Path) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((d / MANIFEST).read_text())
+    return manifest
 
 
 EXPORTERS = {"onnx": ensure_onnx, "openvino": ensure_openvino}
@@ -192,7 +201,9 @@ EXPORTERS = {"onnx": ensure_onnx, "openvino": ensure_openvino}
 
 def export(fmt: str, model: MFFMoE, info: CheckpointInfo, out: Path | None = None,
            force: bool = False) -> Path:
-    """Export (or reuse the cached export) and, with `out`, copy the artefact directory there too."""
+    """Export (or reuse the cached export) and, with `out`, copy the artefact directory there too.
+    Raises MissingExtraError without the `engines` extra, CacheNotWritableError where nothing can be
+    written."""
     try:
         exporter = EXPORTERS[fmt]
     except KeyError:

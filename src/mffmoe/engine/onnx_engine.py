@@ -1,14 +1,14 @@
 """ONNX Runtime engine: one session per expert (graphs exported once and cached by `export.py`).
 
 Sessions run on the CPU execution provider with full graph optimisation (Conv+BN+activation fusion,
-NCHWc layouts). On a small CPU the experts run in parallel, one core each (`parallel.py`).
+NCHWc layouts). On a small CPU the experts run in parallel, one core each (`scheduler.py`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from mffmoe.engine.export import ensure_onnx
-from mffmoe.engine.exported import ExportedEngine
+from mffmoe.engine.exported_engine import ExportedEngine
 from mffmoe.errors import ConfigError
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.model.ensemble import MFFMoE
@@ -18,6 +18,7 @@ OPTIMIZATION = ("all", "extended", "basic")
 
 class OnnxEngine(ExportedEngine):
     name = "onnxruntime"
+    runtime_module = "onnxruntime"
 
     def __init__(self, model: MFFMoE, info: CheckpointInfo, device: str = "auto", workers: int | None = None,
                  optimization: str = "all") -> None:
@@ -27,8 +28,7 @@ class OnnxEngine(ExportedEngine):
         super().__init__(model, info, ensure_onnx, device=device, workers=workers)
 
     def _load(self, files: list[str]) -> None:
-        import onnxruntime as ort
-
+        ort = self.runtime
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
@@ -38,7 +38,7 @@ class OnnxEngine(ExportedEngine):
                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[self.optimization]
         so.log_severity_level = 3
         # Without the arena each run's buffers are freed when it ends; with it, every one of the seven
-        # sessions would keep its own peak (a 16-frame batch at 512 px: GBs each, enough to exhaust RAM).
+        # sessions would keep its own peak (for a 16-frame batch at 512 px, enough to exhaust RAM).
         so.enable_cpu_mem_arena = False
         self.sessions = [ort.InferenceSession(str(self.artifacts / f), so, providers=["CPUExecutionProvider"])
                          for f in files]

@@ -1,40 +1,35 @@
 """PyTorch engine: the EMA-folded model (folded once by the loader), eval + inference mode.
 
-CPU: experts run in parallel, one per core (see `parallel.py`), EfficientNet experts in channels_last
+CPU: experts run in parallel, one per core (see `scheduler.py`), EfficientNet experts in channels_last
 (measured faster on CPU, and a lower activation peak; ConvNeXt is not faster, so it stays NCHW).
 `lean=True` keeps memory minimal for one-shot runs: experts run one after another on all cores, and
-each layer's weight pages leave memory after use (see `lean.py`).
+each layer's weight pages leave memory after use (see `memory.py`).
 CUDA: channels_last everywhere, optional fp16/bf16 autocast (`autocast="bf16"`); fp32 stays the exact
 path and the default.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from mffmoe.engine.costs import roster_gflops
-from mffmoe.engine.lean import (
+from mffmoe.engine.base import Engine
+from mffmoe.engine.device import cpu_count, resolve_device
+from mffmoe.engine.memory import (
     WeightPager,
     drop_clean_library_pages,
     return_large_blocks_to_os,
     trim_heap,
 )
-from mffmoe.engine.parallel import ExpertScheduler, cpu_count, plan_threads
+from mffmoe.engine.scheduler import plan_threads
 from mffmoe.errors import ConfigError
 from mffmoe.model.ensemble import MFFMoE
+from mffmoe.model.experts import Expert
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but CUDA is not available on this machine")
-    return dev
 
 
 def _wants_channels_last(name: str, device: torch.device, setting: bool | str) -> bool:
@@ -43,16 +38,13 @@ def _wants_channels_last(name: str, device: torch.device, setting: bool | str) -
     return bool(setting)
 
 
-class TorchEngine:
+class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, model: MFFMoE, device: str = "auto", channels_last: bool | str = "auto",
                  autocast: str | None = None, workers: int | None = None, lean: bool = False,
                  files: Iterable[str] = ()) -> None:
         self.torch_device = resolve_device(device)
-        self.device = str(self.torch_device)
-        self.roster = model.roster
-        self.input_size = model.input_size
         self.lean = lean and self.torch_device.type == "cpu"
         if autocast is not None and autocast not in AUTOCAST_DTYPES:
             raise ConfigError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or None")
@@ -64,23 +56,20 @@ class TorchEngine:
         # channels_last inputs: oneDNN then runs NHWC directly, without re-laying out every activation
         # (faster, and lower peak memory). Weights are re-laid out once, except in a lean engine, which
         # keeps the file-mapped originals (each layer's weight is then converted on the fly, a small copy).
-        self.channels_last = [_wants_channels_last(n, self.torch_device, channels_last) for n in self.roster]
-        for expert, cl in zip(self.model.experts, self.channels_last):
+        self.channels_last = [_wants_channels_last(n, self.torch_device, channels_last) for n in model.roster]
+        for expert, cl in zip(self.model.experts, self.channels_last, strict=True):
             if cl and not self.lean:
                 expert.to(memory_format=torch.channels_last)
-        self.costs = roster_gflops(self.roster, self.input_size)
         if self.torch_device.type == "cpu":
-            n_workers, threads = plan_threads(len(self.roster), 1 if self.lean else workers)
+            n_workers, threads = plan_threads(len(model.roster), 1 if self.lean else workers)
         else:
             n_workers, threads = 1, torch.get_num_threads()
-        self.workers, self.threads = n_workers, threads
-        self.parallelism = n_workers
-        self._pager = None
+        super().__init__(model.roster, model.input_size, str(self.torch_device), n_workers, threads)
+        self._pager: WeightPager | None = None
         if self.lean:
             return_large_blocks_to_os()
             self._pager = WeightPager(self.model, list(files))
             drop_clean_library_pages()  # CPU run: CUDA library pages touched at import are not needed
-        self._scheduler = ExpertScheduler(self._run_expert, self.costs, n_workers)
 
     def _prepare(self, batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
         x = batch.to(self.torch_device, non_blocking=True)
@@ -88,12 +77,13 @@ class TorchEngine:
 
     def _run_expert(self, i: int, batch: torch.Tensor) -> np.ndarray:
         x = self._prepare(batch, self.channels_last[i])
+        expert = cast(Expert, self.model.experts[i])
         with torch.inference_mode():
             if self.autocast:
                 with torch.autocast("cuda", dtype=AUTOCAST_DTYPES[self.autocast]):
-                    p = self.model.experts[i].probability(x).float()
+                    p = expert.probability(x).float()
             else:
-                p = self.model.experts[i].probability(x)
+                p = expert.probability(x)
         out = p.double().cpu().numpy()
         if self.lean:
             del x, p
@@ -102,25 +92,28 @@ class TorchEngine:
             trim_heap()
         return out
 
-    def _run(self, batch: torch.Tensor, experts: Sequence[int]) -> np.ndarray:
-        # torch's intra-op thread count is process-wide: set it for this call only (workers x threads =
-        # cores), so that the rest of the process (training, other models) keeps its own setting.
+    @contextmanager
+    def _intra_op_threads(self) -> Iterator[None]:
+        """torch's intra-op thread count is process-wide: set it for this call only (workers x threads =
+        cores), so that the rest of the process (training, other models) keeps its own setting."""
         before = torch.get_num_threads()
         if self.torch_device.type == "cpu" and before != self.threads:
             torch.set_num_threads(self.threads)
         try:
-            return self._scheduler.run(batch, experts)
+            yield
         finally:
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
 
-    def predict(self, batch: torch.Tensor) -> np.ndarray:
-        return self._run(batch, range(len(self.roster)))
-
     def predict_experts(self, batch: torch.Tensor, experts: Sequence[int]) -> np.ndarray:
-        return self._run(batch, experts)
+        with self._intra_op_threads():
+            return super().predict_experts(batch, experts)
 
-    def describe(self) -> dict:
-        return {"engine": self.name, "device": self.device, "workers": self.workers, "threads": self.threads,
-                "lean": self.lean, "autocast": self.autocast, "cores": cpu_count(),
-                "channels_last": [n for n, cl in zip(self.roster, self.channels_last) if cl]}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "lean": self.lean, "autocast": self.autocast, "cores": cpu_count(),
+                "channels_last": [n for n, cl in zip(self.roster, self.channels_last, strict=True) if cl]}
+
+    def close(self) -> None:
+        super().close()
+        if self._pager is not None:
+            self._pager.remove()

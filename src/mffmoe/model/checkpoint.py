@@ -12,12 +12,15 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import IO, Any
 
 import torch
 
+from mffmoe._util.fs import atomic_write
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
 from mffmoe.errors import (
     CheckpointFormatError,
@@ -74,14 +77,6 @@ class CheckpointInfo:
         return h.hexdigest()[:16]
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
     """Roster and input size from `mffmoe.json`, else the spec's defaults."""
     path = directory / MANIFEST
@@ -100,7 +95,19 @@ def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
 
 def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
     data = {"roster": list(roster), "input_size": int(input_size), **extra}
-    (directory / MANIFEST).write_text(json.dumps(data, indent=2) + "\n")
+    with _atomic_file(directory / MANIFEST, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+
+
+@contextmanager
+def _atomic_file(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """`atomic_write`, with the permissions a plain `open()` would give (its temporary file is private,
+    and weights are usually shared)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_write(path, mode) as f:
+        os.fchmod(f.fileno(), 0o666 & ~umask)
+        yield f
 
 
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
@@ -261,7 +268,7 @@ def _read_official(directory: Path, layout: Layout, missing_ema: str | None,
         try:
             emas = [validate_ema_state(entry, [tuple(p.shape) for p in expert.parameters()],
                                        where=f"{ema_path} expert {i} ({roster[i]})")
-                    for i, (expert, entry) in enumerate(zip(model.experts, entries))]
+                    for i, (expert, entry) in enumerate(zip(model.experts, entries, strict=True))]
         except ValueError as e:
             raise CheckpointFormatError(str(e)) from e
     files = {"weights": str(weights_path), **({"ema": str(ema_path)} if emas is not None else {})}
@@ -278,8 +285,8 @@ def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = Fal
         "{weights} alone give different (worse) scores. Add the file, or pass --allow-missing-ema "
         "(allow_missing_ema=True) to run on the raw weights deliberately.")
     model, state, emas, info = _read_official(directory, layout, missing)
-    for i, (expert, ema) in enumerate(zip(model.experts, emas or [])):
-        for (name, _), shadow in zip(expert.named_parameters(), ema["shadow_params"]):
+    for i, (expert, ema) in enumerate(zip(model.experts, emas, strict=True) if emas is not None else ()):
+        for (name, _), shadow in zip(expert.named_parameters(), ema["shadow_params"], strict=True):
             state[f"experts.{i}.{name}"] = shadow  # fold: the shadow replaces the raw parameter
     del emas
     _assign(model, state)
@@ -307,7 +314,7 @@ def load_unfolded(path: str | os.PathLike[str], allow_missing_ema: bool = False,
 def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike[str],
                      hashes: Mapping[str, str] | None = None) -> Path:
     """Write the (already EMA-folded) model as one pickle-free file with its metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -323,9 +330,8 @@ def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike
         "ema_num_updates": json.dumps(info.ema_num_updates),
     }
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, out)
+    with _atomic_file(out, "wb") as f:
+        f.write(save(tensors, metadata=metadata))
     return out
 
 
@@ -351,7 +357,8 @@ def _mmap_safetensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
         if not base <= start <= end <= size:
             raise ValueError(f"tensor {key!r} lies outside the file")
         view = storage[start:end]
-        out[key] = torch.empty(0, dtype=dtype).set_(view, 0, tuple(entry["shape"]))
+        # torch's stubs lack set_'s (source, offset, size) form, which takes contiguous strides
+        out[key] = torch.empty(0, dtype=dtype).set_(view, 0, tuple(entry["shape"]))  # type: ignore[call-overload]
     return out
 
 
@@ -405,9 +412,8 @@ def save_official(model: MFFMoE, emas: Sequence[ExponentialMovingAverage] | None
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with _atomic_file(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def untrained_model(roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE,

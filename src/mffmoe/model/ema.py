@@ -6,7 +6,8 @@ live on the parameters' own device, so it works without a GPU.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -14,18 +15,18 @@ from mffmoe.config import EMA_DECAY
 
 
 class ExponentialMovingAverage:
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = EMA_DECAY,
+    def __init__(self, parameters: Iterable[torch.Tensor], decay: float = EMA_DECAY,
                  use_num_updates: bool = True) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError("decay must be in [0, 1]")
         self.decay = decay
-        self.num_updates: Optional[int] = 0 if use_num_updates else None
+        self.num_updates: int | None = 0 if use_num_updates else None
         params = list(parameters)
         self._params = params
         self.shadow_params = [p.detach().clone() for p in params]
-        self.collected_params: Optional[list[torch.Tensor]] = None
+        self.collected_params: list[torch.Tensor] | None = None
 
-    def _get_parameters(self, parameters: Optional[Iterable[torch.nn.Parameter]]) -> list[torch.Tensor]:
+    def _get_parameters(self, parameters: Iterable[torch.Tensor] | None) -> list[torch.Tensor]:
         if parameters is None:
             return self._params
         params = list(parameters)
@@ -41,34 +42,34 @@ class ExponentialMovingAverage:
         return min(self.decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
-    def update(self, parameters: Optional[Iterable[torch.nn.Parameter]] = None) -> None:
+    def update(self, parameters: Iterable[torch.Tensor] | None = None) -> None:
         params = self._get_parameters(parameters)
         decay = self.current_decay()
         if self.num_updates is not None:
             self.num_updates += 1
         one_minus_decay = 1.0 - decay
-        for s, p in zip(self.shadow_params, params):
+        for s, p in zip(self.shadow_params, params, strict=True):
             tmp = s - p.to(s.device, s.dtype)
             tmp.mul_(one_minus_decay)
             s.sub_(tmp)
 
     @torch.no_grad()
-    def copy_to(self, parameters: Optional[Iterable[torch.nn.Parameter]] = None) -> None:
-        for s, p in zip(self.shadow_params, self._get_parameters(parameters)):
+    def copy_to(self, parameters: Iterable[torch.Tensor] | None = None) -> None:
+        for s, p in zip(self.shadow_params, self._get_parameters(parameters), strict=True):
             p.data.copy_(s.data)
 
-    def store(self, parameters: Optional[Iterable[torch.nn.Parameter]] = None) -> None:
+    def store(self, parameters: Iterable[torch.Tensor] | None = None) -> None:
         self.collected_params = [p.detach().clone() for p in self._get_parameters(parameters)]
 
     @torch.no_grad()
-    def restore(self, parameters: Optional[Iterable[torch.nn.Parameter]] = None) -> None:
+    def restore(self, parameters: Iterable[torch.Tensor] | None = None) -> None:
         if self.collected_params is None:
             raise RuntimeError("restore() called without a preceding store()")
-        for c, p in zip(self.collected_params, self._get_parameters(parameters)):
+        for c, p in zip(self.collected_params, self._get_parameters(parameters), strict=True):
             p.data.copy_(c.data)
 
     @contextlib.contextmanager
-    def average_parameters(self, parameters: Optional[Iterable[torch.nn.Parameter]] = None) -> Iterator[None]:
+    def average_parameters(self, parameters: Iterable[torch.Tensor] | None = None) -> Iterator[None]:
         """Temporarily swap the shadows in. Training/evaluation only: inference folds them once."""
         params = self._get_parameters(parameters)
         self.store(params)
@@ -78,7 +79,7 @@ class ExponentialMovingAverage:
         finally:
             self.restore(params)
 
-    def to(self, device: Any = None, dtype: Any = None) -> "ExponentialMovingAverage":
+    def to(self, device: Any = None, dtype: Any = None) -> ExponentialMovingAverage:
         self.shadow_params = [s.to(device=device, dtype=dtype if s.is_floating_point() else None)
                               for s in self.shadow_params]
         return self
@@ -96,10 +97,10 @@ class ExponentialMovingAverage:
         self.decay = state["decay"]
         self.num_updates = state["num_updates"]
         self.shadow_params = [s.to(device=p.device, dtype=p.dtype).clone()
-                              for s, p in zip(state["shadow_params"], self.shadow_params)]
+                              for s, p in zip(state["shadow_params"], self.shadow_params, strict=True)]
         collected = state.get("collected_params")
         self.collected_params = None if collected is None else [
-            c.to(device=p.device, dtype=p.dtype).clone() for c, p in zip(collected, self.shadow_params)]
+            c.to(device=p.device, dtype=p.dtype).clone() for c, p in zip(collected, self.shadow_params, strict=True)]
 
 
 def validate_ema_state(state: Any, shapes: list[tuple[int, ...]], where: str = "EMA state") -> dict[str, Any]:
@@ -121,7 +122,7 @@ def validate_ema_state(state: Any, shapes: list[tuple[int, ...]], where: str = "
     if len(shadows) != len(shapes):
         raise ValueError(f"{where}: shadow_params has {len(shadows)} tensors, the expert has "
                          f"{len(shapes)} parameters")
-    for i, (s, shape) in enumerate(zip(shadows, shapes)):
+    for i, (s, shape) in enumerate(zip(shadows, shapes, strict=True)):
         if not isinstance(s, torch.Tensor):
             raise ValueError(f"{where}: shadow_params[{i}] is not a tensor")
         if tuple(s.shape) != tuple(shape):

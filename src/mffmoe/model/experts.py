@@ -29,6 +29,7 @@ class Expert(nn.Module):
 
 
 def build_expert(name: str) -> Expert:
-    if not timm.is_model(name.split(".")[0]):
+    """The expert `name` (a timm model name; a pretrained tag such as `.ns_jft_in1k` is allowed)."""
+    if not timm.is_model(name):
         raise ConfigError(f"unknown timm model {name!r}")
     return Expert(name)

@@ -205,7 +205,7 @@ def publish(checkpoint: Path, target: Path) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, device: str = "auto", workers: int = 2, keep: int = 1,
                  observer: Observer | None = None) -> None:
-        from mffmoe.engine.torch_engine import resolve_device
+        from mffmoe.engine.device import resolve_device
 
         self.config = config
         self.out = Path(config.out)

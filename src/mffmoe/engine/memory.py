@@ -1,9 +1,10 @@
-"""Keeping a one-shot run small: weights that leave memory once used, big activations returned to the OS,
-and no import of an unused 100 MB compiler.
+"""Keeping a one-shot run small: OS memory tricks for the lean torch engine and for short CLI processes.
 
-Why these three: `import torch` (CUDA build) already costs ~690 MB of resident memory and the seven experts
-are ~740 MB of fp32 weights, so a process that keeps every expert resident cannot stay under 1.1 GB. The
-loader maps the checkpoint files instead of copying them, so weight pages are clean file-backed pages:
+Weights that leave memory once used, big activations returned to the OS, CUDA library pages dropped on
+a CPU run, and no import of an unused GPU kernel compiler. Why these: `import torch` (CUDA build) and the
+seven experts' fp32 weights together already exceed the memory budget of `mffmoe analyze one.jpg`, so a
+process that keeps every expert resident cannot meet it (the figures are in docs/performance.md, "Memory").
+The loader maps the checkpoint files instead of copying them, so weight pages are clean file-backed pages:
 `madvise(MADV_DONTNEED)` drops them from this process after a layer has run, and the next forward pass
 faults them back in from the page cache (no disk read, no copy). Nothing is ever written to those pages
 (inference only), which is what makes dropping them exact.
@@ -14,10 +15,12 @@ import ctypes
 import mmap
 import os
 import sys
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+
+from mffmoe.config import env
 
 MADV_DONTNEED = 4
 M_MMAP_THRESHOLD = -3
@@ -38,10 +41,10 @@ def _c() -> ctypes.CDLL | None:
 
 
 def skip_unused_imports() -> None:
-    """Stop `triton` (a GPU kernel compiler, ~100 MB resident) from being imported as a side effect of
+    """Stop `triton` (a GPU kernel compiler, large when resident) from being imported as a side effect of
     `timm -> torchvision.ops -> torch._dynamo`. mffmoe never compiles kernels, so nothing is lost; call it
-    before torch/timm are imported, in one-shot processes only. MFFMOE_ALLOW_TRITON=1 turns it off."""
-    if os.environ.get("MFFMOE_ALLOW_TRITON") or "triton" in sys.modules:
+    before timm is imported, in one-shot processes only. MFFMOE_ALLOW_TRITON=1 turns it off."""
+    if env().allow_triton or "triton" in sys.modules:
         return
     sys.modules["triton"] = None  # type: ignore[assignment]  # makes `import triton` raise ImportError
 
@@ -71,8 +74,8 @@ CUDA_LIBRARY_MARKERS = ("/nvidia/", "libtorch_cuda", "libc10_cuda", "libcudnn", 
 
 
 def drop_clean_library_pages(markers: Sequence[str] = CUDA_LIBRARY_MARKERS) -> int:
-    """Drop this process's resident pages of CUDA libraries on a CPU-only run (~250 MB with torch's CUDA
-    build: its start-up touches them all). Only mappings that are not writable and hold no private
+    """Drop this process's resident pages of CUDA libraries on a CPU-only run (torch's CUDA build touches
+    them all at start-up). Only mappings that are not writable and hold no private
     (copied-on-write) page are touched, so every dropped page is an unmodified file page that the kernel
     may drop under memory pressure anyway; code that runs later faults its page back in. Returns bytes."""
     libc = _c()
@@ -93,9 +96,8 @@ def drop_clean_library_pages(markers: Sequence[str] = CUDA_LIBRARY_MARKERS) -> i
             return
         lo, hi, perms, path = current
         if ("w" not in perms and any(m in path for m in markers) and stats.get("Anonymous", 1) == 0
-                and stats.get("Rss", 0) > 0):
-            if libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
-                dropped += stats["Rss"] * 1024
+                and stats.get("Rss", 0) > 0 and libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0):
+            dropped += stats["Rss"] * 1024
 
     for line in lines:
         head = line.split(maxsplit=5)
@@ -133,6 +135,8 @@ class WeightPager:
 
     Only tensors that lie wholly inside a mapping of the checkpoint files are touched; tensors the loader
     had to copy (dtype casts) or an engine re-laid out (channels_last) are anonymous memory and stay.
+    The hooks sit on the caller's model, so `remove()` (called by `TorchEngine.close`) takes them off
+    again: an engine built later on the same model must not keep paging its weights out.
     """
 
     def __init__(self, model: nn.Module, files: Sequence[str | os.PathLike[str]]) -> None:
@@ -170,14 +174,13 @@ class WeightPager:
     def _after_forward(self, module: nn.Module, args: object, output: object) -> None:
         self.release(module)
 
-    def release(self, module: nn.Module | None = None) -> None:
+    def release(self, module: nn.Module) -> None:
+        """Drop the pages of `module`'s own weights (its forward pass has just used them)."""
         libc = _c()
         if libc is None:
             return
-        targets = self.ranges.values() if module is None else [self.ranges.get(module, [])]
-        for spans in targets:
-            for s, e in spans:
-                libc.madvise(s, e - s, MADV_DONTNEED)
+        for s, e in self.ranges.get(module, []):
+            libc.madvise(s, e - s, MADV_DONTNEED)
 
     def release_all(self) -> None:
         """Drop every mapped page of the checkpoint files, including neighbours that the kernel mapped in
@@ -188,6 +191,7 @@ class WeightPager:
                 libc.madvise(lo, hi - lo, MADV_DONTNEED)
 
     def remove(self) -> None:
+        """Take the hooks off the model (pages dropped so far simply fault back in when next read)."""
         for h in self.handles:
             h.remove()
         self.handles.clear()

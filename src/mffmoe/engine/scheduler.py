@@ -3,25 +3,18 @@ core each, instead of splitting every layer over all cores.
 
 Why: at batch 1 the late layers of these networks are small (16x16 maps), and splitting them over
 threads costs synchronisation on every op; whole experts in parallel keep each core busy on its own
-network. Experts are started longest first (LPT scheduling), which balances two cores within a few
-percent for the default roster.
+network. Experts are started longest first (LPT scheduling), which balances two cores closely for the
+default roster (docs/performance.md).
 """
 from __future__ import annotations
 
-import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
 
 import numpy as np
 
-
-def cpu_count() -> int:
-    """Cores this process may run on (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+from mffmoe.engine.device import cpu_count
 
 
 def plan_threads(n_experts: int, workers: int | None = None, cores: int | None = None) -> tuple[int, int]:
@@ -57,5 +50,6 @@ class ExpertScheduler:
         return np.stack([np.asarray(c, dtype=np.float64).reshape(-1) for c in cols], axis=1)
 
     def close(self) -> None:
+        """Let the pool's threads end (`Engine.close`); running experts finish, no new batch starts."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)

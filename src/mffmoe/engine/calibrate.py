@@ -1,0 +1,64 @@
+"""Writing the record `--engine auto` decides from (`auto.py`): run once by `mffmoe export`.
+
+Per engine: agreement with the torch engine on a fixed input (max |P(fake) difference| over experts),
+load time and batch-1 latency on this machine, stored next to the cached artefacts under the weights'
+fingerprint. Kept apart from `auto.py` so that choosing (which the registry imports) does not depend on
+creating engines by name (which needs the registry).
+"""
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mffmoe.engine.auto import RECORD, RECORD_VERSION, TOLERANCE, exported, installed, machine
+from mffmoe.engine.cache import writable_root, write_json
+from mffmoe.engine.registry import create_engine
+from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.model.ensemble import MFFMoE
+
+
+def _probe_input(input_size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, input_size, input_size, generator=g)
+
+
+def calibrate(model: MFFMoE, info: CheckpointInfo, engines: Sequence[str] = ("torch", "onnxruntime", "openvino"),
+              repeats: int = 2, log: Callable[[str], object] = print) -> dict[str, Any]:
+    """Measure agreement (vs torch, on two fixed random images) and batch-1 latency/load time of each
+    engine, and store the record next to the artefacts. Engines missing or not exported are skipped."""
+    x = _probe_input(info.input_size)
+    results: dict[str, Any] = {}
+    reference: np.ndarray | None = None
+    for name in ["torch", *[e for e in engines if e != "torch"]]:
+        if not installed(name) or not exported(name, info):
+            continue
+        t0 = time.perf_counter()
+        engine = create_engine(name, model, info, device="cpu")
+        load_s = time.perf_counter() - t0
+        probs = engine.predict(x)
+        one = x[:1]
+        engine.predict(one)  # warm-up at batch 1
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            engine.predict(one)
+            times.append(time.perf_counter() - t0)
+        if reference is None:
+            reference = probs
+        diff = float(np.max(np.abs(probs - reference)))
+        results[name] = {"ok": diff <= TOLERANCE, "max_abs_diff": diff, "load_s": round(load_s, 3),
+                         "latency_s": round(min(times), 4)}
+        log(f"{name}: latency {min(times):.3f} s, load {load_s:.2f} s, max |diff| vs torch {diff:.2e}")
+        engine.close()
+        del engine
+        gc.collect()
+    record = {"version": RECORD_VERSION, "fingerprint": info.fingerprint(), "machine": machine(),
+              "tolerance": TOLERANCE, "engines": results, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if info.files:
+        write_json(writable_root(info) / RECORD, record)
+    return record

@@ -1,0 +1,35 @@
+"""Where inference runs: the torch device asked for, and the cores this process may use.
+
+Shared by the engines, the trainer and scans, so that every part counts cores and picks a device alike.
+torch is imported on first use: counting cores must not cost a scan's decode workers an `import torch`.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from mffmoe.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` is CUDA when available, else the CPU; asking for CUDA where there is none is a ConfigError."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but CUDA is not available on this machine")
+    return dev
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (affinity-aware: a container or `taskset` may allow fewer than the
+    machine has, which `os.cpu_count()` does not see)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
