@@ -102,7 +102,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would: the cache is as shared as the weights
             f.write(json.dumps(data, indent=2) + "\n")
     except PermissionError as e:
         raise _not_writable(path, e) from e

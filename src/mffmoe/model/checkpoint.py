@@ -12,15 +12,14 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-from mffmoe._util.fs import atomic_write
+from mffmoe._util.fs import atomic_path, atomic_write
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
 from mffmoe.errors import (
     CheckpointFormatError,
@@ -95,19 +94,8 @@ def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
 
 def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
     data = {"roster": list(roster), "input_size": int(input_size), **extra}
-    with _atomic_file(directory / MANIFEST, "w") as f:
+    with atomic_write(directory / MANIFEST, "w") as f:
         f.write(json.dumps(data, indent=2) + "\n")
-
-
-@contextmanager
-def _atomic_file(path: Path, mode: str) -> Iterator[IO[Any]]:
-    """`atomic_write`, with the permissions a plain `open()` would give (its temporary file is private,
-    and weights are usually shared)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with atomic_write(path, mode) as f:
-        os.fchmod(f.fileno(), 0o666 & ~umask)
-        yield f
 
 
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
@@ -314,7 +302,7 @@ def load_unfolded(path: str | os.PathLike[str], allow_missing_ema: bool = False,
 def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike[str],
                      hashes: Mapping[str, str] | None = None) -> Path:
     """Write the (already EMA-folded) model as one pickle-free file with its metadata."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -330,8 +318,8 @@ def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike
         "ema_num_updates": json.dumps(info.ema_num_updates),
     }
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    with _atomic_file(out, "wb") as f:
-        f.write(save(tensors, metadata=metadata))
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return out
 
 
@@ -412,7 +400,7 @@ def save_official(model: MFFMoE, emas: Sequence[ExponentialMovingAverage] | None
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with _atomic_file(path, "wb") as f:
+    with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
 
