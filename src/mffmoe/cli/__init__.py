@@ -11,31 +11,24 @@ import sys
 
 import typer
 
-from mffmoe.cli.analyze import analyze
-from mffmoe.cli.evaluate import evaluate
-from mffmoe.cli.export import export
+from mffmoe.cli import analyze, evaluate, export, sample, scan, serve, train, weights
 from mffmoe.cli.output import err
 from mffmoe.cli.process import ProcessState, exit_now
-from mffmoe.cli.sample import sample
-from mffmoe.cli.scan import scan
-from mffmoe.cli.serve import serve
-from mffmoe.cli.train import train
-from mffmoe.cli.weights import convert, info
 from mffmoe.errors import MFFMoEError
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="MFF-MoE V1 deepfake detector for images and videos.")
-app.command("analyze")(analyze)
-app.command("info")(info)
-app.command("convert")(convert)
-app.command("sample")(sample)
-app.command("export")(export)
-app.command("serve")(serve)
-app.command("train")(train)
-app.command("evaluate")(evaluate)
-app.command("scan")(scan)
+app.command("analyze")(analyze.analyze)
+app.command("info")(weights.info)
+app.command("convert")(weights.convert)
+app.command("sample")(sample.sample)
+app.command("export")(export.export)
+app.command("serve")(serve.serve)
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
+app.command("scan")(scan.scan)
 
 
 def main() -> None:
