@@ -9,10 +9,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from mffmoe.cli import _register_plugins, app
+from mffmoe.cli import app
 from mffmoe.testing import TINY_ROSTER
 
-_register_plugins()
 runner = CliRunner()
 
 
@@ -98,3 +97,71 @@ def test_real_process_exit_codes_and_no_traceback(tiny_ckpt, media, tmp_path):
     rows = json.loads(proc.stdout)
     assert rows[0]["error"]["type"] == "EmptyMediaError" and rows[1]["media_type"] == "image"
     assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_input_is_one_error_row_and_the_others_are_reported(tiny_ckpt, media, tmp_path, monkeypatch):
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(media["jpg"].read_bytes())
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway: make opening it fail as it does for anyone else
+        import builtins
+        import io
+
+        real_open = builtins.open
+
+        def refuse(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(locked):
+                raise PermissionError(13, "Permission denied", str(locked))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refuse)
+        monkeypatch.setattr(io, "open", refuse)
+    res = run("analyze", media["jpg"], locked, media["png"], "-w", tiny_ckpt, "-f", "json")
+    assert res.exit_code == 1
+    rows = json.loads(res.stdout)
+    assert [r["path"] for r in rows] == [str(media["jpg"]), str(locked), str(media["png"])]
+    assert rows[1]["error"]["type"] == "UnreadableMediaError" and rows[1]["error"]["kind"] == "unreadable"
+    assert "\n" not in rows[1]["error"]["message"] and "Permission denied" in rows[1]["error"]["message"]
+    assert rows[0]["media_type"] == rows[2]["media_type"] == "image"
+    assert "1 of 3 input(s) failed" in res.stderr and "Traceback" not in res.stderr + res.stdout
+
+
+COMMANDS = ["analyze", "info", "convert", "sample", "export", "serve", "train", "evaluate", "scan"]
+#: Declared once in mffmoe.cli.options; each must mean the same in every command that takes it.
+SHARED = ["--weights", "--device", "--engine", "--frames", "--batch-size", "--threshold", "--pooling",
+          "--early-exit", "--untrained", "--allow-missing-ema"]
+#: `train` takes these as run settings: None means "as the saved run has it" on --resume.
+TRAIN_OWN = {"--batch-size", "--allow-missing-ema"}
+
+
+def _commands():
+    import typer
+
+    return typer.main.get_command(app).commands
+
+
+def test_app_lists_every_command():
+    assert list(_commands()) == COMMANDS
+
+
+def test_shared_options_have_one_type_and_default():
+    def describe(p):
+        """Type, parser, range, default, names and help of one option (typer's own parameter model)."""
+        td = p.type_descriptor
+        return tuple({"type": td.annotation, "parser": td.parameter_info.parser, "min": p.min, "max": p.max,
+                      "default": p.default, "names": tuple(p.opts), "negations": tuple(p.secondary_opts),
+                      "flag": p.is_flag, "help": p.help, "metavar": p.metavar}.items())
+
+    seen: dict[str, dict[str, tuple]] = {flag: {} for flag in SHARED}
+    for name, command in _commands().items():
+        for p in command.params:
+            flag = next((o for o in p.opts if o in seen), None)
+            if flag is not None and p.param_type_name == "option" and not (name == "train" and flag in TRAIN_OWN):
+                seen[flag][name] = describe(p)
+    for flag, by_command in seen.items():
+        assert len(set(by_command.values())) == 1, (flag, by_command)
+    assert set(seen["--engine"]) == set(seen["--device"]) - {"train"} == {"analyze", "serve", "evaluate", "scan"}
+    assert {"serve", "analyze", "scan", "evaluate"} <= set(seen["--pooling"])
+    assert {"serve", "analyze"} <= set(seen["--early-exit"])
+    assert dict(next(iter(seen["--engine"].values())))["default"] == "auto"
+    assert len(seen["--weights"]) == 6 and "train" in seen["--device"]

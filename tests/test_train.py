@@ -13,14 +13,14 @@ from mffmoe.model.checkpoint import load_weights
 from mffmoe.testing import TINY_ROSTER
 from mffmoe.train.data import load_samples
 from mffmoe.train.synthetic import make_planted_dataset
-
 from train_helpers import TINY, one_thread, read_log, run_cli  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 EPOCHS = 5
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread):
+def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     data = make_planted_dataset(root / "data", 100, 100, videos_per_class=2, frames_per_video=12, seed=0)
     val = make_planted_dataset(root / "val", 24, 24, videos_per_class=2, frames_per_video=12, seed=5)

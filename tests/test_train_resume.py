@@ -10,7 +10,6 @@ import torch
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.synthetic import make_planted_dataset
 from mffmoe.train.trainer import NullObserver, TrainConfig, Trainer, checkpoint_dirs
-
 from train_helpers import TINY, one_thread, read_log, run_cli, said  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,13 +61,13 @@ def test_resume_mid_epoch_gives_the_same_run_as_no_interruption(data, tmp_path):
         assert torch.equal(a_pth[k], b_pth[k]), k
     for i in range(len(TINY_ROSTER)):
         assert a_state[i]["num_updates"] == b_state[i]["num_updates"]
-        for s, t in zip(a_state[i]["shadow_params"], b_state[i]["shadow_params"]):
+        for s, t in zip(a_state[i]["shadow_params"], b_state[i]["shadow_params"], strict=True):
             assert torch.equal(s, t)
     assert _without_time(read_log(straight)) == _without_time(read_log(stopped))
     # the optimizer moments were restored too: the two resume states agree
     sa = torch.load(checkpoint_dirs(straight)[-1] / "train_state.pt", weights_only=True)
     sb = torch.load(checkpoint_dirs(stopped)[-1] / "train_state.pt", weights_only=True)
-    for oa, ob in zip(sa["optimizers"], sb["optimizers"]):
+    for oa, ob in zip(sa["optimizers"], sb["optimizers"], strict=True):
         for key in oa["state"]:
             assert torch.equal(oa["state"][key]["exp_avg"], ob["state"][key]["exp_avg"])
 
@@ -109,11 +108,11 @@ def test_init_starts_from_raw_weights_and_ema_state(data, tmp_path):
         keep = 1.0
         for t in range(n0 + 1, n0 + steps + 1):
             keep *= min(0.995, (1 + t) / (10 + t))
-        for name, s0, s in zip(names[i], init_state[i]["shadow_params"], state[i]["shadow_params"]):
+        for name, s0, s in zip(names[i], init_state[i]["shadow_params"], state[i]["shadow_params"], strict=True):
             p0 = raw[f"experts.{i}.{name}"]
             torch.testing.assert_close(s, keep * s0 + (1 - keep) * p0, rtol=1e-5, atol=1e-6)
         assert any(not torch.equal(s, s0) for s, s0 in zip(state[i]["shadow_params"],
-                                                          init_state[i]["shadow_params"]))
+                                                          init_state[i]["shadow_params"], strict=True))
 
 
 def test_init_errors(data, tmp_path):

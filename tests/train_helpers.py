@@ -13,13 +13,10 @@ TINY = ",".join(TINY_ROSTER)
 
 
 def cli_app():
-    """`mffmoe`'s Typer app with the feature packages' commands registered (once per process)."""
-    from mffmoe import cli
+    """`mffmoe`'s Typer app (every command is registered on import)."""
+    from mffmoe.cli import app
 
-    names = {c.name or (c.callback.__name__ if c.callback else "") for c in cli.app.registered_commands}
-    if "train" not in names:
-        cli._register_plugins()
-    return cli.app
+    return app
 
 
 def run_cli(*args: str, expect: int = 0):

@@ -1,0 +1,131 @@
+"""`mffmoe analyze`: one result per input, in input order, and the engine policy of a one-shot job.
+
+A one-shot run is kept small: `skip_unused_imports` runs before torch/timm bring in triton, a single
+input runs lean (weights leave memory layer by layer), and the process ends without the interpreter's
+teardown (`process.request_fast_exit`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mffmoe.cli.options import (
+    AllowMissingEmaOpt,
+    BatchOpt,
+    DeviceOpt,
+    EarlyExitOpt,
+    EngineOpt,
+    Format,
+    FormatOpt,
+    FramesOpt,
+    PoolingOpt,
+    ThresholdOpt,
+    UntrainedOpt,
+    WeightsOpt,
+)
+from mffmoe.cli.output import err, fail, progress, result_row, write_results
+from mffmoe.cli.process import request_fast_exit
+from mffmoe.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
+    DEFAULT_FRAMES,
+    DEFAULT_POOLING,
+    DEFAULT_THRESHOLD,
+)
+from mffmoe.errors import ConfigError, MFFMoEError
+
+
+def estimate_images(files: Sequence[Path], frames: int) -> int:
+    """Images a job will run through the model: 1 per image, `frames` per video (by content)."""
+    from mffmoe.media.probe import MediaKind, probe_kind
+
+    n = 0
+    for f in files:
+        try:
+            n += frames if probe_kind(f) is MediaKind.VIDEO else 1
+        except MFFMoEError:
+            continue
+    return max(1, n)
+
+
+def analyze_engine_options(engine: str, files: Sequence[Path], frames: int,
+                           autocast: str | None = None) -> dict[str, Any]:
+    """Engine options for an `analyze` job. A single input file runs lean (torch weights leave memory
+    layer by layer, experts one after another), and `auto` is told the job's size so that it weighs
+    start-up against per-image time (see mffmoe.engine.auto)."""
+    from mffmoe.engine import ALIASES
+
+    name = ALIASES.get(engine, engine)
+    options: dict[str, Any] = {}
+    if name in ("torch", "auto") and len(files) == 1:
+        options["lean"] = True
+    if name == "auto":
+        options["images"] = estimate_images(files, frames)
+    if autocast:
+        if name not in ("torch", "auto"):
+            raise ConfigError(f"--autocast is for the torch engine on CUDA, not {name}")
+        options["autocast"] = autocast
+    return options
+
+
+def analyze(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Image/video files or directories (recursed).")],
+    weights: WeightsOpt = None,
+    frames: FramesOpt = DEFAULT_FRAMES,
+    device: DeviceOpt = DEFAULT_DEVICE,
+    engine: EngineOpt = DEFAULT_ENGINE,
+    early_exit: EarlyExitOpt = False,
+    autocast: Annotated[str | None, typer.Option(
+        "--autocast", help="CUDA only, torch engine: fp16 | bf16 autocast (faster, not exact; use a larger "
+                           "--batch-size).")] = None,
+    batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
+    fmt: FormatOpt = Format.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write the report here, not stdout.")] = None,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
+    pooling: PoolingOpt = DEFAULT_POOLING,
+    untrained: UntrainedOpt = False,
+    allow_missing_ema: AllowMissingEmaOpt = False,
+) -> None:
+    """Analyze images and videos; print one result per input, in input order."""
+    request_fast_exit(ctx)
+    from mffmoe.engine.lean import skip_unused_imports
+
+    skip_unused_imports()  # before torch/timm are imported: keeps one-shot runs small
+    from mffmoe._util.fs import expand_paths
+    from mffmoe.config import DetectorConfig
+    from mffmoe.detector import Detector
+
+    try:
+        config = DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
+                                device=device, engine=engine, early_exit=early_exit, batch_size=batch_size,
+                                threshold=threshold, frames=frames, pooling=pooling)
+        files = expand_paths(paths)
+        if not files:
+            raise fail("no input files")
+        options = analyze_engine_options(config.engine, files, config.frames, autocast)
+        detector = Detector.from_config(config.model_copy(update={"engine_options": options}))
+    except MFFMoEError as e:
+        raise fail(str(e)) from None
+    rows: list[dict[str, Any]] = []
+    with progress() as bar:
+        files_task = bar.add_task("files", total=len(files))
+        frames_task = bar.add_task("frames", total=None, visible=False)
+
+        def on_frames(done: int, total: int) -> None:
+            bar.update(frames_task, completed=done, total=total, visible=True)
+
+        for path, result in detector.analyze_many(files, on_video_progress=on_frames):
+            rows.append(result_row(path, result))
+            bar.update(files_task, advance=1)
+            bar.update(frames_task, visible=False, completed=0)
+    write_results(rows, fmt, output)
+    n_failed = sum("error" in r for r in rows)
+    if n_failed:
+        err.print(f"[red]{n_failed} of {len(rows)} input(s) failed[/]")
+        raise typer.Exit(1)

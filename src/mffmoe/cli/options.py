@@ -1,0 +1,95 @@
+"""Options shared by several commands, declared once: a flag means the same thing, with the same type,
+default and help, in every command that takes it. Defaults come from `mffmoe.config` and are written
+as each command's parameter default (typer reads `Annotated` defaults from the signature)."""
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+Model = TypeVar("Model")
+
+
+class Device(StrEnum):
+    """Where inference (or training) runs; `cuda:N` picks one GPU (see `parse_device`)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Format(StrEnum):
+    """How `analyze` and `info` print their results."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class ReportFormat(StrEnum):
+    """How `evaluate` prints its one report (a single JSON object, so no jsonl)."""
+
+    table = "table"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    openvino = "openvino"
+    all = "all"
+
+
+class StoreFormat(StrEnum):
+    """How `scan` stores its results (auto: .jsonl is JSONL, anything else Parquet)."""
+
+    auto = "auto"
+    parquet = "parquet"
+    jsonl = "jsonl"
+
+
+_CUDA_INDEX = re.compile(r"cuda:\d+")
+
+
+def parse_device(value: str) -> str:
+    """A `Device` name or `cuda:N`; a plain enum cannot say `cuda:1`, which training and the engines accept."""
+    text = str(value)
+    if text in Device.__members__ or _CUDA_INDEX.fullmatch(text):
+        return text
+    raise typer.BadParameter(f"{text!r} is not one of {', '.join(Device)}, cuda:N")
+
+
+def validated(model: type[Model], what: str, **values: Any) -> Model:
+    """`model(**values)` for a pydantic settings model built from options; a validation failure is
+    raised as one ConfigError line naming `what`."""
+    from pydantic import ValidationError
+
+    from mffmoe.config import config_error
+
+    try:
+        return model(**values)
+    except ValidationError as e:
+        raise config_error(e, what) from None
+
+
+WeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", "-w", help="Weights dir or .safetensors file (default: $MFFMOE_WEIGHTS, then ./models/MFF-MoE-V1).")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", parser=parse_device, metavar="[auto|cpu|cuda|cuda:N]", help="Where the model runs.")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="torch | onnxruntime | openvino | auto: the fastest engine exported and calibrated by "
+                     "`mffmoe export` for this job (else torch).")]
+FramesOpt = Annotated[int, typer.Option("--frames", "-n", min=1, help="Frames sampled per video.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1,
+                                       help="Images or video frames per model call.")]
+ThresholdOpt = Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="FAKE iff score >= this.")]
+PoolingOpt = Annotated[str, typer.Option("--pooling", help="Video pooling: mean | confident | median.")]
+EarlyExitOpt = Annotated[bool, typer.Option(
+    "--early-exit", help="Run experts cheapest first and stop once the label cannot change (exact label; "
+                         "score given as an interval).")]
+UntrainedOpt = Annotated[bool, typer.Option("--untrained", help="Random weights (pipeline check only).")]
+AllowMissingEmaOpt = Annotated[bool, typer.Option(
+    "--allow-missing-ema", help="Run on raw weights when the .state file is absent.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f")]

@@ -1,0 +1,101 @@
+"""What the commands print: the stderr console, one-line errors, the progress bar, result rows and tables.
+
+Results go to stdout (or a file); everything else (progress, errors, summaries) goes to stderr, so
+`mffmoe analyze ... -f json > out.json` stays valid JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from mffmoe.cli.options import Format
+from mffmoe.errors import ErrorInfo, MFFMoEError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from mffmoe.results import AnalysisResult
+
+#: Messages, warnings and progress. Resolves sys.stderr at each write, so test runners capture it.
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `message` as one error line; raise the result (`raise fail(...) from None`)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def progress(console: Console = err, *, info: bool = False) -> Progress:
+    """The progress bar every command uses: shown when `console` is a terminal, or when MFFMOE_PROGRESS
+    is set; transient. `info=True` adds a text column that tasks fill through their `info` field."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    from mffmoe.config import env
+
+    columns: list[str | ProgressColumn] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                           TimeElapsedColumn(), TimeRemainingColumn()]
+    if info:
+        columns.append(TextColumn("{task.fields[info]}"))
+    return RichProgress(*columns, console=console, transient=True,
+                        disable=not console.is_terminal and not env().progress)
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A metric for a table: `-` when missing, floats rounded."""
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def result_row(path: str, result: AnalysisResult | MFFMoEError) -> dict[str, Any]:
+    """One input's JSON row: the result's fields, or `error` as `ErrorInfo` (type, kind, message)."""
+    if isinstance(result, MFFMoEError):
+        return {"path": path, "error": ErrorInfo.of(result).to_dict()}
+    return {"path": path, **result.model_dump(mode="json")}
+
+
+def results_table(rows: list[dict[str, Any]], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(show_lines=False, header_style="bold")
+    for col in ("path", "type", "prediction", "confidence", "score", "frames", "time (s)", "note"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["path"], "-", "[red]ERROR[/]", "", "", "", "",
+                          f"[red]{r['error']['type']}: {r['error']['message']}[/]")
+            continue
+        color = "red" if r["prediction"] == "FAKE" else "green"
+        frames = ""
+        if r["media_type"] == "video":
+            frames = f"{r['frames_analyzed']}" + (f" ({r['frames_failed']} failed)" if r["frames_failed"] else "")
+        table.add_row(r["path"], r["media_type"], f"[{color}]{r['prediction']}[/]", f"{r['confidence']:.3f}",
+                      f"{r['score']:.4f}", frames, f"{r['processing_time']:.2f}", r.get("note") or "")
+    console.print(table)
+
+
+def write_results(rows: list[dict[str, Any]], fmt: Format, output: Path | None) -> None:
+    """The report in `fmt`, to `output` or stdout."""
+    out = open(output, "w") if output else sys.stdout  # noqa: SIM115 (closed below, stdout never)
+    try:
+        if fmt is Format.json:
+            out.write(json.dumps(rows, indent=2) + "\n")
+        elif fmt is Format.jsonl:
+            out.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            results_table(rows, Console(file=out, width=160) if output else Console(width=160))
+    finally:
+        if output:
+            out.close()
