@@ -9,7 +9,7 @@ import torch
 
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.synthetic import make_planted_dataset
-from mffmoe.train.trainer import NullObserver, TrainConfig, Trainer, checkpoint_dirs
+from mffmoe.train.trainer import Observer, TrainConfig, Trainer, checkpoint_dirs
 from train_helpers import TINY, one_thread, read_log, run_cli, said  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,7 +24,7 @@ def data(tmp_path_factory):
                                 videos_per_class=1, frames_per_video=6, seed=3)
 
 
-class StopAt(NullObserver):
+class StopAt(Observer):
     def __init__(self, step: int) -> None:
         self.step, self.seen = step, 0
 

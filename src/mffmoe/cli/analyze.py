@@ -94,7 +94,7 @@ def analyze(
 ) -> None:
     """Analyze images and videos; print one result per input, in input order."""
     request_fast_exit(ctx)
-    from mffmoe.engine.lean import skip_unused_imports
+    from mffmoe.engine.memory import skip_unused_imports
 
     skip_unused_imports()  # before torch/timm are imported: keeps one-shot runs small
     from mffmoe._util.fs import expand_paths

@@ -41,7 +41,7 @@ def export(
     except MFFMoEError as e:  # missing `engines` extra, cache not writable, bad weights
         raise fail(str(e)) from None
     if calibrate:
-        from mffmoe.engine.auto import calibrate as run_calibration
+        from mffmoe.engine.calibrate import calibrate as run_calibration
 
         # every engine exported so far, so the record always compares them all
         record = run_calibration(model, info, log=lambda m: err.print(m, highlight=False))
