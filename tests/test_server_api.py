@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from mffmoe.config import DetectorConfig
 from mffmoe.detector import Detector
 from mffmoe.samples import make_image
 from mffmoe.server.app import create_app
+from mffmoe.server.models import JobRecord
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
 from mffmoe.testing import TINY_ROSTER
@@ -354,9 +356,9 @@ def test_finished_jobs_survive_a_restart(detector, settings, media):
 
 def test_unfinished_jobs_are_failed_after_a_crash(detector, settings):
     store = JobStore(settings.db_path)  # what a killed process leaves behind
-    store.put({"id": "crashed", "status": "running", "created": 1.7e9, "started": 1.7e9, "filename": "v.mp4",
-               "done": 3, "total": 10})
-    store.put({"id": "waiting", "status": "queued", "created": 1.7e9, "filename": "i.jpg", "done": 0})
+    store.put(JobRecord(id="crashed", status="running", created=1.7e9, started=1.7e9, filename="v.mp4",
+                        done=3, total=10))
+    store.put(JobRecord(id="waiting", status="queued", created=1.7e9, filename="i.jpg", done=0))
     store.close()
     with TestClient(create_app(detector, settings)) as c:
         for job_id in ("crashed", "waiting"):
@@ -389,7 +391,7 @@ def test_app_loads_weights_from_settings(settings, tmp_path, media):
     from mffmoe.testing import make_random_checkpoint
 
     make_random_checkpoint(tmp_path / "weights", TINY_ROSTER, input_size=64, layout="upstream")
-    settings.weights, settings.device = tmp_path / "weights", "cpu"
+    settings.detector = DetectorConfig(weights=tmp_path / "weights", device="cpu")
     app = create_app(settings=settings)
     assert_error(TestClient(app).get("/ping"), 503, "not_ready")  # no lifespan yet: no model
     with TestClient(app) as c:

@@ -37,7 +37,7 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, dict[str, str]]:
         return {"detail": {"error": self.kind, "message": self.message}}
 
     def response(self) -> JSONResponse:
@@ -62,9 +62,7 @@ def install_handlers(app: FastAPI) -> None:
     """Give every error response, Starlette's and FastAPI's own included, the host's shape."""
 
     def counted(request: Request, error: ApiError) -> JSONResponse:
-        stats = getattr(request.app.state, "stats", None)
-        if stats is not None:
-            stats.count_error(error.kind)
+        request.app.state.metrics.count_error(error.kind)
         return error.response()
 
     @app.exception_handler(ApiError)
