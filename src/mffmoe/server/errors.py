@@ -5,14 +5,22 @@ Every expected failure maps to a 4xx/503 here; a 500 only ever means a bug in th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mffmoe.errors import (CorruptMediaError, DecompressionBombError, EmptyMediaError, MediaError, MFFMoEError,
-                           UnsupportedMediaError, WeightsError)
+from mffmoe.errors import (
+    CorruptMediaError,
+    DecompressionBombError,
+    EmptyMediaError,
+    MediaError,
+    MFFMoEError,
+    UnsupportedMediaError,
+    WeightsError,
+)
 
 log = logging.getLogger("mffmoe.server")
 
@@ -30,12 +38,12 @@ ERROR_STATUS: list[tuple[type[MFFMoEError], int]] = [
 class ApiError(Exception):
     """An error answered as-is: status, a short kind and a human message (plus optional headers)."""
 
-    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, dict[str, str]]:
         return {"detail": {"error": self.kind, "message": self.message}}

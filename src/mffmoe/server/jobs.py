@@ -8,12 +8,14 @@ Inference runs on worker threads; the event loop only waits (`Job.wait`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -83,10 +85,8 @@ class Job:
     def publish(self, record: JobRecord) -> None:
         """Make `record` the job's state (from any thread) and wake the waiters."""
         self.record = record
-        try:
+        with contextlib.suppress(RuntimeError):  # raised when the loop is closed: nobody waits any more
             self._loop.call_soon_threadsafe(self._wake)
-        except RuntimeError:  # the loop is closed: nobody can be waiting any more
-            pass
 
     def _wake(self) -> None:
         self._changed.set()
@@ -163,7 +163,7 @@ class JobManager:
         except RuntimeError:  # executor shut down between reserve() and here
             self._finish(job, JobStatus.failed, error=ApiError(503, "shutting_down", "the server is shutting down"))
             return job
-        job.future.add_done_callback(lambda f, job=job: self._on_future_done(job, f))
+        job.future.add_done_callback(functools.partial(self._on_future_done, job))
         return job
 
     def cancel(self, job: Job) -> None:
@@ -199,12 +199,12 @@ class JobManager:
         try:
             result = self.detector.analyze(job.upload.path, frames=job.record.frames, progress=progress)
             envelope = {"success": True, "model_used": self.detector.model_name,
-                        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
                         "data": result.model_dump(mode="json")}
         except JobCancelled:
             self._finish_cancelled(job)
         except MFFMoEError as e:
-            self._finish(job, JobStatus.failed, error=from_mffmoe(e, {str(job.upload.path): job.record.filename}))
+            self._finish(job, JobStatus.failed, error=from_mffmoe(e, {str(job.upload.path): job.upload.filename}))
         except Exception as e:  # a bug, not bad input: logged with its traceback, reported as 500
             log.exception("job %s failed unexpectedly", job.id)
             self._finish(job, JobStatus.failed, error=ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))

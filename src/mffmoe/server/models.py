@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
@@ -36,7 +36,7 @@ class AnalyzeResponse(BaseModel):
     data: ImageAnalysisResult | VideoAnalysisResult = Field(discriminator="media_type")
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     queued = "queued"
     running = "running"
     done = "done"
@@ -48,7 +48,7 @@ FINAL = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled})
 
 
 def iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
 #: Seconds since the epoch: a number in the database, ISO 8601 (UTC) in the API.
@@ -68,7 +68,7 @@ class DocumentedAs:
 
 class JobProgress(BaseModel):
     done: int = Field(description="frames scored so far (1 for a finished image)")
-    total: int | None = Field(None, description="frames to score; null until the video is opened")
+    total: int | None = Field(default=None, description="frames to score; null until the video is opened")
     fraction: float | None = None
 
 
@@ -89,12 +89,12 @@ class JobRecord(BaseModel):
     user_id: str | None = None
     model: str | None = None
     frames: int | None = None
-    done: int = Field(0, exclude=True)          # served as progress
-    total: int | None = Field(None, exclude=True)
+    done: int = Field(default=0, exclude=True)          # served as progress
+    total: int | None = Field(default=None, exclude=True)
     result: Annotated[dict[str, Any], DocumentedAs(AnalyzeResponse)] | None = Field(
-        None, description="when done: exactly what /analyze returns")
-    error: ErrorDetail | None = Field(None, description="when failed or cancelled")
-    http_status: int | None = Field(None, description="the status /analyze would have answered")
+        default=None, description="when done: exactly what /analyze returns")
+    error: ErrorDetail | None = Field(default=None, description="when failed or cancelled")
+    http_status: int | None = Field(default=None, description="the status /analyze would have answered")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 from python_multipart.exceptions import FormParserError
@@ -19,6 +19,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from mffmoe.server.errors import ApiError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -119,10 +122,11 @@ class _FormReader:
     def on_end(self) -> None:
         self.ended = True
 
-    def callbacks(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (
-            "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
-            "on_part_data", "on_part_end", "on_end")}
+    def callbacks(self) -> MultipartCallbacks:
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end, "on_end": self.on_end}
 
     # -- file handling ---------------------------------------------------------------------------
     def flush(self) -> None:
