@@ -1,6 +1,6 @@
 """HTTP service: a drop-in for the host's MFF-MoE endpoint, with jobs, limits, auth and a web page.
 
-Kept import-light (the CLI imports it on every start): `create_app` pulls in FastAPI only when asked for.
+Import-light: `create_app` (and with it FastAPI) and `ServerSettings` are imported on first use.
 """
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ class JobRecord(BaseModel):
     """One job, live or stored. Immutable: a running job's state changes by replacing its record, so a
     reader never sees half of an update."""
 
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
+    # Every key is always in the view, so the schema marks even defaulted fields required.
+    model_config = ConfigDict(frozen=True, protected_namespaces=(), json_schema_serialization_defaults_required=True)
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, serialization_alias="job_id")
     status: JobStatus = JobStatus.queued

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
 from mffmoe import __version__
 from mffmoe.detector import Detector
@@ -85,8 +85,7 @@ async def stats(jobs: ManagerDep, metrics: MetricsDep) -> Any:
             "model": model_info(jobs.detector)}
 
 
-@router.get("/metrics", summary="The same counters in Prometheus' text format",
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition format"}})
+@router.get("/metrics", summary="The same counters in Prometheus' text format", response_class=PlainTextResponse)
 async def metrics_text(request: Request, metrics: MetricsDep) -> Response:
     body, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(body, media_type=content_type)
