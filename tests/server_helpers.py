@@ -4,9 +4,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from mffmoe.detector import Detector
 from mffmoe.samples import make_image, make_video

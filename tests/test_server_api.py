@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from mffmoe.config import DetectorConfig
 from mffmoe.detector import Detector
+from mffmoe.errors import ConfigError
 from mffmoe.samples import make_image
 from mffmoe.server.app import create_app
+from mffmoe.server.models import JobRecord
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
 from mffmoe.testing import TINY_ROSTER
@@ -217,7 +220,7 @@ def test_over_limit_upload_is_413(detector, settings, media):
 
 
 # -- auth -------------------------------------------------------------------------------------------
-KEYED = [("GET", "/health"), ("GET", "/stats"), ("GET", "/models"), ("GET", "/openapi.json"),
+KEYED = [("GET", "/health"), ("GET", "/stats"), ("GET", "/metrics"), ("GET", "/models"), ("GET", "/openapi.json"),
          ("GET", "/jobs/abc"), ("GET", "/jobs/abc/events"), ("DELETE", "/jobs/abc"),
          ("POST", "/analyze"), ("POST", "/jobs")]
 OPEN = ["/", "/ping", "/ui", "/docs", "/static/app.js", "/static/style.css", "/docs-assets/swagger-ui.css"]
@@ -254,6 +257,70 @@ def test_key_comes_from_environment(monkeypatch):
     assert ServerSettings().api_key == "from-env"
     monkeypatch.delenv("MFFMOE_API_KEY")
     assert ServerSettings().api_key is None
+
+
+# -- settings ---------------------------------------------------------------------------------------
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MFFMOE_QUEUE_SIZE", "3")
+    monkeypatch.setenv("MFFMOE_DETECTOR__FRAMES", "12")
+    monkeypatch.setenv("MFFMOE_DETECTOR__DEVICE", "cpu")
+    monkeypatch.setenv("MFFMOE_DB", str(tmp_path / "env.sqlite3"))
+    monkeypatch.setenv("MFFMOE_WEIGHTS", str(tmp_path / "weights"))  # the loader's variable, not a settings field
+    monkeypatch.setenv("MFFMOE_FRAMES", "999")  # no such variable: detector fields are read as DETECTOR__*
+    settings = ServerSettings()
+    assert settings.queue_size == 3 and settings.db_path == tmp_path / "env.sqlite3"
+    assert settings.detector.frames == 12 and settings.detector.device == "cpu"
+    assert settings.detector.weights is None
+    given = ServerSettings(queue_size=5, frames=7, detector=DetectorConfig(engine="torch"))  # arguments win
+    assert given.queue_size == 5 and given.detector.frames == 7 and given.detector.engine == "torch"
+    assert given.detector.device == "auto"  # an explicit DetectorConfig replaces the environment's
+
+
+def test_settings_validation_is_a_config_error(detector, settings):
+    with pytest.raises(ConfigError, match="frames 200 is above max_frames 100"):
+        ServerSettings(frames=200, max_frames=100)
+    with pytest.raises(ConfigError, match="above max_frames"):
+        ServerSettings(detector=DetectorConfig(frames=50), max_frames=10)
+    with pytest.raises(ConfigError, match="queue_size"):
+        ServerSettings(queue_size=-1)
+    with pytest.raises(ConfigError, match="pooling"):
+        ServerSettings(pooling="nope")
+    with pytest.raises(ConfigError, match="weights_dir"):
+        ServerSettings(weights_dir="x")  # a misspelt key is refused, not ignored
+    assert ServerSettings(frames=100, max_frames=100).detector.frames == 100
+    settings.max_frames = 10  # assignable, so create_app checks again
+    with pytest.raises(ConfigError, match="above max_frames"):
+        create_app(detector, settings)
+
+
+# -- /metrics ---------------------------------------------------------------------------------------
+def test_metrics_are_prometheus_text_over_the_stats_counters(client, media):
+    assert post_file(client, media["image"]).status_code == 200
+    assert_error(post_file(client, media["png"], model="other"), 400, "unknown_model")
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['mffmoe_analyses_total{outcome="done"}'] == 1
+    assert samples['mffmoe_analyses_total{outcome="rejected"}'] == 0
+    assert samples['mffmoe_errors_total{kind="unknown_model"}'] == 1
+    assert samples["mffmoe_analysis_latency_seconds_count"] == 1
+    assert samples['mffmoe_http_responses_total{status="200"}'] >= 1
+    assert samples["mffmoe_jobs_queued"] == 0 and samples["mffmoe_jobs_running"] == 0
+    stats = client.get("/stats").json()
+    assert stats["analyses"]["done"] == 1 and stats["errors"] == {"unknown_model": 1}
+    assert stats["requests_by_status"]["200"] == samples['mffmoe_http_responses_total{status="200"}'] + 1
+
+
+def test_each_app_counts_on_its_own(detector, settings, media):
+    with TestClient(create_app(detector, settings)) as c:
+        assert post_file(c, media["png"]).status_code == 200
+    with TestClient(create_app(detector, settings)) as c:  # a second app in the same process starts at 0
+        assert c.get("/stats").json()["analyses"]["done"] == 0
+        assert 'mffmoe_analyses_total{outcome="done"} 0.0' in c.get("/metrics").text
 
 
 # -- jobs -------------------------------------------------------------------------------------------
@@ -354,9 +421,9 @@ def test_finished_jobs_survive_a_restart(detector, settings, media):
 
 def test_unfinished_jobs_are_failed_after_a_crash(detector, settings):
     store = JobStore(settings.db_path)  # what a killed process leaves behind
-    store.put({"id": "crashed", "status": "running", "created": 1.7e9, "started": 1.7e9, "filename": "v.mp4",
-               "done": 3, "total": 10})
-    store.put({"id": "waiting", "status": "queued", "created": 1.7e9, "filename": "i.jpg", "done": 0})
+    store.put(JobRecord(id="crashed", status="running", created=1.7e9, started=1.7e9, filename="v.mp4",
+                        done=3, total=10))
+    store.put(JobRecord(id="waiting", status="queued", created=1.7e9, filename="i.jpg", done=0))
     store.close()
     with TestClient(create_app(detector, settings)) as c:
         for job_id in ("crashed", "waiting"):
@@ -384,12 +451,53 @@ def test_shutdown_fails_queued_jobs_and_finishes_running_ones(detector, settings
     assert uploads_left(settings) == []
 
 
+class HeldAfterFirstBatch:
+    """A real Detector that, after a video's first progress report, waits for `gate`: a test can hold a
+    job mid-video. Everything else is the wrapped detector's."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.reported = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def analyze(self, path, progress=None, **kwargs):
+        def held(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if not self.reported.is_set():
+                self.reported.set()
+                self.gate.wait(60)
+
+        return self.inner.analyze(path, progress=held, **kwargs)
+
+
+def test_shutdown_interrupts_a_running_video(detector, settings, media):
+    held = HeldAfterFirstBatch(detector)
+    c = TestClient(create_app(held, settings))
+    c.__enter__()
+    try:
+        job_id = post_file(c, media["video"], "/jobs", frames=20).json()["job_id"]
+        assert held.reported.wait(20)
+        assert c.get(f"/jobs/{job_id}").json()["progress"]["done"] == 8  # one batch of 8 scored
+    finally:
+        threading.Timer(0.3, held.gate.set).start()
+        c.__exit__(None, None, None)  # shutdown: the video stops at its next batch
+    with TestClient(create_app(detector, settings)) as c:
+        state = c.get(f"/jobs/{job_id}").json()
+        assert state["status"] == "failed" and state["http_status"] == 503 and state["result"] is None
+        assert state["error"]["error"] == "interrupted"
+    assert uploads_left(settings) == []
+
+
 # -- start-up ---------------------------------------------------------------------------------------
 def test_app_loads_weights_from_settings(settings, tmp_path, media):
     from mffmoe.testing import make_random_checkpoint
 
     make_random_checkpoint(tmp_path / "weights", TINY_ROSTER, input_size=64, layout="upstream")
-    settings.weights, settings.device = tmp_path / "weights", "cpu"
+    settings.detector = DetectorConfig(weights=tmp_path / "weights", device="cpu")
     app = create_app(settings=settings)
     assert_error(TestClient(app).get("/ping"), 503, "not_ready")  # no lifespan yet: no model
     with TestClient(app) as c:

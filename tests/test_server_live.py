@@ -120,20 +120,19 @@ def test_client_gone_while_queued_cancels_the_job(detector, settings, media):
     gated = GatedDetector(detector)
     settings.queue_size = 2
     try:
-        with live_server(create_app(gated, settings)) as url:
-            with httpx.Client(base_url=url, timeout=30) as c:
-                busy = c.post("/jobs", files={"media": ("a.jpg", media["image"].read_bytes())}).json()["job_id"]
-                gated.wait_entered()
-                up = RawUpload(url, filename="clip.mp4")
-                up.chunk(media["video"].read_bytes())
-                up.finish()
-                wait_until(lambda: c.get("/stats").json()["queue"]["depth"] == 1, timeout=5)
-                assert len(uploads_left(settings)) == 2
-                up.close()  # gives up while its request waits in the queue
-                wait_until(lambda: c.get("/stats").json()["analyses"]["cancelled"] == 1, timeout=5)
-                assert len(uploads_left(settings)) == 1  # only the running job's file
-                gated.gate.set()
-                wait_until(lambda: c.get(f"/jobs/{busy}").json()["status"] == "done", timeout=10)
+        with live_server(create_app(gated, settings)) as url, httpx.Client(base_url=url, timeout=30) as c:
+            busy = c.post("/jobs", files={"media": ("a.jpg", media["image"].read_bytes())}).json()["job_id"]
+            gated.wait_entered()
+            up = RawUpload(url, filename="clip.mp4")
+            up.chunk(media["video"].read_bytes())
+            up.finish()
+            wait_until(lambda: c.get("/stats").json()["queue"]["depth"] == 1, timeout=5)
+            assert len(uploads_left(settings)) == 2
+            up.close()  # gives up while its request waits in the queue
+            wait_until(lambda: c.get("/stats").json()["analyses"]["cancelled"] == 1, timeout=5)
+            assert len(uploads_left(settings)) == 1  # only the running job's file
+            gated.gate.set()
+            wait_until(lambda: c.get(f"/jobs/{busy}").json()["status"] == "done", timeout=10)
     finally:
         gated.gate.set()
     assert not uploads_left(settings)

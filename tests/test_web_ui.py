@@ -105,7 +105,7 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
             assert f"{100 * expected_image.confidence:.1f} %" in page.text_content("#confidence")
             bars = page.query_selector_all("#experts .expert")
             assert len(bars) == len(expected_image.expert_scores) == 2
-            for bar, score in zip(bars, expected_image.expert_scores):
+            for bar, score in zip(bars, expected_image.expert_scores, strict=True):
                 assert float(bar.get_attribute("data-score")) == pytest.approx(score, abs=1e-9)
                 width = bar.query_selector(".bar").evaluate("e => e.getBoundingClientRect().width")
                 track = bar.query_selector(".track").evaluate("e => e.getBoundingClientRect().width")
@@ -117,8 +117,9 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
             # A video: progress while it runs, then the chart with the threshold line.
             page.evaluate("""() => {
                 window.__statuses = [];
-                new MutationObserver(() => window.__statuses.push(document.getElementById('status-text').textContent))
-                    .observe(document.getElementById('status-text'), {childList: true, characterData: true, subtree: true});
+                const text = document.getElementById('status-text');
+                new MutationObserver(() => window.__statuses.push(text.textContent))
+                    .observe(text, {childList: true, characterData: true, subtree: true});
             }""")
             page.fill("#frames", str(FRAMES))
             page.set_input_files("#file", str(media["video"]))
@@ -136,7 +137,7 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
             assert float(line.get_attribute("y1")) == pytest.approx((min(ys) + max(ys)) / 2)
             # A FAKE point is drawn above the line and a REAL one below (SVG y grows downwards).
             y_line = float(line.get_attribute("y1"))
-            for pt, fp in zip(points, expected_video.frame_predictions):
+            for pt, fp in zip(points, expected_video.frame_predictions, strict=True):
                 cy = float(pt.get_attribute("cy"))
                 assert (cy <= y_line) == (fp.score >= 0.5)
 

@@ -5,14 +5,22 @@ Every expected failure maps to a 4xx/503 here; a 500 only ever means a bug in th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mffmoe.errors import (CorruptMediaError, DecompressionBombError, EmptyMediaError, MediaError, MFFMoEError,
-                           UnsupportedMediaError, WeightsError)
+from mffmoe.errors import (
+    CorruptMediaError,
+    DecompressionBombError,
+    EmptyMediaError,
+    MediaError,
+    MFFMoEError,
+    UnsupportedMediaError,
+    WeightsError,
+)
 
 log = logging.getLogger("mffmoe.server")
 
@@ -30,14 +38,14 @@ ERROR_STATUS: list[tuple[type[MFFMoEError], int]] = [
 class ApiError(Exception):
     """An error answered as-is: status, a short kind and a human message (plus optional headers)."""
 
-    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, dict[str, str]]:
         return {"detail": {"error": self.kind, "message": self.message}}
 
     def response(self) -> JSONResponse:
@@ -62,9 +70,7 @@ def install_handlers(app: FastAPI) -> None:
     """Give every error response, Starlette's and FastAPI's own included, the host's shape."""
 
     def counted(request: Request, error: ApiError) -> JSONResponse:
-        stats = getattr(request.app.state, "stats", None)
-        if stats is not None:
-            stats.count_error(error.kind)
+        request.app.state.metrics.count_error(error.kind)
         return error.response()
 
     @app.exception_handler(ApiError)

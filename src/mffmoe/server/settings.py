@@ -1,51 +1,68 @@
-"""Service settings as data, shared by the CLI (`mffmoe serve`) and the app factory."""
+"""Service settings as data, shared by the CLI (`mffmoe serve`) and the app factory.
+
+`ServerSettings` is read from keyword arguments, then from the environment: `MFFMOE_<FIELD>` for its
+own fields (`MFFMOE_API_KEY`, `MFFMOE_QUEUE_SIZE`, ...) and `MFFMOE_DETECTOR__<FIELD>` for the detector's
+(`MFFMOE_DETECTOR__ENGINE=openvino`). The job database defaults to `$MFFMOE_DB`, then the platform's
+state folder; the weights to `$MFFMOE_WEIGHTS` (applied by the loader, not here). No other variable is
+read: there is deliberately no top-level field named like another `MFFMOE_*` variable.
+"""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-API_KEY_ENV = "MFFMOE_API_KEY"
-DB_ENV = "MFFMOE_DB"
-
-
-def default_db_path() -> Path:
-    """$MFFMOE_DB, else the XDG state directory (jobs outlive the working directory)."""
-    env = os.environ.get(DB_ENV)
-    if env:
-        return Path(env)
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "mffmoe" / "jobs.sqlite3"
+from mffmoe.config import DetectorConfig, config_error, env, nest_detector_fields
+from mffmoe.errors import ConfigError
 
 
-class ServerSettings(BaseModel):
-    """Everything the app needs besides the detector. Defaults match `mffmoe serve`."""
+class ServerSettings(BaseSettings):
+    """Everything the app needs: the detector it loads (when not given one), limits, storage, auth.
+    Flat detector keys are accepted too (`ServerSettings(frames=8)`). Bad values raise ConfigError."""
 
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix="MFFMOE_", env_nested_delimiter="__", env_ignore_empty=True,
+                                      extra="forbid", protected_namespaces=())
 
-    # Model (used only when the app loads the detector itself).
-    weights: Optional[Path] = None
-    device: str = "auto"
-    engine: str = "torch"
-    batch_size: int = Field(16, ge=1)
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    frames: int = Field(100, ge=1, description="frames sampled per video unless the request says otherwise")
-    untrained: bool = False
-    allow_missing_ema: bool = False
+    detector: DetectorConfig = Field(default_factory=DetectorConfig,
+                                     description="used when the app loads the detector itself; its `frames` "
+                                                 "is the default per video")
     # Limits.
     max_upload_mb: float = Field(500.0, gt=0)
     max_frames: int = Field(1000, ge=1, description="upper bound on the `frames` form field")
     queue_size: int = Field(8, ge=0, description="jobs waiting for a worker (running ones not counted)")
     workers: int = Field(1, ge=1, description="inference threads; forwards are serialised by the engine")
     # Storage.
-    db_path: Path = Field(default_factory=default_db_path)
+    db_path: Path = Field(default_factory=lambda: env().db_path, description="SQLite job store")
     upload_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()))
     job_ttl_hours: float = Field(168.0, gt=0, description="finished jobs older than this are purged")
-    # Auth: None means open. Read from $MFFMOE_API_KEY by default.
-    api_key: Optional[str] = Field(default_factory=lambda: os.environ.get(API_KEY_ENV) or None)
+    # Auth: None means open.
+    api_key: str | None = None
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise config_error(e, "server settings") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_detector(cls, data: Any) -> Any:
+        return nest_detector_fields(data)
+
+    @model_validator(mode="after")
+    def _frames_within_limit(self) -> ServerSettings:
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Cross-field rules (run at construction; `create_app` runs them again, since fields are
+        assignable)."""
+        if self.detector.frames > self.max_frames:
+            raise ConfigError(f"frames {self.detector.frames} is above max_frames {self.max_frames}: "
+                              "the default per video must be a value a request may ask for")
 
     @property
     def max_upload_bytes(self) -> int:

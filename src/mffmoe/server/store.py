@@ -1,7 +1,9 @@
 """Job records in an embedded SQLite database, so finished results survive a restart.
 
-One connection guarded by a lock (writes are few: one per state change); WAL so readers never wait
-for a writer. Progress is kept in memory while a job runs and written with its final state.
+The table is derived from `JobRecord`: one column per field, typed from its annotation, models and
+dicts stored as JSON. One connection guarded by a lock (writes are few: one per state change); WAL so
+readers never wait for a writer. Progress is kept in memory while a job runs and written with its
+final state.
 """
 from __future__ import annotations
 
@@ -9,34 +11,51 @@ import json
 import sqlite3
 import threading
 import time
+import types
+from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Union, get_args, get_origin
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    filename TEXT,
-    size INTEGER,
-    media_id TEXT,
-    user_id TEXT,
-    model TEXT,
-    frames INTEGER,
-    done INTEGER NOT NULL DEFAULT 0,
-    total INTEGER,
-    result TEXT,
-    error TEXT,
-    http_status INTEGER
-);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished);
-"""
-COLUMNS = ("id", "status", "created", "started", "finished", "filename", "size", "media_id", "user_id",
-           "model", "frames", "done", "total", "result", "error", "http_status")
-JSON_COLUMNS = ("result", "error")
-UNFINISHED = ("queued", "running")
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from mffmoe.server.models import ErrorDetail, JobRecord, JobStatus
+
+UNFINISHED = (JobStatus.queued.value, JobStatus.running.value)
+
+
+def _column(name: str, field: FieldInfo) -> tuple[str, bool]:
+    """`name TYPE [NOT NULL]` for one JobRecord field, and whether it is stored as JSON."""
+    kind, optional = field.annotation, False
+    while True:
+        origin = get_origin(kind)
+        if origin is Annotated:
+            kind = get_args(kind)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(kind) if a is not type(None)]
+            optional = optional or len(args) < len(get_args(kind))
+            (kind,) = args
+        else:
+            break
+    base = get_origin(kind) or kind
+    is_json = isinstance(base, type) and issubclass(base, (BaseModel, dict, list))
+    if is_json or (isinstance(base, type) and issubclass(base, (str, Enum))):
+        sql = "TEXT"
+    elif base is int:
+        sql = "INTEGER"
+    elif base is float:
+        sql = "REAL"
+    else:
+        raise TypeError(f"JobRecord.{name}: no SQLite column type for {field.annotation!r}")
+    constraint = " PRIMARY KEY" if name == "id" else ("" if optional else " NOT NULL")
+    return f"{name} {sql}{constraint}", is_json
+
+
+_DEFS = {name: _column(name, field) for name, field in JobRecord.model_fields.items()}
+COLUMNS = tuple(_DEFS)
+JSON_COLUMNS = frozenset(name for name, (_, is_json) in _DEFS.items() if is_json)
+SCHEMA = (f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(sql for sql, _ in _DEFS.values())});\n"
+          "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished);")
 
 
 class JobStore:
@@ -56,34 +75,37 @@ class JobStore:
         with self._lock:
             self._db.close()
 
-    def put(self, record: dict[str, Any]) -> None:
-        """Insert or replace a whole record (keys from COLUMNS; result/error as Python objects)."""
-        row = {c: record.get(c) for c in COLUMNS}
-        for c in JSON_COLUMNS:
-            if row[c] is not None:
-                row[c] = json.dumps(row[c])
+    def put(self, record: JobRecord) -> None:
+        """Insert or replace a whole record."""
+        as_json = record.model_dump(mode="json", include=set(JSON_COLUMNS))
+        row: list[Any] = []
+        for c in COLUMNS:
+            value = getattr(record, c)
+            if c in JSON_COLUMNS:
+                value = None if value is None else json.dumps(as_json[c])
+            elif isinstance(value, Enum):
+                value = value.value
+            row.append(value)
         with self._lock:
             self._db.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(COLUMNS)}) "
-                             f"VALUES ({', '.join('?' * len(COLUMNS))})", [row[c] for c in COLUMNS])
+                             f"VALUES ({', '.join('?' * len(COLUMNS))})", row)
 
-    def get(self, job_id: str) -> Optional[dict[str, Any]]:
+    def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return None
-        record = dict(row)
-        for c in JSON_COLUMNS:
-            if record[c] is not None:
-                record[c] = json.loads(record[c])
-        return record
+        data = {c: (json.loads(v) if c in JSON_COLUMNS and v is not None else v) for c, v in dict(row).items()}
+        return JobRecord.model_validate(data)
 
     def fail_unfinished(self, message: str) -> int:
         """Mark jobs left queued/running by a previous process as failed; returns how many."""
-        error = json.dumps({"error": "interrupted", "message": message})
+        error = ErrorDetail(error="interrupted", message=message).model_dump_json()
         with self._lock:
             cur = self._db.execute(
-                f"UPDATE jobs SET status = 'failed', finished = ?, error = ?, http_status = 503 "
-                f"WHERE status IN ({', '.join('?' * len(UNFINISHED))})", (time.time(), error, *UNFINISHED))
+                f"UPDATE jobs SET status = ?, finished = ?, error = ?, http_status = 503 "
+                f"WHERE status IN ({', '.join('?' * len(UNFINISHED))})",
+                (JobStatus.failed.value, time.time(), error, *UNFINISHED))
         return cur.rowcount
 
     def purge(self, older_than_s: float) -> int:

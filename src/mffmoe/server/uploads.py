@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 from python_multipart.exceptions import FormParserError
@@ -19,6 +19,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from mffmoe.server.errors import ApiError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -36,10 +39,7 @@ class Upload:
 
     def remove(self) -> None:
         """Delete the temporary file; safe to call more than once."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 class _FormReader:
@@ -50,8 +50,8 @@ class _FormReader:
         self.max_bytes = max_bytes
         self.upload_dir = upload_dir
         self.fields: dict[str, str] = {}
-        self.file: Optional[BinaryIO] = None
-        self.path: Optional[Path] = None
+        self.file: BinaryIO | None = None
+        self.path: Path | None = None
         self.filename = ""
         self.size = 0
         self.pending: list[bytes] = []  # file bytes parsed but not yet written (written off the loop)
@@ -122,10 +122,11 @@ class _FormReader:
     def on_end(self) -> None:
         self.ended = True
 
-    def callbacks(self) -> dict:
-        return {name: getattr(self, name) for name in (
-            "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
-            "on_part_data", "on_part_end", "on_end")}
+    def callbacks(self) -> MultipartCallbacks:
+        return {"on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end, "on_end": self.on_end}
 
     # -- file handling ---------------------------------------------------------------------------
     def flush(self) -> None:
@@ -137,10 +138,7 @@ class _FormReader:
         if self.file is not None:
             self.file.close()
         if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            self.path.unlink(missing_ok=True)
 
 
 async def receive_upload(request: Request, *, max_bytes: int, upload_dir: Path,

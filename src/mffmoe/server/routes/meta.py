@@ -1,0 +1,91 @@
+"""Service info, pages, readiness, the served model and the counters (`/stats` and `/metrics`).
+
+`public` holds what a browser or a load balancer needs without a key (and no data); `router` the rest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+
+from mffmoe import __version__
+from mffmoe.detector import Detector
+from mffmoe.server.deps import ManagerDep, MetricsDep, SettingsDep, not_ready, require_api_key
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+public = APIRouter()
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+def model_info(detector: Detector) -> dict[str, Any]:
+    info = detector.info
+    return {"name": detector.model_name, "roster": list(detector.engine.roster),
+            "experts": len(detector.engine.roster), "input_size": detector.input_size,
+            "engine": detector.engine.name, "device": detector.engine.device, "threshold": detector.threshold,
+            "frames": detector.frames, "pooling": detector.pooling, "untrained": detector.untrained,
+            "ema": info.ema, "layout": info.layout, "source": info.source}
+
+
+# -- open -----------------------------------------------------------------------------------------
+@public.get("/", summary="Service info (a link page for browsers)")
+async def root(request: Request, settings: SettingsDep) -> Any:
+    if "text/html" in request.headers.get("accept", ""):
+        return FileResponse(STATIC_DIR / "home.html")
+    detector: Detector | None = request.app.state.detector
+    return {"service": "mffmoe", "version": __version__, "model": detector.model_name if detector else None,
+            "ui": "/ui", "docs": "/docs", "openapi": "/openapi.json", "auth": bool(settings.api_key)}
+
+
+@public.get("/ping", summary="Liveness; answers 200 only once the model is loaded")
+async def ping(request: Request) -> Any:
+    if not request.app.state.ready:
+        raise not_ready()
+    return {"status": "ok"}
+
+
+@public.get("/ui", include_in_schema=False)
+async def ui() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html")
+
+
+@public.get("/docs", include_in_schema=False)
+async def docs() -> FileResponse:
+    # A static page: it fetches /openapi.json with the key the person entered on /ui or here.
+    return FileResponse(STATIC_DIR / "docs.html")
+
+
+# -- keyed ----------------------------------------------------------------------------------------
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/health", summary="Readiness: model loaded, engine, device")
+async def health(request: Request) -> Any:
+    det: Detector | None = request.app.state.detector
+    ready = bool(request.app.state.ready and det is not None)
+    body = {"status": "ok" if ready else "loading", "ready": ready,
+            **({"model": det.model_name, "engine": det.engine.name, "device": det.engine.device,
+                "untrained": det.untrained} if det is not None else {})}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/models", summary="The served model")
+async def models(jobs: ManagerDep) -> Any:
+    return {"default": jobs.detector.model_name, "models": [model_info(jobs.detector)]}
+
+
+@router.get("/stats", summary="Uptime, requests, queue, latency, model")
+async def stats(jobs: ManagerDep, metrics: MetricsDep) -> Any:
+    return {**metrics.snapshot(), "queue": jobs.depth, "jobs_stored": await anyio.to_thread.run_sync(jobs.store.count),
+            "model": model_info(jobs.detector)}
+
+
+@router.get("/metrics", summary="The same counters in Prometheus' text format", response_class=PlainTextResponse)
+async def metrics_text(request: Request, metrics: MetricsDep) -> Response:
+    body, content_type = metrics.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
