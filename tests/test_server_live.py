@@ -289,14 +289,9 @@ def test_mffmoe_serve_command(tmp_path, media):
 
 
 def test_mffmoe_serve_bad_weights_is_one_line(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from mffmoe.server.commands import register
-
-    app = typer.Typer()
-    app.callback()(lambda: None)  # keep `serve` a subcommand
-    register(app)
+    from mffmoe.cli import app
     r = CliRunner().invoke(app, ["serve", "--weights", str(tmp_path / "missing"), "--port", str(_free_port()),
                                  "--db", str(tmp_path / "db.sqlite3")])
     assert r.exit_code == 2, r.output

@@ -73,8 +73,11 @@ class Settings(BaseSettings):
 
 def config_error(error: ValidationError, what: str) -> ConfigError:
     """A pydantic validation failure as one readable line, typed as the user mistake it is."""
-    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg'].removeprefix('Value error, ')}"
-             for e in error.errors()]
+    parts = []
+    for e in error.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
     return ConfigError(f"{what}: " + "; ".join(parts))
 
 
