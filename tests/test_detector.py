@@ -9,7 +9,7 @@ from mffmoe import Detector, MFFMoEDetectorV1, MFFMoEV1Config
 from mffmoe.config import DEFAULT_ROSTER
 from mffmoe.errors import CorruptMediaError, EmptyMediaError, UnsupportedMediaError
 from mffmoe.model.reference import ReferenceDetector
-from mffmoe.pooling import confident, get_pooling
+from mffmoe.inference.pooling import confident, get_pooling
 from mffmoe.samples import make_image, make_video
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mffmoe.cli import _register_plugins, app
-from mffmoe.detector import Detector
+from mffmoe.inference.detector import Detector
 from mffmoe.errors import MFFMoEError
 from mffmoe.scan import ScanOptions, read_results, run_scan
 from mffmoe.scan.decode import DecodeConfig

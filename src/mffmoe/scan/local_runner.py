@@ -14,15 +14,16 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 
-from mffmoe.detector import Detector
 from mffmoe.errors import DecoderCrashError, ErrorInfo
+from mffmoe.inference.batching import score_items
+from mffmoe.inference.detector import Detector
 from mffmoe.scan.assemble import Assembler, Finished
 from mffmoe.scan.decode import DecodeConfig, Part, decode_file
 from mffmoe.scan.sources import HashedInput, hash_inputs
@@ -78,7 +79,7 @@ class LocalRunner:
         self._lock = threading.Lock()
         self._next_id = 0
 
-    def __enter__(self) -> "LocalRunner":
+    def __enter__(self) -> LocalRunner:
         # Start the fork server now: it imports torch and PyAV while the inputs are being hashed.
         from multiprocessing import forkserver
 
@@ -166,10 +167,8 @@ class LocalRunner:
             if abort:
                 w.proc.terminate()
                 continue
-            try:
+            with suppress(BrokenPipeError, OSError):
                 w.tasks.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         deadline = time.monotonic() + 5.0
         for w in workers:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -186,7 +185,7 @@ class LocalRunner:
     def run(self, todo: list[str]) -> Iterator[Finished]:
         if not todo:
             return
-        assembler = Assembler(self.detector)
+        assembler = Assembler.for_detector(self.detector)
         pending = deque(todo)
         out: queue.Queue = queue.Queue(maxsize=self.queue_parts)
         stop = threading.Event()
@@ -209,12 +208,10 @@ class LocalRunner:
                     w.outstanding.append(path)
 
         def score() -> Iterator[Finished]:
-            t0 = time.perf_counter()
-            experts = self.detector.score_batch(torch.from_numpy(np.stack([p.pixels for p in batch])))
-            share = (time.perf_counter() - t0) / len(batch)
+            experts, share = score_items(self.detector.engine, [p.pixels for p in batch], self.detector.batch_size)
             done = list(batch)
             batch.clear()
-            for part, row in zip(done, experts):
+            for part, row in zip(done, experts, strict=True):
                 part.pixels, part.experts = None, row
                 part.seconds += share
                 yield from assembler.add(part)

@@ -2,7 +2,6 @@
 lines when stderr is not a terminal (batch jobs), and a summary at the end."""
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from mffmoe.config import env
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ScanProgress:
 
     def __init__(self, console: Console, enabled: bool | None = None, log_every: float = 30.0) -> None:
         if enabled is None:
-            enabled = console.is_terminal or bool(os.environ.get("MFFMOE_PROGRESS"))
+            enabled = console.is_terminal or env().progress
         self.console = console
         self.enabled = enabled
         self.log_every = log_every
@@ -100,7 +101,7 @@ class ScanProgress:
         self._done = self._total = self._failed = 0
         self._start = self._last_log = time.monotonic()
 
-    def __enter__(self) -> "ScanProgress":
+    def __enter__(self) -> ScanProgress:
         self._progress.__enter__()
         return self
 

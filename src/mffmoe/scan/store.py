@@ -15,13 +15,15 @@ import os
 import shutil
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mffmoe._util.fs import atomic_write
 from mffmoe.errors import ResultsLockedError, ScanError
 from mffmoe.scan.schema import SCHEMA
 
@@ -67,9 +69,8 @@ def latest(table: pa.Table) -> pa.Table:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -91,7 +92,7 @@ class ResultStore(ABC):
         self._lock_file = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> ResultStore:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.out.parent / f".{self.out.name}.lock", "a")
         try:
@@ -181,7 +182,7 @@ class ParquetStore(ResultStore):
         if self._journal is None:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
             self._journal_path = self.parts_dir / f"journal-{self.run_id}-{self._seq:06d}.jsonl"
-            self._journal = open(self._journal_path, "a", encoding="utf-8")
+            self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115  (closed by flush)
         self._journal.write(_to_json(row) + "\n")
         self._journal.flush()
         self._buffer.append(row)
@@ -251,7 +252,7 @@ class JsonlStore(ResultStore):
 
     def append(self, row: dict[str, Any]) -> None:
         if self._file is None:
-            self._file = open(self.out, "a", encoding="utf-8")
+            self._file = open(self.out, "a", encoding="utf-8")  # noqa: SIM115  (closed by close)
         self._file.write(_to_json(row) + "\n")
         self._file.flush()
         self.written += 1
@@ -264,9 +265,8 @@ class JsonlStore(ResultStore):
             rows = read_jsonl(self.out)
             merged = latest(table_of(rows)).to_pylist()
             if [r["path"] for r in merged] != [r["path"] for r in rows]:  # superseded or unsorted rows
-                tmp = self.out.with_name(f".{self.out.name}.tmp")
-                tmp.write_text("".join(_to_json(r) + "\n" for r in merged), encoding="utf-8")
-                os.replace(tmp, self.out)
+                with atomic_write(self.out, "w", encoding="utf-8") as f:
+                    f.write("".join(_to_json(r) + "\n" for r in merged))
 
 
 #: Store formats by name; "auto" picks by the name of RESULTS.

@@ -7,7 +7,8 @@ one class is absent, never a made-up number.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -6,16 +6,18 @@
   mean of those; else if over 90% of the frames are confidently real (< 0.2), the mean of those; else
   the mean of all. A few confidently fake frames are then not averaged away by many neutral ones.
 - `median`: robust to a minority of outlier frames.
+
+A pooling is monotone when raising one frame's score never lowers the video's (mean, median): only then
+does a video's score lie between the pooled lower and upper bounds of its frames, which early exit needs.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from mffmoe.errors import ConfigError
-
-Pooling = Callable[[Sequence[float]], float]
 
 
 def mean(scores: Sequence[float]) -> float:
@@ -37,7 +39,21 @@ def confident(scores: Sequence[float], fake_t: float = 0.8, real_t: float = 0.2,
     return float(np.mean(s))
 
 
-POOLINGS: dict[str, Pooling] = {"mean": mean, "confident": confident, "median": median}
+@dataclass(frozen=True)
+class Pooling:
+    """A named pooling function: frame scores -> the video's score."""
+
+    name: str
+    fn: Callable[[Sequence[float]], float]
+    monotone: bool
+
+    def __call__(self, scores: Sequence[float]) -> float:
+        return self.fn(scores)
+
+
+POOLINGS: dict[str, Pooling] = {p.name: p for p in (Pooling("mean", mean, monotone=True),
+                                                    Pooling("confident", confident, monotone=False),
+                                                    Pooling("median", median, monotone=True))}
 
 
 def get_pooling(name: str) -> Pooling:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from mffmoe.train.evaluate import ItemScore
+from mffmoe.evaluation.evaluate import ItemScore
 
 
 def _roc(path: Path, title: str, labels: Sequence[int], columns: dict[str, np.ndarray]) -> Path:
