@@ -156,3 +156,58 @@ def test_detector_early_exit_skips_experts_when_confident(tiny_ckpt, media):
     assert "early exit" in r.note
     v = det.analyze(media["mp4"], frames=4)
     assert v.prediction == "FAKE" and v.experts_run == 3
+
+
+class Recording:
+    """A real engine that records which experts ran on how many images."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[tuple[tuple[int, ...], int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_experts(self, batch, experts):
+        self.calls.append((tuple(experts), len(batch)))
+        return self.inner.predict_experts(batch, experts)
+
+    def predict(self, batch):
+        return self.predict_experts(batch, range(len(self.inner.roster)))
+
+
+def test_wrong_stated_frame_count_with_early_exit_uses_the_final_frames(tiny_ckpt, tmp_path):
+    """A cut AVI states 100 frames but holds fewer: the sampler samples, finds the stream short and
+    samples again from the true count. Frames of the first pass that are not among the final indices
+    must not count: not in the early-exit decision, not in the result, not in the progress."""
+    from mffmoe.inference.detector import Detector
+    from mffmoe.media.video import sample_indices
+    from mffmoe.samples import make_video
+
+    whole = make_video(tmp_path / "whole.avi", seconds=4, fps=25, width=64, height=48, codec="mjpeg", gop=10)
+    data = whole.read_bytes()
+    path = tmp_path / "cut.avi"
+    path.write_bytes(data[: len(data) * 6 // 10])
+
+    # One expert per group (workers=1), so early exit has a decision to take after the first group.
+    full = Detector.from_dir(tiny_ckpt, device="cpu", batch_size=4, engine="torch", engine_options={"workers": 1})
+    engine = Recording(full.engine)
+    early = Detector(engine, full.info, batch_size=4, early_exit=True)
+    a = full.analyze(path, frames=10)
+    calls = []
+    b = early.analyze(path, frames=10, progress=lambda d, t: calls.append((d, t)))
+
+    assert a.frame_count < 100 and "container states 100 frames" in a.note  # the count was corrected
+    final = sample_indices(a.frame_count, 10)
+    assert [f.frame_index for f in a.frame_predictions] == final
+    assert [f.frame_index for f in b.frame_predictions] == final and b.frame_count == a.frame_count
+    first, *later = dict.fromkeys(experts for experts, _ in engine.calls)
+    assert later  # the first group alone could not decide
+    seen = sum(n for experts, n in engine.calls if experts == first)
+    assert seen > len(final)  # the first pass scored frames that are not among the final ones ...
+    for group in later:  # ... but the decision ran further experts on exactly the final frames
+        assert sum(n for experts, n in engine.calls if experts == group) == len(final)
+    assert b.prediction == a.prediction
+    lo, hi = b.score_interval
+    assert lo - 1e-12 <= a.score <= hi + 1e-12
+    assert calls and all(done <= total for done, total in calls) and calls[-1] == (len(final), len(final))
