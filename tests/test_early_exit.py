@@ -15,6 +15,8 @@ class TableEngine:
     """A stand-in engine whose per-expert P(fake) for image k is `table[k]`, where k is stored in the
     image's first pixel. It records every (expert, rows) call so tests can see what actually ran."""
 
+    name = device = "table"
+
     def __init__(self, table: np.ndarray, costs=None, workers: int = 1) -> None:
         self.table = np.asarray(table, dtype=np.float64)
         self.roster = tuple(f"e{i}" for i in range(self.table.shape[1]))

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from mffmoe.engine.base import Engine
 from mffmoe.engine.costs import cheapest_first
@@ -44,7 +45,7 @@ class VideoPooling(Protocol):
     @property
     def monotone(self) -> bool: ...
 
-    def __call__(self, scores: Sequence[float]) -> float: ...
+    def __call__(self, scores: ArrayLike) -> float: ...
 
 
 def interval(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +88,7 @@ def run_images(engine: CostedEngine, batch: torch.Tensor, threshold: float) -> O
     for group in groups(engine.costs, engine.workers):
         if len(todo) == 0:
             break
-        probs[np.ix_(todo, group)] = engine.predict_experts(batch[torch.as_tensor(todo)], group)
+        probs[np.ix_(todo, np.asarray(group))] = engine.predict_experts(batch[torch.as_tensor(todo)], group)
         low, high = interval(probs[todo])
         todo = todo[~decided(low, high, threshold)]
     low, high = interval(probs)
@@ -101,30 +102,9 @@ class EarlyExitEngine:
     def __init__(self, engine: CostedEngine, threshold: float) -> None:
         self.engine = engine
         self.threshold = threshold
-
-    @property
-    def name(self) -> str:
-        return self.engine.name
-
-    @property
-    def device(self) -> str:
-        return self.engine.device
-
-    @property
-    def roster(self) -> tuple[str, ...]:
-        return self.engine.roster
-
-    @property
-    def input_size(self) -> int:
-        return self.engine.input_size
-
-    @property
-    def costs(self) -> Sequence[float]:
-        return self.engine.costs
-
-    @property
-    def workers(self) -> int:
-        return self.engine.workers
+        self.name, self.device = engine.name, engine.device
+        self.roster, self.input_size = engine.roster, engine.input_size
+        self.costs, self.workers = engine.costs, engine.workers
 
     def predict(self, batch: torch.Tensor) -> np.ndarray:
         return run_images(self.engine, batch, self.threshold).probs

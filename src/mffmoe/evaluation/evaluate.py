@@ -75,7 +75,7 @@ def _level(labels: Sequence[int], scores: np.ndarray, roster: Sequence[str], thr
     return m
 
 
-def _matrix(rows: list[tuple[float, Sequence[float]]], n_experts: int) -> np.ndarray:
+def _matrix(rows: Sequence[tuple[float | None, Sequence[float]]], n_experts: int) -> np.ndarray:
     return np.array([[s, *e] for s, e in rows], dtype=np.float64).reshape(-1, 1 + n_experts)
 
 
@@ -113,6 +113,7 @@ def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], rost
                 w.writerow([s.path, s.label, "", "", "", *[""] * len(experts), "",
                             f"{s.error.type}: {s.error.message}"])
                 continue
+            assert s.score is not None  # scored: no error
             w.writerow([s.path, s.label, s.kind, repr(s.score), "FAKE" if s.score >= threshold else "REAL",
                         *[repr(v) for v in s.expert_scores], len(s.frames) if s.kind == "video" else "", ""])
     written = [path]

@@ -7,7 +7,7 @@ NaN: scores then cover the experts that ran, and `score_interval` bounds the ful
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ class ScoredFrame:
         return ensemble_score(self.experts)
 
 
-def _fields(score: float, expert_scores: Sequence[float], threshold: float, untrained: bool, model_name: str,
+def _fields(score: float, expert_scores: Iterable[float], threshold: float, untrained: bool, model_name: str,
             notes: Sequence[str]) -> dict[str, Any]:
     return {
         "prediction": label(score, threshold),

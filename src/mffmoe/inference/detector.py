@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -45,7 +45,27 @@ from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, Vi
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+class _Untrained:
+    """`Detector.untrained(...)` builds a detector on random weights; `detector.untrained` says whether
+    a detector runs on them. One public name, two meanings by where it is read (class or instance)."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Detector]) -> Callable[..., Detector]: ...
+
+    @overload
+    def __get__(self, obj: Detector, owner: type[Detector]) -> bool: ...
+
+    def __get__(self, obj: Detector | None, owner: type[Detector]) -> Callable[..., Detector] | bool:
+        return owner._random_weights if obj is None else obj._untrained
+
+    def __set__(self, obj: Detector, value: bool) -> None:
+        obj._untrained = value
+
+
 class Detector:
+    untrained = _Untrained()
+    _untrained: bool
+
     def __init__(self, engine: Engine, info: CheckpointInfo, *, threshold: float = DEFAULT_THRESHOLD,
                  frames: int = DEFAULT_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE, pooling: str = DEFAULT_POOLING,
                  untrained: bool = False, max_image_pixels: int | None = None,
@@ -90,10 +110,11 @@ class Detector:
                                               engine_options=engine_options or {}, **kwargs))
 
     @classmethod
-    def untrained(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
-                  device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE, seed: int = 0,
-                  engine_options: dict[str, Any] | None = None, **kwargs: Any) -> Detector:
-        """Random weights, to run the pipeline without the official files. Every result says so."""
+    def _random_weights(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
+                        device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE, seed: int = 0,
+                        engine_options: dict[str, Any] | None = None, **kwargs: Any) -> Detector:
+        """`Detector.untrained(...)`: random weights, to run the pipeline without the official files.
+        Every result says so."""
         return cls.from_config(DetectorConfig(untrained=True, roster=tuple(roster), input_size=input_size,
                                               device=device, engine=engine, seed=seed,
                                               engine_options=engine_options or {}, **kwargs))
@@ -189,7 +210,7 @@ class Detector:
         """The engine that scores at `threshold`: wrapped for early exit when that is on."""
         if not self.early_exit:
             return self.engine
-        return EarlyExitEngine(self.engine, threshold)  # type: ignore[arg-type]  # Engine lacks costs/workers
+        return EarlyExitEngine(self.engine, threshold)  # type: ignore[arg-type]  # engine.base.Engine lacks costs/workers
 
     def _image_result(self, experts: np.ndarray, dimensions: dict[str, int], seconds: float,
                       threshold: float) -> ImageAnalysisResult:
@@ -207,7 +228,7 @@ class Detector:
         scoring = begin_video(self._engine(threshold), pool, self.batch_size)
         timestamps: dict[int, float] = {}
         failures: dict[int, FrameFailure] = {}
-        batch: list[Frame] = []
+        batch: list[tuple[Frame, torch.Tensor]] = []
         reported: tuple[int, int] | None = None
 
         def report() -> None:
@@ -219,8 +240,8 @@ class Detector:
                 progress(*reported)
 
         def run_batch() -> None:
-            scoring.add([f.frame_index for f in batch], torch.stack([f.pixels for f in batch]))
-            timestamps.update((f.frame_index, f.timestamp) for f in batch)
+            scoring.add([f.frame_index for f, _ in batch], torch.stack([pixels for _, pixels in batch]))
+            timestamps.update((f.frame_index, f.timestamp) for f, _ in batch)
             batch.clear()
             report()
 
@@ -230,7 +251,7 @@ class Detector:
                     failures[frame.frame_index] = FrameFailure(frame_index=frame.frame_index,
                                                                timestamp=frame.timestamp, error=frame.error or "")
                     continue
-                batch.append(frame)
+                batch.append((frame, frame.pixels))
                 if len(batch) >= self.batch_size:
                     run_batch()
             if batch:

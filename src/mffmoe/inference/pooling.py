@@ -12,23 +12,24 @@ does a video's score lie between the pooled lower and upper bounds of its frames
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mffmoe.errors import ConfigError
 
 
-def mean(scores: Sequence[float]) -> float:
+def mean(scores: ArrayLike) -> float:
     return float(np.mean(np.asarray(scores, dtype=np.float64)))
 
 
-def median(scores: Sequence[float]) -> float:
+def median(scores: ArrayLike) -> float:
     return float(np.median(np.asarray(scores, dtype=np.float64)))
 
 
-def confident(scores: Sequence[float], fake_t: float = 0.8, real_t: float = 0.2, min_fakes: int = 11) -> float:
+def confident(scores: ArrayLike, fake_t: float = 0.8, real_t: float = 0.2, min_fakes: int = 11) -> float:
     s = np.asarray(scores, dtype=np.float64)
     n = len(s)
     fakes = int(np.count_nonzero(s > fake_t))
@@ -44,10 +45,10 @@ class Pooling:
     """A named pooling function: frame scores -> the video's score."""
 
     name: str
-    fn: Callable[[Sequence[float]], float]
+    fn: Callable[[ArrayLike], float]
     monotone: bool
 
-    def __call__(self, scores: Sequence[float]) -> float:
+    def __call__(self, scores: ArrayLike) -> float:
         return self.fn(scores)
 
 

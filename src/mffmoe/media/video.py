@@ -220,17 +220,20 @@ class VideoSampler:
                     decoder, position = self._locate(target)
             found = None
             if held is not None:
-                idx, frame = held
+                held_index, held_frame = held
                 held = None
-                if idx == target:
-                    found = frame
+                if held_index == target:
+                    found = held_frame
             while found is None:
+                assert decoder is not None  # a held frame came from one
                 frame = next(decoder, None)
                 if frame is None:
                     raise _EndOfStream(last_seen + 1 if last_seen >= 0 else None)
-                idx = self._index_of(frame)
-                if idx is None or (position is not None and idx <= position):
+                stamped = self._index_of(frame)
+                if stamped is None or (position is not None and stamped <= position):
                     idx = (position if position is not None else -1) + 1  # count when timestamps fail us
+                else:
+                    idx = stamped
                 position = idx
                 last_seen = max(last_seen, idx)
                 if idx == target:

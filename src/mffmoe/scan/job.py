@@ -162,12 +162,15 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
             if decision.action is Action.SKIP:
                 summary.skipped += 1
             elif decision.action is Action.UNREADABLE:
+                assert item.error is not None  # unreadable: its error came instead of a hash
                 summary.unreadable += 1
                 write(make_row(item.path, None, None, item.error, 0.0, settings))
             elif decision.action is Action.COPY:
+                assert item.content_hash is not None and decision.source is not None
                 summary.copied += 1
                 write(copy_row(planner.stored_row(item.content_hash), item.path, decision.source))
             elif decision.action is Action.DUPLICATE:
+                assert decision.source is not None
                 summary.duplicates += 1
                 followers.setdefault(decision.source, []).append(item)
             else:
@@ -181,15 +184,16 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
         try:
             with closing(runner.run(todo)) as finished:  # stop workers at once if we leave early
                 for done in finished:
-                    item = hashed.pop(done.path, None)
-                    if item is None:
+                    leader = hashed.pop(done.path, None)
+                    if leader is None:
                         continue  # already written (a part delivered twice)
                     summary.analyzed += 1
-                    row = make_row(item.path, item.content_hash, item.size, done.outcome, done.seconds, settings)
+                    row = make_row(leader.path, leader.content_hash, leader.size, done.outcome, done.seconds,
+                                   settings)
                     write(row)
-                    dups = followers.pop(item.path, [])
+                    dups = followers.pop(leader.path, [])
                     for dup in dups:
-                        write(copy_row(row, dup.path, item.path))
+                        write(copy_row(row, dup.path, leader.path))
                     bar.advance(1 + len(dups), failed=(1 + len(dups)) if row["error_type"] else 0)
         finally:
             summary.scan_seconds = time.perf_counter() - scan_start

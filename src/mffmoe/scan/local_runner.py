@@ -14,10 +14,11 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 import torch
 
@@ -113,7 +114,7 @@ class LocalRunner:
     def _read(self, out: queue.Queue, stop: threading.Event) -> None:
         """Reader thread: worker messages -> `out`, in order per worker; a death is reported after the
         dead worker's last message, so the file it died on is the one it had not finished."""
-        def put(item) -> bool:
+        def put(item: tuple[Any, ...]) -> bool:
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.2)
@@ -182,7 +183,7 @@ class LocalRunner:
             w.results.close()
 
     # -- the scan ----------------------------------------------------------------------------------
-    def run(self, todo: list[str]) -> Iterator[Finished]:
+    def run(self, todo: list[str]) -> Generator[Finished, None, None]:
         if not todo:
             return
         assembler = Assembler.for_detector(self.detector)
@@ -208,7 +209,8 @@ class LocalRunner:
                     w.outstanding.append(path)
 
         def score() -> Iterator[Finished]:
-            experts, share = score_items(self.detector.engine, [p.pixels for p in batch], self.detector.batch_size)
+            pixels = [p.pixels for p in batch if p.pixels is not None]  # all: only parts with pixels are batched
+            experts, share = score_items(self.detector.engine, pixels, self.detector.batch_size)
             done = list(batch)
             batch.clear()
             for part, row in zip(done, experts, strict=True):

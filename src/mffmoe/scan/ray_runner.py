@@ -16,7 +16,7 @@ import logging
 import math
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -72,8 +72,8 @@ class Replica:
         parts = from_columns(batch, self.input_size)
         todo = [p for p in parts if p.pixels is not None]
         if todo:
-            experts, share = score_items(self.detector.engine, [p.pixels for p in todo],  # type: ignore[misc]
-                                         self.detector.batch_size)
+            pixels = [p.pixels for p in todo if p.pixels is not None]
+            experts, share = score_items(self.detector.engine, pixels, self.detector.batch_size)
             for part, row in zip(todo, experts, strict=True):
                 part.pixels, part.experts = None, row
                 part.seconds += share
@@ -181,7 +181,8 @@ class RayRunner:
 
         if not paths:
             return
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
+        ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths],
+                                                   override_num_blocks=min(len(paths), 1000))
         ds = ds.map_batches(_hash_batch, batch_size=64, batch_format="numpy", num_cpus=0.5)
         found: dict[str, HashedInput] = {}
         for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -198,11 +199,11 @@ class RayRunner:
         for path in paths:
             yield found[path]
 
-    def _pipeline(self, paths: list[str], files_per_task: int) -> Iterator:
+    def _pipeline(self, paths: list[str], files_per_task: int) -> Iterable[dict[str, np.ndarray]]:
         import ray.data
 
         blocks = max(1, math.ceil(len(paths) / files_per_task))
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+        ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
         with warnings.catch_warnings():
             # Ray Data's default retries a task whose process died forever, so a file that crashes its
             # decoder would loop; `max_retries` has no named parameter yet (Ray 2.60), hence the filter.
@@ -215,7 +216,7 @@ class RayRunner:
                             num_cpus=self.cpus_per_replica, num_gpus=1 if self.use_gpu else 0)
         return ds.iter_batches(batch_size=None, batch_format="numpy")
 
-    def run(self, todo: list[str]) -> Iterator[Finished]:
+    def run(self, todo: list[str]) -> Generator[Finished, None, None]:
         """Scan `todo`. Files whose decode task died (a decoder crash kills the worker process) are
         retried one per task; those that still fail become error rows, unless so many fail that the
         cluster itself must be broken, which stops the scan instead."""

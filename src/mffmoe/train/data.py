@@ -226,10 +226,10 @@ class Batch:
 
 
 def collate(rows: list[tuple[torch.Tensor | None, int, int, str | None]]) -> Batch:
-    ok = [r for r in rows if r[0] is not None]
-    return Batch(x=torch.stack([r[0] for r in ok]) if ok else None,
-                 y=torch.tensor([r[1] for r in ok], dtype=torch.long),
-                 indices=[r[2] for r in ok],
+    ok = [(x, label, i) for x, label, i, _ in rows if x is not None]
+    return Batch(x=torch.stack([x for x, _, _ in ok]) if ok else None,
+                 y=torch.tensor([label for _, label, _ in ok], dtype=torch.long),
+                 indices=[i for _, _, i in ok],
                  failures=[(r[2], r[3] or "") for r in rows if r[0] is None])
 
 
