@@ -7,16 +7,20 @@ import av
 import numpy as np
 import pytest
 
+from conftest import TINY_SIZE
 from mffmoe import Detector, MFFMoEDetectorV1, MFFMoEV1Config
 from mffmoe.config import DEFAULT_ROSTER
-from mffmoe.errors import (CorruptMediaError, EmptyMediaError, UnexpectedDecodeError, UnreadableMediaError,
-                           UnsupportedMediaError)
-from mffmoe.model.reference import ReferenceDetector
+from mffmoe.errors import (
+    CorruptMediaError,
+    EmptyMediaError,
+    UnexpectedDecodeError,
+    UnreadableMediaError,
+    UnsupportedMediaError,
+)
 from mffmoe.inference.pooling import confident, get_pooling
+from mffmoe.model.reference import ReferenceDetector
 from mffmoe.samples import make_image, make_video
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
-
-from conftest import TINY_SIZE
 
 
 @pytest.fixture(scope="module")

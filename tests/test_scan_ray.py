@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from mffmoe.cli import _register_plugins, app
 from mffmoe.scan import ScanOptions, read_results, run_scan
-
 from scan_helpers import assert_same_rows, make_collection
 
 ray = pytest.importorskip("ray")
@@ -84,8 +83,9 @@ def test_scan_interrupted_on_ray_resumes_locally(ray_cluster, collection, tiny_c
 def test_decoder_crash_on_ray_becomes_an_error_row(ray_cluster, collection, tiny_ckpt, tmp_path):
     import shutil
 
-    import scan_helpers
     from ray import cloudpickle
+
+    import scan_helpers
     from mffmoe.config import DetectorConfig
     from mffmoe.scan.decode import DecodeConfig
     from mffmoe.scan.job import weights_info
