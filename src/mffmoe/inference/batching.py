@@ -23,9 +23,10 @@ def score_batch(engine: Engine, batch: torch.Tensor, batch_size: int) -> np.ndar
 
 def stack(pixels: Sequence[torch.Tensor] | Sequence[np.ndarray]) -> torch.Tensor:
     """Per-item [3, S, S] pixels (tensors, or arrays from another process) -> one [N, 3, S, S] batch."""
-    if all(isinstance(p, torch.Tensor) for p in pixels):
-        return torch.stack(list(pixels))  # type: ignore[arg-type]
-    return torch.from_numpy(np.stack(pixels))
+    tensors = [p for p in pixels if isinstance(p, torch.Tensor)]
+    if len(tensors) == len(pixels):
+        return torch.stack(tensors)
+    return torch.from_numpy(np.stack([np.asarray(p) for p in pixels]))
 
 
 def score_items(engine: Engine, pixels: Sequence[torch.Tensor] | Sequence[np.ndarray],

@@ -29,7 +29,8 @@ from mffmoe.config import (
     DetectorConfig,
     resolve_weights_dir,
 )
-from mffmoe.engine import Engine, create_engine
+from mffmoe.engine import create_engine
+from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
 from mffmoe.errors import ConfigError, MFFMoEError
 from mffmoe.inference.assemble import ScoredFrame, image_result, video_result
@@ -248,8 +249,9 @@ class Detector:
         with item, decode_ahead(item.frames(), 2 * self.batch_size) as decoded:
             for frame in decoded:
                 if frame.pixels is None:
+                    assert frame.error is not None  # a frame without pixels says why
                     failures[frame.frame_index] = FrameFailure(frame_index=frame.frame_index,
-                                                               timestamp=frame.timestamp, error=frame.error or "")
+                                                               timestamp=frame.timestamp, error=frame.error)
                     continue
                 batch.append((frame, frame.pixels))
                 if len(batch) >= self.batch_size:
