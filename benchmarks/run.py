@@ -160,7 +160,7 @@ def child_reference(args: dict) -> dict:
 
 
 def child_engine(args: dict) -> dict:
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     t0 = time.perf_counter()
     det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu", batch_size=16)
     load = time.perf_counter() - t0
@@ -185,7 +185,7 @@ def child_paired(args: dict) -> dict:
     so that both see the same machine: on a shared VM the speed drifts by 10-20% over minutes, which
     separate measurements minutes apart turn into ratio noise. A pause after each run lets the other
     side's idle threads stop spinning before the next one starts."""
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     from mffmoe.model.reference import ReferenceDetector
 
     ref = ReferenceDetector(args["official"])
@@ -210,9 +210,10 @@ def child_paired(args: dict) -> dict:
 
 def child_load(args: dict) -> dict:
     """Load time of weights + engine (imports excluded), torch engine."""
-    import torch  # noqa: F401  (imports are not part of the load time)
     import timm  # noqa: F401
-    from mffmoe.detector import Detector
+    import torch  # noqa: F401  (imports are not part of the load time)
+
+    from mffmoe.inference.detector import Detector
     t0 = time.perf_counter()
     Detector.from_dir(args["weights"], engine="torch", device="cpu")
     return {"load_s": time.perf_counter() - t0}
@@ -253,7 +254,7 @@ def child_early_exit(args: dict) -> dict:
     where nothing can exit early)."""
     import torch
 
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     from mffmoe.samples import make_image
 
     work = Path(args["work"]) / "mixed"
@@ -285,7 +286,7 @@ def child_early_exit_trained(args: dict) -> dict:
     """Early exit where the experts have learned something: seven small experts trained with `mffmoe train`
     on the planted-pattern task (mffmoe.train.synthetic), then scored on a held-out half-real, half-fake set
     made with a fainter pattern (so that some images are hard)."""
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     from mffmoe.train.synthetic import make_planted_dataset
 
     work = Path(args["work"]) / "early_exit_trained"

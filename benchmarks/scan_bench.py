@@ -29,7 +29,7 @@ ROSTERS = {
 
 
 def _analyze_many(weights: Path, paths: list[str], args) -> dict:
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
 
     detector = Detector.from_dir(weights, frames=args.frames, batch_size=args.batch_size)
     start = time.perf_counter()

@@ -28,7 +28,7 @@ def tiny_ckpt_upstream(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_ckpt):
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     return Detector.from_dir(tiny_ckpt, device="cpu", batch_size=4)
 
 

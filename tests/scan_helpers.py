@@ -26,13 +26,14 @@ def comparable(row: dict) -> dict:
 def assert_same_rows(a: list[dict], b: list[dict], tol: float = 1e-6) -> None:
     """Equal rows, scores to `tol` (batching may regroup the same math)."""
     assert [r["path"] for r in a] == [r["path"] for r in b]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         x, y = comparable(x), comparable(y)
         for key in x:
             if key in ("score", "confidence") and x[key] is not None:
                 assert abs(x[key] - y[key]) <= tol, (x["path"], key, x[key], y[key])
             elif key == "expert_scores" and x[key] is not None:
-                assert len(x[key]) == len(y[key]) and all(abs(p - q) <= tol for p, q in zip(x[key], y[key]))
+                assert len(x[key]) == len(y[key]) and all(abs(p - q) <= tol
+                                                          for p, q in zip(x[key], y[key], strict=True))
             else:
                 assert x[key] == y[key], (x["path"], key, x[key], y[key])
 

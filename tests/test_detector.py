@@ -1,19 +1,26 @@
 """analyze(): results against the spec's algorithm, video fields, pooling, batching, failures."""
 from __future__ import annotations
 
+import os
+
 import av
 import numpy as np
 import pytest
 
+from conftest import TINY_SIZE
 from mffmoe import Detector, MFFMoEDetectorV1, MFFMoEV1Config
 from mffmoe.config import DEFAULT_ROSTER
-from mffmoe.errors import CorruptMediaError, EmptyMediaError, UnsupportedMediaError
+from mffmoe.errors import (
+    CorruptMediaError,
+    EmptyMediaError,
+    UnexpectedDecodeError,
+    UnreadableMediaError,
+    UnsupportedMediaError,
+)
+from mffmoe.inference.pooling import confident, get_pooling
 from mffmoe.model.reference import ReferenceDetector
-from mffmoe.pooling import confident, get_pooling
 from mffmoe.samples import make_image, make_video
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
-
-from conftest import TINY_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +172,58 @@ def test_full_default_roster_matches_the_spec_algorithm(tmp_path_factory):
     ref_score, ref_frames = ref.score_video(vid, 4)
     np.testing.assert_allclose([f.score for f in v.frame_predictions], ref_frames, atol=1e-5)
     assert v.score == pytest.approx(ref_score, abs=1e-5)
+
+
+def _unreadable_run(detector, media, blocked):
+    out = list(detector.analyze_many([media["jpg"], blocked, media["mp4"], media["png"]], frames=4))
+    assert [p for p, _ in out] == [str(media["jpg"]), str(blocked), str(media["mp4"]), str(media["png"])]
+    assert isinstance(out[1][1], UnreadableMediaError) and out[1][1].kind == "unreadable"
+    assert [type(r).__name__ for _, r in out] == ["ImageAnalysisResult", "UnreadableMediaError",
+                                                  "VideoAnalysisResult", "ImageAnalysisResult"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_analyze_many_survives_a_file_without_read_permission(tiny_detector, media, tmp_path):
+    blocked = tmp_path / "secret.jpg"
+    blocked.write_bytes(media["jpg"].read_bytes())
+    blocked.chmod(0)
+    try:
+        _unreadable_run(tiny_detector, media, blocked)
+    finally:
+        blocked.chmod(0o644)
+
+
+def test_analyze_many_survives_an_unreadable_file(tiny_detector, media, tmp_path, monkeypatch):
+    """The same as a permission-denied file, also when run as root: opening it raises PermissionError."""
+    import builtins
+
+    blocked = tmp_path / "secret.jpg"
+    blocked.write_bytes(media["jpg"].read_bytes())
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == str(blocked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    _unreadable_run(tiny_detector, media, blocked)
+    with pytest.raises(UnreadableMediaError):
+        tiny_detector.analyze(blocked)
+
+
+def test_unexpected_decoder_failure_is_a_typed_error(tiny_detector, media, monkeypatch):
+    """A decoder raising something no typed error covers ends that file with UnexpectedDecodeError."""
+    from mffmoe.media import source
+
+    real = source.load_image
+
+    def broken(path, *args, **kwargs):
+        if str(path) == str(media["png"]):
+            raise RuntimeError("decoder bug")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(source, "load_image", broken)
+    out = dict(tiny_detector.analyze_many([media["png"], media["jpg"]]))
+    assert isinstance(out[str(media["png"])], UnexpectedDecodeError) and "decoder bug" in str(out[str(media["png"])])
+    assert out[str(media["jpg"])].media_type == "image"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mffmoe.early_exit import VideoEarlyExit, decided, groups, interval, run_images
+from mffmoe.engine.early_exit import EarlyExitEngine, decided, groups, interval, run_images
+from mffmoe.inference.pooling import get_pooling
 from mffmoe.results import label
 
 
@@ -14,12 +15,14 @@ class TableEngine:
     """A stand-in engine whose per-expert P(fake) for image k is `table[k]`, where k is stored in the
     image's first pixel. It records every (expert, rows) call so tests can see what actually ran."""
 
-    def __init__(self, table: np.ndarray, costs=None, parallelism: int = 1) -> None:
+    name = device = "table"
+
+    def __init__(self, table: np.ndarray, costs=None, workers: int = 1) -> None:
         self.table = np.asarray(table, dtype=np.float64)
         self.roster = tuple(f"e{i}" for i in range(self.table.shape[1]))
         self.input_size = 4
         self.costs = list(costs) if costs is not None else [1.0] * self.table.shape[1]
-        self.parallelism = parallelism
+        self.workers = workers
         self.calls: list[tuple[tuple[int, ...], int]] = []
 
     def images(self, n: int | None = None) -> torch.Tensor:
@@ -82,7 +85,7 @@ def test_random_matrices_never_change_the_label():
         else:            # scores straddling the threshold closely
             table = np.clip(0.5 + rng.normal(0, 0.02, (8, n_experts)), 0, 1)
         threshold = float(rng.choice([0.5, 0.3, 0.7, float(table.mean())]))
-        eng = TableEngine(table, costs=rng.random(n_experts), parallelism=int(rng.integers(1, 3)))
+        eng = TableEngine(table, costs=rng.random(n_experts), workers=int(rng.integers(1, 3)))
         out = run_images(eng, eng.images(), threshold)
         full = table.mean(axis=1)
         early_labels = [label(float(np.nanmean(r)), threshold) for r in out.probs]
@@ -98,14 +101,13 @@ def test_video_exit_is_per_video_and_exact(pooling):
         fake = trial % 2 == 0
         base = rng.random((n_frames, 7)) * 0.2
         table = np.where(rng.random((n_frames, 7)) < 0.85, base + (0.8 if fake else 0.0), rng.random((n_frames, 7)))
-        eng = TableEngine(table, costs=[3, 3, 1, 1, 2, 2, 2.5], parallelism=2)
-        ee = VideoEarlyExit(eng, pooling, 0.5)
+        eng = TableEngine(table, costs=[3, 3, 1, 1, 2, 2, 2.5], workers=2)
+        pool = get_pooling(pooling)
+        ee = EarlyExitEngine(eng, 0.5).begin_video(pool, batch_size=4)
         frames = eng.images()
         for i in range(0, n_frames, 4):
-            ee.add(frames[i:i + 4])
-        out = ee.finish(batch_size=4)
-        from mffmoe.pooling import get_pooling
-        pool = get_pooling(pooling)
+            ee.add(range(i, min(i + 4, n_frames)), frames[i:i + 4])
+        out = ee.finish(range(n_frames))
         full_score = pool(table.mean(axis=1))
         partial = pool([float(np.nanmean(r)) for r in out.probs])
         assert label(partial, 0.5) == label(full_score, 0.5)
@@ -118,7 +120,7 @@ def test_video_exit_is_per_video_and_exact(pooling):
 
 
 def test_detector_early_exit_on_images_and_video(tiny_ckpt, media):
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     full = Detector.from_dir(tiny_ckpt, device="cpu", batch_size=4)
     early = Detector(full.engine, full.info, batch_size=4, early_exit=True)
     n = len(full.info.roster)
@@ -138,7 +140,7 @@ def test_detector_early_exit_on_images_and_video(tiny_ckpt, media):
 
 def test_detector_early_exit_skips_experts_when_confident(tiny_ckpt, media):
     """With a stand-in engine whose cheap experts are certain, fewer experts run and the result says so."""
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     from mffmoe.model.checkpoint import load_weights
 
     class Certain(TableEngine):
@@ -147,7 +149,7 @@ def test_detector_early_exit_skips_experts_when_confident(tiny_ckpt, media):
             return np.ones((len(batch), len(experts)))
 
     _, info = load_weights(tiny_ckpt)
-    eng = Certain(np.ones((1, 5)), costs=[5, 4, 3, 2, 1], parallelism=1)
+    eng = Certain(np.ones((1, 5)), costs=[5, 4, 3, 2, 1], workers=1)
     eng.input_size = info.input_size
     det = Detector(eng, info, early_exit=True, batch_size=8)
     r = det.analyze(media["jpg"])
@@ -156,3 +158,58 @@ def test_detector_early_exit_skips_experts_when_confident(tiny_ckpt, media):
     assert "early exit" in r.note
     v = det.analyze(media["mp4"], frames=4)
     assert v.prediction == "FAKE" and v.experts_run == 3
+
+
+class Recording:
+    """A real engine that records which experts ran on how many images."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.calls: list[tuple[tuple[int, ...], int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_experts(self, batch, experts):
+        self.calls.append((tuple(experts), len(batch)))
+        return self.inner.predict_experts(batch, experts)
+
+    def predict(self, batch):
+        return self.predict_experts(batch, range(len(self.inner.roster)))
+
+
+def test_wrong_stated_frame_count_with_early_exit_uses_the_final_frames(tiny_ckpt, tmp_path):
+    """A cut AVI states 100 frames but holds fewer: the sampler samples, finds the stream short and
+    samples again from the true count. Frames of the first pass that are not among the final indices
+    must not count: not in the early-exit decision, not in the result, not in the progress."""
+    from mffmoe.inference.detector import Detector
+    from mffmoe.media.video import sample_indices
+    from mffmoe.samples import make_video
+
+    whole = make_video(tmp_path / "whole.avi", seconds=4, fps=25, width=64, height=48, codec="mjpeg", gop=10)
+    data = whole.read_bytes()
+    path = tmp_path / "cut.avi"
+    path.write_bytes(data[: len(data) * 6 // 10])
+
+    # One expert per group (workers=1), so early exit has a decision to take after the first group.
+    full = Detector.from_dir(tiny_ckpt, device="cpu", batch_size=4, engine="torch", engine_options={"workers": 1})
+    engine = Recording(full.engine)
+    early = Detector(engine, full.info, batch_size=4, early_exit=True)
+    a = full.analyze(path, frames=10)
+    calls = []
+    b = early.analyze(path, frames=10, progress=lambda d, t: calls.append((d, t)))
+
+    assert a.frame_count < 100 and "container states 100 frames" in a.note  # the count was corrected
+    final = sample_indices(a.frame_count, 10)
+    assert [f.frame_index for f in a.frame_predictions] == final
+    assert [f.frame_index for f in b.frame_predictions] == final and b.frame_count == a.frame_count
+    first, *later = dict.fromkeys(experts for experts, _ in engine.calls)
+    assert later  # the first group alone could not decide
+    seen = sum(n for experts, n in engine.calls if experts == first)
+    assert seen > len(final)  # the first pass scored frames that are not among the final ones ...
+    for group in later:  # ... but the decision ran further experts on exactly the final frames
+        assert sum(n for experts, n in engine.calls if experts == group) == len(final)
+    assert b.prediction == a.prediction
+    lo, hi = b.score_interval
+    assert lo - 1e-12 <= a.score <= hi + 1e-12
+    assert calls and all(done <= total for done, total in calls) and calls[-1] == (len(final), len(final))

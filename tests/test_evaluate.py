@@ -11,7 +11,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.synthetic import make_planted_dataset
-
 from train_helpers import run_cli, said
 
 

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mffmoe.errors import (CorruptMediaError, DecompressionBombError, EmptyMediaError, MediaNotFoundError,
-                           UnsupportedMediaError)
+from mffmoe.errors import (
+    CorruptMediaError,
+    DecompressionBombError,
+    EmptyMediaError,
+    MediaNotFoundError,
+    UnsupportedMediaError,
+)
 from mffmoe.media.image import load_image, to_rgb
 from mffmoe.media.preprocess import preprocess, spec_transform
 from mffmoe.media.probe import MediaKind, probe_kind
@@ -182,7 +187,7 @@ def test_rotation_metadata_is_applied(tmp_path, rotation):
     with VideoSampler(rotated, 2) as s:
         b = [f.image for f in s]
         assert s.info.rotation % 360 == rotation % 360
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(y, np.rot90(x, k=rotation // 90))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
-from mffmoe.train.metrics import auc_or_none, binary_metrics, eer, threshold_at_fpr
+from mffmoe.evaluation.metrics import auc_or_none, binary_metrics, eer, threshold_at_fpr
 
 
 def brute_force_eer(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:

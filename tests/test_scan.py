@@ -16,15 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from mffmoe.cli import _register_plugins, app
-from mffmoe.detector import Detector
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import MFFMoEError, ResultsLockedError, ResultsMismatchError, ScanSourceError
+from mffmoe.inference.detector import Detector
 from mffmoe.scan import ScanOptions, read_results, run_scan
 from mffmoe.scan.decode import DecodeConfig
-from mffmoe.errors import ResultsLockedError, ResultsMismatchError, ScanSourceError
 from mffmoe.scan.local_runner import LocalRunner
 from mffmoe.scan.sources import list_inputs
 from mffmoe.scan.store import ParquetStore, open_store
-
 from scan_helpers import assert_same_rows, crashing_decode, make_collection
 
 FRAMES = 4
@@ -132,7 +130,7 @@ def test_duplicates_are_analyzed_once(local_scan, collection):
     by_path = {r["path"]: r for r in rows}
     assert summary.duplicates == len(made["duplicates"])
     assert summary.analyzed == summary.inputs - summary.duplicates
-    for dup, original in zip(made["duplicates"], (made["images"][0], made["videos"][0])):
+    for dup, original in zip(made["duplicates"], (made["images"][0], made["videos"][0]), strict=True):
         pair = [by_path[str(dup)], by_path[str(original)]]
         copy = next(r for r in pair if r["duplicate_of"])
         leader = next(r for r in pair if not r["duplicate_of"])
@@ -195,7 +193,7 @@ def test_retry_errors(collection, weights, tmp_path):
     assert (retried.analyzed, retried.skipped) == (1, 1)
 
 
-_KILLED_SCAN = textwrap.dedent("""
+_KILLED_SCAN = textwrap.dedent(f"""
     import os, signal, sys
     from pathlib import Path
     from mffmoe.scan import ScanOptions, run_scan
@@ -212,12 +210,12 @@ _KILLED_SCAN = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
 
         ParquetStore.append = dying_append
-        run_scan(ScanOptions(source=Path(source), out=Path(out), weights=Path(weights), frames=%d, batch_size=4,
+        run_scan(ScanOptions(source=Path(source), out=Path(out), weights=Path(weights), frames={FRAMES}, batch_size=4,
                              workers=1), progress=False)
 
     if __name__ == "__main__":
         main()
-""" % FRAMES)
+""")
 
 
 def test_killed_scan_resumes_without_redoing_finished_inputs(collection, weights, local_scan, tmp_path):
@@ -245,10 +243,8 @@ def test_killed_scan_resumes_without_redoing_finished_inputs(collection, weights
 
 def test_results_are_locked_while_scanning(tmp_path):
     out = tmp_path / "r.parquet"
-    with open_store(out):
-        with pytest.raises(ResultsLockedError):
-            with open_store(out):
-                pass
+    with open_store(out), pytest.raises(ResultsLockedError), open_store(out):
+        pass
 
 
 def test_store_recovers_a_journal_cut_mid_line(tmp_path, local_scan):

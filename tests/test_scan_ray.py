@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from mffmoe.cli import _register_plugins, app
 from mffmoe.scan import ScanOptions, read_results, run_scan
-
 from scan_helpers import assert_same_rows, make_collection
 
 ray = pytest.importorskip("ray")
@@ -84,25 +83,25 @@ def test_scan_interrupted_on_ray_resumes_locally(ray_cluster, collection, tiny_c
 def test_decoder_crash_on_ray_becomes_an_error_row(ray_cluster, collection, tiny_ckpt, tmp_path):
     import shutil
 
-    import scan_helpers
     from ray import cloudpickle
-    from mffmoe.detector import Detector
-    from mffmoe.model.checkpoint import load_weights
-    from mffmoe.scan.assemble import NoEngine
+
+    import scan_helpers
+    from mffmoe.config import DetectorConfig
     from mffmoe.scan.decode import DecodeConfig
+    from mffmoe.scan.job import weights_info
     from mffmoe.scan.ray_runner import RayRunner, ReplicaSpec
     from mffmoe.scan.schema import weights_hash
 
-    cloudpickle.register_pickle_by_value(scan_helpers)  # Ray workers cannot import the tests folder
+    # Ray workers cannot import the tests folder (pytest puts it on sys.path in this process only)
+    cloudpickle.register_pickle_by_value(scan_helpers)
     _, made = collection
     crash = tmp_path / "crash.png"
     shutil.copyfile(made["images"][2], crash)
     paths = [str(made["images"][0]), str(crash), str(made["videos"][1]), str(made["broken"][0])]
-    _, info = load_weights(tiny_ckpt)
-    builder = Detector(NoEngine(info), info, frames=FRAMES, batch_size=4)
-    spec = ReplicaSpec(weights=str(tiny_ckpt), engine="torch", device="cpu", batch_size=4,
-                       weights_hash=weights_hash(info), threads=1)
-    runner = RayRunner(builder, spec, DecodeConfig(info.input_size, FRAMES), replicas=1,
+    config = DetectorConfig(weights=tiny_ckpt, engine="torch", device="cpu", batch_size=4, frames=FRAMES)
+    info = weights_info(config)
+    spec = ReplicaSpec(config, weights_hash=weights_hash(info))
+    runner = RayRunner(spec, DecodeConfig.of(config, info.input_size), replicas=1,
                        decode_fn=scan_helpers.crashing_decode_batch)
     with runner:
         done = {f.path: f.outcome for f in runner.run(paths)}

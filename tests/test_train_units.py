@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
+from mffmoe.errors import DatasetError
 from mffmoe.model.checkpoint import load_unfolded, load_weights
 from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.augment import AUGMENTATIONS, Augment, parse_augmentations
-from mffmoe.errors import DatasetError
-from mffmoe.train.data import SampleDataset, Sample, read_dataset, split
+from mffmoe.train.data import Sample, SampleDataset, read_dataset, split
 from mffmoe.train.trainer import TrainConfig, Trainer
 
 

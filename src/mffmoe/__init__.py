@@ -4,16 +4,17 @@ Attributes are imported lazily so that `mffmoe --help` and light submodules do n
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mffmoe._util.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "DEFAULT_ROSTER": "mffmoe.config",
+    "DetectorConfig": "mffmoe.config",
     "MFFMoEV1Config": "mffmoe.config",
-    "Detector": "mffmoe.detector",
-    "MFFMoEDetectorV1": "mffmoe.detector",
+    "Detector": "mffmoe.inference.detector",
+    "MFFMoEDetectorV1": "mffmoe.inference.host",
+    "ErrorInfo": "mffmoe.errors",
     "MFFMoEError": "mffmoe.errors",
     "ExponentialMovingAverage": "mffmoe.model.ema",
     "FramePrediction": "mffmoe.results",
@@ -22,11 +23,7 @@ _EXPORTS = {
 }
 __all__ = [*_EXPORTS, "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mffmoe' has no attribute {name!r}")
+__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

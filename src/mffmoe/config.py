@@ -126,7 +126,7 @@ class DetectorConfig(BaseModel):
     @field_validator("pooling")
     @classmethod
     def _known_pooling(cls, value: str) -> str:
-        from mffmoe.pooling import POOLINGS
+        from mffmoe.inference.pooling import POOLINGS
         if value not in POOLINGS:
             raise ValueError(f"unknown pooling {value!r}; choose from {sorted(POOLINGS)}")
         return value

@@ -1,11 +1,11 @@
 """Result schemas. Field names follow the host contract (clients parse them); ours are additions."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mffmoe.config import MODEL_NAME
+from mffmoe.config import DEFAULT_POOLING, MODEL_NAME
 
 Label = Literal["REAL", "FAKE"]
 
@@ -24,14 +24,14 @@ class _Result(BaseModel):
     prediction: Label
     confidence: float = Field(ge=0.0, le=1.0)
     processing_time: float = Field(description="seconds")
-    note: Optional[str] = None
+    note: str | None = None
     score: float = Field(ge=0.0, le=1.0, description="ensemble P(fake)")
     expert_scores: list[float] = Field(description="P(fake) of each expert, in roster order")
     threshold: float
     untrained: bool = Field(False, description="true when run with random weights (--untrained)")
     model: str = MODEL_NAME
-    experts_run: Optional[int] = Field(None, description="set by --early-exit: how many experts ran")
-    score_interval: Optional[tuple[float, float]] = Field(
+    experts_run: int | None = Field(None, description="set by --early-exit: how many experts ran")
+    score_interval: tuple[float, float] | None = Field(
         None, description="set by --early-exit: the range the full ensemble score must lie in")
 
 
@@ -46,7 +46,7 @@ class FramePrediction(BaseModel):
     timestamp: float = Field(description="seconds from the stream start")
     score: float
     prediction: Label
-    expert_scores: Optional[list[float]] = None
+    expert_scores: list[float] | None = None
 
 
 class FrameFailure(BaseModel):
@@ -58,15 +58,15 @@ class FrameFailure(BaseModel):
 class VideoAnalysisResult(_Result):
     media_type: Literal["video"] = "video"
     dimensions: dict[str, int]
-    frame_count: Optional[int] = Field(None, description="frames in the stream (true count when known)")
+    frame_count: int | None = Field(None, description="frames in the stream (true count when known)")
     frames_analyzed: int
     frames_failed: int = 0
     failed_frames: list[FrameFailure] = Field(default_factory=list)
     frame_predictions: list[FramePrediction]
-    fps: Optional[float] = None
-    duration: Optional[float] = None
-    pooling: str = "mean"
+    fps: float | None = None
+    duration: float | None = None
+    pooling: str = DEFAULT_POOLING
     metrics: dict[str, Any]
 
 
-AnalysisResult = Union[ImageAnalysisResult, VideoAnalysisResult]
+AnalysisResult = ImageAnalysisResult | VideoAnalysisResult

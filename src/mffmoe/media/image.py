@@ -45,7 +45,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None,
     limit = max_pixels or DEFAULT_MAX_PIXELS
     path = Path(path)
     try:
-        image = Image.open(path)  # reads the header only
+        image: Image.Image = Image.open(path)  # reads the header only
         w, h = image.size
         if w * h > limit:
             raise DecompressionBombError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of "

@@ -6,6 +6,8 @@ normalise the small result. Agreement with torchvision's order is tested to 1e-5
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,8 +20,11 @@ _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 def image_to_array(image: Image.Image) -> np.ndarray:
-    """RGB PIL image -> uint8 HWC array."""
-    return np.array(image.convert("RGB") if image.mode != "RGB" else image)
+    """RGB PIL image -> uint8 HWC array. Other modes are refused, not converted: decoding
+    (`media.image.to_rgb`) has made the one conversion already, with high bit depths scaled."""
+    if image.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {image.mode!r} (convert it with media.image.to_rgb)")
+    return np.array(image)
 
 
 def preprocess(image: Image.Image | np.ndarray, size: int) -> torch.Tensor:
@@ -32,7 +37,7 @@ def preprocess(image: Image.Image | np.ndarray, size: int) -> torch.Tensor:
     return x.sub_(_MEAN).div_(_STD)
 
 
-def spec_transform(size: int):
+def spec_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
     """The spec's torchvision pipeline verbatim (the reference our `preprocess` is checked against)."""
     from torchvision import transforms
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from mffmoe.errors import EmptyMediaError, MediaNotFoundError, UnreadableMediaError, UnsupportedMediaError
 
 
-class MediaKind(str, Enum):
+class MediaKind(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -30,7 +31,7 @@ def sample_indices(total: int, n: int) -> list[int]:
     return sorted(set(int(i) for i in np.linspace(0, total - 1, min(total, n), dtype=int)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class VideoInfo:
     width: int
     height: int
@@ -39,6 +40,28 @@ class VideoInfo:
     frame_count: int | None          # as the container states it (None if it does not)
     codec: str
     rotation: int = 0                # degrees, counter-clockwise, as stored in the display matrix
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """What a finished sampling pass found: the final frame indices (recomputed when the container's
+    frame count proved wrong), the frame count they come from and whether it was counted, and the
+    stream's info. Results are built from this, never from a sampler still running."""
+
+    indices: tuple[int, ...]
+    total: int
+    count_exact: bool
+    info: VideoInfo
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (scan parts cross process and machine boundaries as JSON)."""
+        return {"indices": list(self.indices), "total": self.total, "count_exact": self.count_exact,
+                "info": asdict(self.info)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoSummary:
+        return cls(tuple(int(i) for i in data["indices"]), int(data["total"]), bool(data["count_exact"]),
+                   VideoInfo(**data["info"]))
 
 
 @dataclass
@@ -87,9 +110,10 @@ class _EndOfStream(Exception):
 
 
 class VideoSampler:
-    """Iterates the sampled frames of a video in order. `indices` is final once iteration ends: when
-    the container's frame count proves wrong (the stream ends early), the indices are recomputed from
-    the true count and the missing frames are fetched; consumers keep only frames in `indices`."""
+    """Iterates the sampled frames of a video in order. When the container's frame count proves wrong
+    (the stream ends early), the indices are recomputed from the true count and the missing frames are
+    fetched, so frames yielded before that may not be among the final ones. Once iteration ends,
+    `summary` holds the final indices: consumers keep only the frames listed there."""
 
     def __init__(self, path: str | os.PathLike[str], n_frames: int) -> None:
         self.path = Path(path)
@@ -112,6 +136,7 @@ class VideoSampler:
             self.total = self.count_frames()
         self.count_exact = False
         self.indices = sample_indices(self.total, n_frames)
+        self.summary: VideoSummary | None = None  # set when iteration ends
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def count_frames(self) -> int:
@@ -150,15 +175,16 @@ class VideoSampler:
                 for sample in self._sample([i for i in self.indices if i not in done]):
                     done.add(sample.frame_index)
                     yield sample
-                return
+                break
             except _EndOfStream as end:
                 if self.count_exact:  # recomputed once already: what is left does not exist
-                    return
+                    break
                 # The stream ended before a wanted frame: the stated count was wrong. Use the true one.
                 self.total = end.total or self.count_frames()
                 self.count_exact = True
                 self.indices = sample_indices(self.total, self.n_frames)
                 done &= set(self.indices)
+        self.summary = VideoSummary(tuple(self.indices), self.total, self.count_exact, self.info)
 
     def _locate(self, target: int) -> tuple[Iterator[av.VideoFrame], int | None]:
         """Seek to the key frame before `target`; step further back if the seek overshot it."""
@@ -194,17 +220,20 @@ class VideoSampler:
                     decoder, position = self._locate(target)
             found = None
             if held is not None:
-                idx, frame = held
+                held_index, held_frame = held
                 held = None
-                if idx == target:
-                    found = frame
+                if held_index == target:
+                    found = held_frame
             while found is None:
+                assert decoder is not None  # a held frame came from one
                 frame = next(decoder, None)
                 if frame is None:
                     raise _EndOfStream(last_seen + 1 if last_seen >= 0 else None)
-                idx = self._index_of(frame)
-                if idx is None or (position is not None and idx <= position):
+                stamped = self._index_of(frame)
+                if stamped is None or (position is not None and stamped <= position):
                     idx = (position if position is not None else -1) + 1  # count when timestamps fail us
+                else:
+                    idx = stamped
                 position = idx
                 last_seen = max(last_seen, idx)
                 if idx == target:
@@ -217,7 +246,8 @@ class VideoSampler:
                 continue
             try:
                 rotation = int(found.rotation or 0)
-                self.info.rotation = rotation
+                if rotation != self.info.rotation:
+                    self.info = replace(self.info, rotation=rotation)
                 image = rotate(found.to_ndarray(format="rgb24"), rotation)
                 yield SampledFrame(target, self._timestamp(found, target), image)
             except (av.FFmpegError, ValueError) as e:
@@ -226,13 +256,8 @@ class VideoSampler:
     def close(self) -> None:
         self.container.close()
 
-    def __enter__(self) -> "VideoSampler":
+    def __enter__(self) -> VideoSampler:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
-    with VideoSampler(path, 1) as sampler:
-        return sampler.info

@@ -1,7 +1,7 @@
 """The MFF-MoE ensemble: a roster of experts whose P(fake) are averaged."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -11,7 +11,8 @@ from mffmoe.model.experts import build_expert
 
 
 class MFFMoE(nn.Module):
-    """`forward` returns per-expert P(fake) [B, E]; the ensemble score is their mean (`score`)."""
+    """`forward` returns per-expert P(fake) [B, E]; the ensemble score is their mean, taken in one place
+    (`mffmoe.inference.assemble.ensemble_score`), where the engines' float64 scores arrive."""
 
     def __init__(self, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE) -> None:
         super().__init__()
@@ -23,10 +24,6 @@ class MFFMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([expert.probability(x) for expert in self.experts], dim=1)
-
-    @staticmethod
-    def score(expert_probs: torch.Tensor) -> torch.Tensor:
-        return expert_probs.mean(dim=1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,18 +1,17 @@
-"""Scans of whole collections: resumable, deduplicated, on one machine or on Ray (`mffmoe scan`)."""
+"""Scans of whole collections: resumable, deduplicated, on one machine or on Ray (`mffmoe scan`).
+
+Attributes are imported lazily: pyarrow, Ray and torch load only when a scan is actually used.
+"""
 from __future__ import annotations
 
-__all__ = ["ScanOptions", "ScanSummary", "read_results", "run_scan"]
+from mffmoe._util.lazy import lazy_exports
 
+_EXPORTS = {
+    "ScanOptions": "mffmoe.scan.job",
+    "run_scan": "mffmoe.scan.job",
+    "ScanSummary": "mffmoe.scan.progress",
+    "read_results": "mffmoe.scan.store",
+}
+__all__ = list(_EXPORTS)
 
-def __getattr__(name: str):
-    # Lazy: pyarrow, Ray and torch load only when a scan is actually used.
-    if name in ("ScanOptions", "run_scan"):
-        from mffmoe.scan import job
-        return getattr(job, name)
-    if name == "ScanSummary":
-        from mffmoe.scan.progress import ScanSummary
-        return ScanSummary
-    if name == "read_results":
-        from mffmoe.scan.store import read_results
-        return read_results
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

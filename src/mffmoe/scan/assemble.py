@@ -1,21 +1,20 @@
 """Scored parts in (any order, any interleaving of files), finished results out.
 
 A video's frames may be scored on different replicas and arrive in any order; its VIDEO_END part says how
-many parts to expect. Results are built by the detector's own code, so they equal `mffmoe analyze`.
+many parts to expect. Results are built by `mffmoe.inference.assemble`, the functions `Detector` uses, so
+they equal `mffmoe analyze`.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Sequence
+from typing import Any
 
-import numpy as np
-
-from mffmoe.detector import Detector
+from mffmoe.config import DetectorConfig
 from mffmoe.errors import ErrorInfo, MFFMoEError
-from mffmoe.media.video import VideoInfo
-from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.inference.assemble import ScoredFrame, image_result, video_result
+from mffmoe.inference.detector import Detector
+from mffmoe.inference.pooling import Pooling, get_pooling
+from mffmoe.media.video import VideoSummary
 from mffmoe.results import AnalysisResult, FrameFailure
 from mffmoe.scan.decode import ERROR, FRAME, FRAME_ERROR, IMAGE, VIDEO_END, Part
 
@@ -29,32 +28,30 @@ class Finished:
 
 @dataclass
 class _Video:
-    scored: dict[int, tuple[float, float, np.ndarray]] = field(default_factory=dict)
+    scored: dict[int, ScoredFrame] = field(default_factory=dict)
     failures: dict[int, FrameFailure] = field(default_factory=dict)
-    end: dict | None = None
+    end: dict[str, Any] | None = None
     seconds: float = 0.0
 
 
-class NoEngine:
-    """Stands in for an engine where results are built but the model runs elsewhere (the Ray driver)."""
-
-    name = device = "none"
-
-    def __init__(self, info: CheckpointInfo) -> None:
-        self.roster = info.roster
-        self.input_size = info.input_size
-
-    def predict(self, batch) -> np.ndarray:
-        raise RuntimeError("this detector only builds results; inference runs on the scan's replicas")
-
-    def predict_experts(self, batch, experts: Sequence[int]) -> np.ndarray:
-        return self.predict(batch)
-
-
 class Assembler:
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
+    """Builds results as a detector with these settings would (early exit is not used in scans)."""
+
+    def __init__(self, threshold: float, pooling: Pooling, untrained: bool, model_name: str) -> None:
+        self.threshold = threshold
+        self.pooling = pooling
+        self.untrained = untrained
+        self.model_name = model_name
         self._videos: dict[str, _Video] = {}
+
+    @classmethod
+    def for_detector(cls, detector: Detector) -> Assembler:
+        return cls(detector.threshold, detector.pool, detector.untrained, detector.model_name)
+
+    @classmethod
+    def for_config(cls, config: DetectorConfig) -> Assembler:
+        """Where the model runs elsewhere (the Ray driver): the settings are all it needs."""
+        return cls(config.threshold, get_pooling(config.pooling), config.untrained, config.model_name)
 
     @property
     def open_files(self) -> list[str]:
@@ -65,24 +62,24 @@ class Assembler:
         self._videos.pop(key, None)
 
     def add(self, part: Part) -> list[Finished]:
-        d = self.detector
+        m = part.meta
         if part.kind == IMAGE:
-            result = d._image_result(part.experts, {"width": part.meta["width"], "height": part.meta["height"]},
-                                     part.seconds, d.threshold)
+            assert part.experts is not None, "image parts are scored before they are assembled"
+            result = image_result(part.experts, {"width": m["width"], "height": m["height"]}, part.seconds,
+                                  threshold=self.threshold, untrained=self.untrained, model_name=self.model_name)
             return [Finished(part.key, result, part.seconds)]
         if part.kind == ERROR:
-            return [Finished(part.key, ErrorInfo(**part.meta), part.seconds)]
+            return [Finished(part.key, ErrorInfo(**m), part.seconds)]
         video = self._videos.setdefault(part.key, _Video())
         video.seconds += part.seconds
         if part.kind == FRAME:
-            m = part.meta
-            video.scored[m["frame_index"]] = (m["timestamp"], float(np.mean(part.experts)), part.experts)
+            assert part.experts is not None, "frame parts are scored before they are assembled"
+            video.scored[m["frame_index"]] = ScoredFrame(m["frame_index"], m["timestamp"], part.experts)
         elif part.kind == FRAME_ERROR:
-            m = part.meta
             video.failures[m["frame_index"]] = FrameFailure(frame_index=m["frame_index"], timestamp=m["timestamp"],
                                                             error=m["error"])
         elif part.kind == VIDEO_END:
-            video.end = part.meta
+            video.end = m
         else:
             raise ValueError(f"unknown part kind {part.kind!r}")
         # Frames are counted by index, so a part delivered twice (a retried task) cannot end a video early.
@@ -93,15 +90,12 @@ class Assembler:
 
     def _video_outcome(self, path: str, video: _Video) -> AnalysisResult | ErrorInfo:
         end = video.end
+        assert end is not None
         if "error" in end:
             return ErrorInfo(**end["error"])
-        sampler = SimpleNamespace(indices=end["indices"], total=end["total"], count_exact=end["count_exact"],
-                                  info=VideoInfo(**end["info"]))
         try:
-            result = self.detector._video_result(path, sampler, video.scored, video.failures,
-                                                 self.detector.pooling, self.detector.threshold,
-                                                 time.perf_counter())
+            return video_result(path, VideoSummary.from_dict(end["summary"]), video.scored, video.failures,
+                                video.seconds, pooling=self.pooling, threshold=self.threshold,
+                                untrained=self.untrained, model_name=self.model_name)
         except MFFMoEError as e:
             return ErrorInfo.of(e)
-        result.processing_time = video.seconds
-        return result

@@ -1,26 +1,23 @@
 """The decoding stage: a file in, a stream of parts out (an image, or a video's sampled frames one by
-one, then a summary). It runs on worker processes (local scans) or Ray tasks, and does exactly what
-`Detector.analyze` does before inference, with the same functions, so scan rows equal analyze results.
+one, then its summary). It runs on worker processes (local scans) or Ray tasks and decodes with
+`mffmoe.media.source`, as `Detector.analyze` does, so scan rows equal analyze results.
+
+Pixels cross the process boundary as the normalised float32 model input ([3, S, S]): preprocessing must
+equal the spec's transform to 1e-5, and it resizes in float, so the decoded frame cannot be sent smaller.
 """
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from mffmoe.errors import (
-    ErrorInfo,
-    MFFMoEError,
-    UnexpectedDecodeError,
-    VideoDecodeError,
-)
-from mffmoe.media.image import load_image
-from mffmoe.media.preprocess import preprocess
-from mffmoe.media.probe import MediaKind, probe_kind
-from mffmoe.media.video import VideoSampler
+from mffmoe.config import DetectorConfig
+from mffmoe.errors import ErrorInfo, MFFMoEError
+from mffmoe.media.source import VideoItem, open_media
 
 #: Part kinds. Parts with pixels go through the model; the others carry what assembling needs.
 IMAGE, FRAME, FRAME_ERROR, VIDEO_END, ERROR = "image", "frame", "frame_error", "video_end", "error"
@@ -31,6 +28,11 @@ class DecodeConfig:
     input_size: int
     frames: int
     max_image_pixels: int | None = None
+
+    @classmethod
+    def of(cls, config: DetectorConfig, input_size: int) -> DecodeConfig:
+        """What decoding needs of a detector configuration (`input_size` is the weights')."""
+        return cls(input_size, config.frames, config.max_image_pixels)
 
 
 @dataclass
@@ -44,8 +46,7 @@ class Part:
 
 
 def _error(key: str, error: BaseException, seconds: float) -> Part:
-    rec = ErrorInfo.of(error)
-    return Part(key, ERROR, {"type": rec.type, "kind": rec.kind, "message": rec.message}, seconds=seconds)
+    return Part(key, ERROR, ErrorInfo.of(error).to_dict(), seconds=seconds)
 
 
 def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
@@ -53,46 +54,35 @@ def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
     VIDEO_END carrying the error, once some frames were sent)."""
     start = time.perf_counter()
     try:
-        kind = probe_kind(path)
-        if kind is MediaKind.IMAGE:
-            image = load_image(path, cfg.max_image_pixels)
-            pixels = preprocess(image, cfg.input_size).numpy()
-            yield Part(path, IMAGE, {"width": image.width, "height": image.height}, pixels,
-                       seconds=time.perf_counter() - start)
-            return
-        sampler = VideoSampler(path, cfg.frames)
+        item = open_media(path, cfg.input_size, cfg.frames, cfg.max_image_pixels)
     except MFFMoEError as e:
         yield _error(path, e, time.perf_counter() - start)
         return
-    except Exception as e:  # a decoder bug or an exotic failure: a row that says so, not a crashed scan
-        yield _error(path, UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}"), time.perf_counter() - start)
+    if not isinstance(item, VideoItem):
+        yield Part(path, IMAGE, item.dimensions, item.pixels.numpy(), seconds=item.seconds)
         return
     sent = 0
     error: ErrorInfo | None = None
     mark = time.perf_counter()
     try:
-        with sampler:
-            for sample in sampler:
-                if sample.image is None:
-                    part = Part(path, FRAME_ERROR, {"frame_index": sample.frame_index,
-                                                    "timestamp": sample.timestamp, "error": sample.error})
+        with item:
+            for frame in item.frames():
+                where = {"frame_index": frame.frame_index, "timestamp": frame.timestamp}
+                if frame.pixels is None:
+                    part = Part(path, FRAME_ERROR, {**where, "error": frame.error})
                 else:
-                    part = Part(path, FRAME, {"frame_index": sample.frame_index, "timestamp": sample.timestamp},
-                                preprocess(sample.image, cfg.input_size).numpy())
+                    part = Part(path, FRAME, where, frame.pixels.numpy())
                 now = time.perf_counter()
                 part.seconds, mark = now - mark, now
                 sent += 1
                 yield part
     except MFFMoEError as e:
         error = ErrorInfo.of(e)
-    except Exception as e:  # as Detector._analyze_video words it
-        error = ErrorInfo.of(VideoDecodeError(f"{path}: decoding failed ({type(e).__name__}: {e})"))
     meta: dict[str, Any] = {"parts": sent}
     if error is not None:
         meta["error"] = asdict(error)
     else:
-        meta.update(indices=list(sampler.indices), total=sampler.total, count_exact=sampler.count_exact,
-                    info=asdict(sampler.info))
+        meta["summary"] = item.summary.to_dict()
     yield Part(path, VIDEO_END, meta, seconds=time.perf_counter() - mark)
 
 

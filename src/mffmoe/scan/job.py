@@ -5,20 +5,20 @@ content hash, and knowing every input's fate up front lets the progress bar show
 """
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.console import Console
 
-from mffmoe.config import DEFAULT_FRAMES, DEFAULT_THRESHOLD, resolve_weights_dir
-from mffmoe.detector import Detector
-from mffmoe.errors import ScanSourceError
-from mffmoe.pooling import get_pooling
-from mffmoe.scan.assemble import NoEngine
+from mffmoe.config import DetectorConfig, config_error, nest_detector_fields, resolve_weights_dir
+from mffmoe.errors import CheckpointFormatError, MissingEMAError, ScanSourceError
+from mffmoe.model.checkpoint import SAFETENSORS_FORMAT, CheckpointInfo, _locate, read_manifest
 from mffmoe.scan.decode import DecodeConfig
 from mffmoe.scan.plan import Action, Planner, check_identity
 from mffmoe.scan.progress import ScanProgress, ScanSummary
@@ -26,65 +26,100 @@ from mffmoe.scan.schema import ScanSettings, copy_row, make_row, weights_hash
 from mffmoe.scan.sources import HashedInput, list_inputs
 from mffmoe.scan.store import open_store
 
+if TYPE_CHECKING:
+    from mffmoe.scan.local_runner import LocalRunner
+    from mffmoe.scan.ray_runner import RayRunner
 
-@dataclass
-class ScanOptions:
+
+class ScanOptions(BaseModel):
+    """One scan: SOURCE, RESULTS, the detector (its DetectorConfig fields may also be given flat,
+    `ScanOptions(frames=8)`) and how to run it."""
+
+    model_config = ConfigDict(extra="forbid")
+
     source: Path
     out: Path
-    weights: Optional[Path] = None
-    frames: int = DEFAULT_FRAMES
-    engine: str = "torch"
-    device: str = "auto"
-    batch_size: int = 16
-    threshold: float = DEFAULT_THRESHOLD
-    pooling: str = "mean"
-    fmt: str = "auto"                    # parquet | jsonl | auto (by the name of out)
-    workers: Optional[int] = None        # local decode processes
-    hash_threads: int = 8
-    ray: Optional[str] = None            # None: one machine; "": $RAY_ADDRESS or a new local Ray; else an address
-    replicas: Optional[int] = None
-    replica_cpus: Optional[int] = None
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    fmt: str = "auto"                      # parquet | jsonl | auto (by the name of out)
+    workers: int | None = Field(None, ge=1, description="local decode processes")
+    hash_threads: int = Field(8, ge=1)
+    ray: str | None = Field(None, description='None: one machine; "": $RAY_ADDRESS or a new local Ray; '
+                                              'else an address')
+    replicas: int | None = Field(None, ge=1)
+    replica_cpus: int | None = Field(None, ge=1)
     retry_errors: bool = False
-    untrained: bool = False
-    allow_missing_ema: bool = False
-    max_image_pixels: Optional[int] = None
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise config_error(e, "scan options") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_detector_fields(cls, data: Any) -> Any:
+        return nest_detector_fields(data)
+
+    @model_validator(mode="after")
+    def _no_early_exit(self) -> ScanOptions:
+        if self.detector.early_exit:  # scans batch frames of many files: there is no per-video decision
+            raise ValueError("early exit is not available in scans")
+        return self
 
 
-def _detector_kwargs(o: ScanOptions) -> dict[str, Any]:
-    return dict(batch_size=o.batch_size, threshold=o.threshold, frames=o.frames, pooling=o.pooling,
-                max_image_pixels=o.max_image_pixels)
+def weights_info(config: DetectorConfig) -> CheckpointInfo:
+    """The identity of the weights `config` names, from metadata only (manifest, file names, the
+    safetensors header): what the Ray driver needs without loading a model. The replicas load and
+    check the tensors themselves."""
+    if config.untrained:
+        return CheckpointInfo(source="untrained", layout="untrained", roster=config.roster,
+                              input_size=config.input_size, ema=False)
+    where, layout = _locate(resolve_weights_dir(config.weights))
+    where = where.resolve()  # every node loads the same path
+    if layout is None:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(where), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") != SAFETENSORS_FORMAT:
+                raise CheckpointFormatError(f"{where}: not an mffmoe file (metadata format {meta.get('format')!r})")
+            return CheckpointInfo(source=str(where), layout="safetensors", roster=tuple(json.loads(meta["roster"])),
+                                  input_size=int(meta["input_size"]), ema=json.loads(meta.get("ema_folded", "true")),
+                                  files={"safetensors": str(where)})
+        except SafetensorError as e:
+            raise CheckpointFormatError(f"{where}: not a readable safetensors file ({e})") from e
+        except (KeyError, ValueError) as e:
+            raise CheckpointFormatError(f"{where}: bad mffmoe metadata ({e})") from e
+    roster, input_size = read_manifest(where)
+    weights, ema = where / layout.weights, where / layout.ema
+    if not ema.exists() and not config.allow_missing_ema:
+        raise MissingEMAError(f"{ema} is missing. MFF-MoE runs on its EMA weights, which live in that file; "
+                              f"pass --allow-missing-ema to scan with the raw weights in {weights.name}.")
+    files = {"weights": str(weights), **({"ema": str(ema)} if ema.exists() else {})}
+    return CheckpointInfo(source=str(where), layout=layout.name, roster=roster, input_size=input_size,
+                          ema=ema.exists(), files=files)
 
 
-def _make_runner(o: ScanOptions):
-    """The detector that builds results here, the runner, and the weights identity."""
+def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str]:
+    """The runner and the weights identity."""
     if o.ray is None:
+        from mffmoe.inference.detector import Detector
         from mffmoe.scan.local_runner import LocalRunner
 
-        if o.untrained:
-            detector = Detector.untrained(device=o.device, engine=o.engine, **_detector_kwargs(o))
-        else:
-            detector = Detector.from_dir(o.weights, device=o.device, engine=o.engine,
-                                         allow_missing_ema=o.allow_missing_ema, **_detector_kwargs(o))
-        cfg = DecodeConfig(detector.input_size, o.frames, o.max_image_pixels)
-        return detector, LocalRunner(detector, cfg, o.workers, o.hash_threads), weights_hash(detector.info)
+        detector = Detector.from_config(o.detector)
+        cfg = DecodeConfig.of(o.detector, detector.input_size)
+        return LocalRunner(detector, cfg, o.workers, o.hash_threads), weights_hash(detector.info)
 
-    from mffmoe.model.checkpoint import load_weights, untrained_model
     from mffmoe.scan.ray_runner import RayRunner, ReplicaSpec
 
     # The driver only needs the checkpoint's identity; the replicas load the model where they run.
-    if o.untrained:
-        model, info = untrained_model(seed=0)
-    else:
-        model, info = load_weights(resolve_weights_dir(o.weights), allow_missing_ema=o.allow_missing_ema)
-    del model
-    builder = Detector(NoEngine(info), info, untrained=o.untrained, **_detector_kwargs(o))
+    info = weights_info(o.detector)
     identity = weights_hash(info)
-    spec = ReplicaSpec(weights=None if o.untrained else str(Path(info.source).resolve()), engine=o.engine,
-                       device=o.device, batch_size=o.batch_size, weights_hash=identity, threads=1,
-                       untrained=o.untrained, allow_missing_ema=o.allow_missing_ema, roster=info.roster,
-                       input_size=info.input_size)
-    cfg = DecodeConfig(info.input_size, o.frames, o.max_image_pixels)
-    return builder, RayRunner(builder, spec, cfg, o.ray, o.replicas, o.replica_cpus), identity
+    replica = o.detector if o.detector.untrained else o.detector.model_copy(update={"weights": Path(info.source)})
+    spec = ReplicaSpec(replica, weights_hash=identity)
+    runner = RayRunner(spec, DecodeConfig.of(o.detector, info.input_size), o.ray, o.replicas, o.replica_cpus)
+    return runner, identity
 
 
 def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | None = None,
@@ -92,9 +127,7 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
     """Run (or resume) a scan. Raises MFFMoEError subclasses for setup problems; bad files are rows."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    get_pooling(o.pooling)
-    if o.frames < 1 or o.batch_size < 1:
-        raise ValueError("frames and batch size must be at least 1")
+    d = o.detector
     store = open_store(o.out, o.fmt)
     owned = [os.path.abspath(p) for p in store.paths]
     source = os.path.abspath(o.source)
@@ -103,9 +136,9 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
     inputs = [p for p in list_inputs(o.source)
               if not any(p == q or p.startswith(q + os.sep) for q in owned)]
     summary = ScanSummary(inputs=len(inputs), out=str(o.out))
-    builder, runner, identity = _make_runner(o)
-    settings = ScanSettings(model=builder.model_name, weights_hash=identity, engine=o.engine, frames=o.frames,
-                            pooling=o.pooling, threshold=o.threshold)
+    runner, identity = _make_runner(o)
+    settings = ScanSettings(model=d.model_name, weights_hash=identity, engine=d.engine, frames=d.frames,
+                            pooling=d.pooling, threshold=d.threshold)
 
     with store, runner, ScanProgress(console, progress) as bar:
         summary.runner = runner.describe()
@@ -129,12 +162,15 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
             if decision.action is Action.SKIP:
                 summary.skipped += 1
             elif decision.action is Action.UNREADABLE:
+                assert item.error is not None  # unreadable: its error came instead of a hash
                 summary.unreadable += 1
                 write(make_row(item.path, None, None, item.error, 0.0, settings))
             elif decision.action is Action.COPY:
+                assert item.content_hash is not None and decision.source is not None
                 summary.copied += 1
                 write(copy_row(planner.stored_row(item.content_hash), item.path, decision.source))
             elif decision.action is Action.DUPLICATE:
+                assert decision.source is not None
                 summary.duplicates += 1
                 followers.setdefault(decision.source, []).append(item)
             else:
@@ -148,15 +184,16 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
         try:
             with closing(runner.run(todo)) as finished:  # stop workers at once if we leave early
                 for done in finished:
-                    item = hashed.pop(done.path, None)
-                    if item is None:
+                    leader = hashed.pop(done.path, None)
+                    if leader is None:
                         continue  # already written (a part delivered twice)
                     summary.analyzed += 1
-                    row = make_row(item.path, item.content_hash, item.size, done.outcome, done.seconds, settings)
+                    row = make_row(leader.path, leader.content_hash, leader.size, done.outcome, done.seconds,
+                                   settings)
                     write(row)
-                    dups = followers.pop(item.path, [])
+                    dups = followers.pop(leader.path, [])
                     for dup in dups:
-                        write(copy_row(row, dup.path, item.path))
+                        write(copy_row(row, dup.path, leader.path))
                     bar.advance(1 + len(dups), failed=(1 + len(dups)) if row["error_type"] else 0)
         finally:
             summary.scan_seconds = time.perf_counter() - scan_start

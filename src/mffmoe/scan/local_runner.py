@@ -14,15 +14,17 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterable, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 
-from mffmoe.detector import Detector
 from mffmoe.errors import DecoderCrashError, ErrorInfo
+from mffmoe.inference.batching import score_items
+from mffmoe.inference.detector import Detector
 from mffmoe.scan.assemble import Assembler, Finished
 from mffmoe.scan.decode import DecodeConfig, Part, decode_file
 from mffmoe.scan.sources import HashedInput, hash_inputs
@@ -78,7 +80,7 @@ class LocalRunner:
         self._lock = threading.Lock()
         self._next_id = 0
 
-    def __enter__(self) -> "LocalRunner":
+    def __enter__(self) -> LocalRunner:
         # Start the fork server now: it imports torch and PyAV while the inputs are being hashed.
         from multiprocessing import forkserver
 
@@ -112,7 +114,7 @@ class LocalRunner:
     def _read(self, out: queue.Queue, stop: threading.Event) -> None:
         """Reader thread: worker messages -> `out`, in order per worker; a death is reported after the
         dead worker's last message, so the file it died on is the one it had not finished."""
-        def put(item) -> bool:
+        def put(item: tuple[Any, ...]) -> bool:
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.2)
@@ -166,10 +168,8 @@ class LocalRunner:
             if abort:
                 w.proc.terminate()
                 continue
-            try:
+            with suppress(BrokenPipeError, OSError):
                 w.tasks.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         deadline = time.monotonic() + 5.0
         for w in workers:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -183,10 +183,10 @@ class LocalRunner:
             w.results.close()
 
     # -- the scan ----------------------------------------------------------------------------------
-    def run(self, todo: list[str]) -> Iterator[Finished]:
+    def run(self, todo: list[str]) -> Generator[Finished, None, None]:
         if not todo:
             return
-        assembler = Assembler(self.detector)
+        assembler = Assembler.for_detector(self.detector)
         pending = deque(todo)
         out: queue.Queue = queue.Queue(maxsize=self.queue_parts)
         stop = threading.Event()
@@ -209,12 +209,11 @@ class LocalRunner:
                     w.outstanding.append(path)
 
         def score() -> Iterator[Finished]:
-            t0 = time.perf_counter()
-            experts = self.detector.score_batch(torch.from_numpy(np.stack([p.pixels for p in batch])))
-            share = (time.perf_counter() - t0) / len(batch)
+            pixels = [p.pixels for p in batch if p.pixels is not None]  # all: only parts with pixels are batched
+            experts, share = score_items(self.detector.engine, pixels, self.detector.batch_size)
             done = list(batch)
             batch.clear()
-            for part, row in zip(done, experts):
+            for part, row in zip(done, experts, strict=True):
                 part.pixels, part.experts = None, row
                 part.seconds += share
                 yield from assembler.add(part)

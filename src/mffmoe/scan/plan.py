@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +12,7 @@ from mffmoe.scan.schema import IDENTITY_COLUMNS, ScanSettings
 from mffmoe.scan.sources import HashedInput
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     SCAN = "scan"            # analyze it
     SKIP = "skip"            # RESULTS has this path with this content: nothing to do
     COPY = "copy"            # RESULTS has this content under another path: reuse that row
@@ -51,10 +51,10 @@ class Planner:
         paths = previous.column("path").to_pylist()
         hashes = previous.column("content_hash").to_pylist()
         failed = previous.column("error_type").is_valid().to_pylist()
-        self._done = {p: h for p, h, bad in zip(paths, hashes, failed) if not (retry_errors and bad)}
+        self._done = {p: h for p, h, bad in zip(paths, hashes, failed, strict=True) if not (retry_errors and bad)}
         # Rows worth reusing for other paths with the same bytes: successful analyses only.
         self._by_hash: dict[str, int] = {}
-        for i, (h, bad) in enumerate(zip(hashes, failed)):
+        for i, (h, bad) in enumerate(zip(hashes, failed, strict=True)):
             if h is not None and not bad:
                 self._by_hash.setdefault(h, i)
         self._leaders: dict[str, str] = {}  # content hash -> path analyzed in this run

@@ -2,10 +2,10 @@
 lines when stderr is not a terminal (batch jobs), and a summary at the end."""
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console
@@ -15,11 +15,14 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
+
+from mffmoe.config import env
 
 
 @dataclass
@@ -88,24 +91,25 @@ class ScanProgress:
 
     def __init__(self, console: Console, enabled: bool | None = None, log_every: float = 30.0) -> None:
         if enabled is None:
-            enabled = console.is_terminal or bool(os.environ.get("MFFMOE_PROGRESS"))
+            enabled = console.is_terminal or env().progress
         self.console = console
         self.enabled = enabled
         self.log_every = log_every
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
                                   TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[failed]}"),
                                   console=console, disable=not enabled, transient=False)
-        self._task = None
+        self._task: TaskID | None = None
         self._name = ""
         self._done = self._total = self._failed = 0
         self._start = self._last_log = time.monotonic()
 
-    def __enter__(self) -> "ScanProgress":
+    def __enter__(self) -> ScanProgress:
         self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.__exit__(exc_type, exc, tb)
 
     def phase(self, name: str, total: int) -> None:
         if self._task is not None:
@@ -115,6 +119,7 @@ class ScanProgress:
         self._task = self._progress.add_task(name, total=total, failed="")
 
     def advance(self, n: int = 1, failed: int = 0) -> None:
+        assert self._task is not None, "phase() starts a phase before it advances"
         self._done += n
         self._failed += failed
         self._progress.update(self._task, advance=n,

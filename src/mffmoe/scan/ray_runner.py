@@ -15,15 +15,16 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import time
 import warnings
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
 
 import numpy as np
 
-from mffmoe.detector import Detector
+from mffmoe.config import DetectorConfig
 from mffmoe.errors import DecoderCrashError, ErrorInfo, ScanError
+from mffmoe.inference.batching import score_items
+from mffmoe.inference.detector import Detector
 from mffmoe.scan.assemble import Assembler, Finished
 from mffmoe.scan.cores import claim_cores
 from mffmoe.scan.decode import DecodeConfig, decode_file, from_columns, to_columns
@@ -33,33 +34,20 @@ from mffmoe.scan.sources import HashedInput, hash_file
 #: Files per decode task: small enough to spread work and isolate failures, large enough that task
 #: overhead stays negligible.
 FILES_PER_TASK = 8
-#: Retries of a decode task whose worker process died. None: the files of a failed task get their second
-#: attempt in `run`'s second pass, one file per task, which also isolates the culprit.
+#: Retries of a decode task whose worker process died: none here. The files of a failed task get their
+#: second attempt in `run`'s second pass instead, one file per task, which also isolates the culprit.
 DECODE_RETRIES = 0
 
 
 @dataclass(frozen=True)
 class ReplicaSpec:
-    """How a replica builds its detector (it loads the weights itself, from the same path)."""
+    """How a replica builds its detector: `Detector.from_config(detector)`, the weights loaded where it runs
+    from the same (absolute) path, which must hash to `weights_hash`. `threads` (and the device) are
+    set when the replicas are planned for the cluster."""
 
-    weights: str | None
-    engine: str
-    device: str
-    batch_size: int
+    detector: DetectorConfig
     weights_hash: str
-    threads: int
-    untrained: bool = False
-    allow_missing_ema: bool = False
-    roster: tuple[str, ...] | None = None
-    input_size: int | None = None
-
-
-def build_detector(spec: ReplicaSpec) -> Detector:
-    if spec.untrained:
-        return Detector.untrained(spec.roster, spec.input_size, device=spec.device, engine=spec.engine,
-                                  batch_size=spec.batch_size)
-    return Detector.from_dir(spec.weights, device=spec.device, engine=spec.engine, batch_size=spec.batch_size,
-                             allow_missing_ema=spec.allow_missing_ema)
+    threads: int | None = None
 
 
 class Replica:
@@ -68,26 +56,25 @@ class Replica:
     def __init__(self, spec: ReplicaSpec) -> None:
         import torch
 
+        if spec.threads is None:
+            raise ScanError("internal error: a replica was started before the replicas were planned")
         # A core group of its own, before the engine sizes its thread pools from the affinity.
         self.cores = claim_cores(spec.threads)
         torch.set_num_threads(max(1, spec.threads))
-        self.detector = build_detector(spec)
+        self.detector = Detector.from_config(spec.detector)
         found = weights_hash(self.detector.info)
         if found != spec.weights_hash:
-            raise ScanError(f"replica on {socket.gethostname()} loaded weights {found} from {spec.weights}, but "
-                            f"the driver has {spec.weights_hash}: every node needs the same weights at that path")
+            raise ScanError(f"replica on {socket.gethostname()} loaded weights {found} from {spec.detector.weights}, "
+                            f"but the driver has {spec.weights_hash}: every node needs the same weights at that path")
         self.input_size = self.detector.input_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         parts = from_columns(batch, self.input_size)
         todo = [p for p in parts if p.pixels is not None]
         if todo:
-            t0 = time.perf_counter()
-            experts = self.detector.score_batch(torch.from_numpy(np.stack([p.pixels for p in todo])))
-            share = (time.perf_counter() - t0) / len(todo)
-            for part, row in zip(todo, experts):
+            pixels = [p.pixels for p in todo if p.pixels is not None]
+            experts, share = score_items(self.detector.engine, pixels, self.detector.batch_size)
+            for part, row in zip(todo, experts, strict=True):
                 part.pixels, part.experts = None, row
                 part.seconds += share
         return to_columns(parts)
@@ -113,11 +100,10 @@ def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class RayRunner:
     name = "ray"
 
-    def __init__(self, builder: Detector, spec: ReplicaSpec, cfg: DecodeConfig, address: str | None = None,
+    def __init__(self, spec: ReplicaSpec, cfg: DecodeConfig, address: str | None = None,
                  replicas: int | None = None, replica_cpus: int | None = None,
                  decode_fn: Callable[..., Iterator[dict[str, np.ndarray]]] = decode_batch) -> None:
         self.decode_fn = decode_fn
-        self.builder = builder  # builds results on the driver; it never runs the model
         self.spec = spec
         self.cfg = cfg
         self.address = address
@@ -126,7 +112,7 @@ class RayRunner:
         self._started = False
 
     # -- cluster -----------------------------------------------------------------------------------
-    def __enter__(self) -> "RayRunner":
+    def __enter__(self) -> RayRunner:
         import ray
         import ray.data
 
@@ -165,9 +151,10 @@ class RayRunner:
         the cluster's CPUs in Ray's bookkeeping, so decode tasks always find room to run."""
         cpus = float(resources.get("CPU", 1.0))
         gpus = int(resources.get("GPU", 0))
-        if self.spec.device == "cuda" and gpus < 1:
+        asked = self.spec.detector.device
+        if asked == "cuda" and gpus < 1:
             raise ScanError("--device cuda was asked for, but the Ray cluster has no GPUs")
-        self.use_gpu = gpus >= 1 and self.spec.device in ("auto", "cuda")
+        self.use_gpu = gpus >= 1 and asked in ("auto", "cuda")
         if self.use_gpu:
             self.n_replicas = self.replicas or gpus
             threads = self.replica_cpus or 2
@@ -179,7 +166,8 @@ class RayRunner:
             threads = self.replica_cpus or max(1, int(cpus // self.n_replicas))
             self.cpus_per_replica = min(float(threads), cpus / (2 * self.n_replicas))
             device = "cpu"
-        self.spec = replace(self.spec, device=device, threads=threads)
+        self.spec = replace(self.spec, detector=self.spec.detector.model_copy(update={"device": device}),
+                            threads=threads)
         self.cluster = f"{cpus:g} CPU(s), {gpus} GPU(s)"
 
     def describe(self) -> str:
@@ -193,7 +181,8 @@ class RayRunner:
 
         if not paths:
             return
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=min(len(paths), 1000))
+        ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths],
+                                                   override_num_blocks=min(len(paths), 1000))
         ds = ds.map_batches(_hash_batch, batch_size=64, batch_format="numpy", num_cpus=0.5)
         found: dict[str, HashedInput] = {}
         for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -210,29 +199,30 @@ class RayRunner:
         for path in paths:
             yield found[path]
 
-    def _pipeline(self, paths: list[str], files_per_task: int) -> Iterator:
+    def _pipeline(self, paths: list[str], files_per_task: int) -> Iterable[dict[str, np.ndarray]]:
         import ray.data
 
         blocks = max(1, math.ceil(len(paths) / files_per_task))
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+        ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
         with warnings.catch_warnings():
             # Ray Data's default retries a task whose process died forever, so a file that crashes its
             # decoder would loop; `max_retries` has no named parameter yet (Ray 2.60), hence the filter.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(self.decode_fn, batch_size=1, batch_format="numpy", fn_kwargs={"cfg": self.cfg},
                                 num_cpus=1, max_retries=DECODE_RETRIES)
-        ds = ds.map_batches(Replica, fn_constructor_kwargs={"spec": self.spec}, batch_size=self.spec.batch_size,
+        ds = ds.map_batches(Replica, fn_constructor_kwargs={"spec": self.spec},
+                            batch_size=self.spec.detector.batch_size,
                             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self.n_replicas),
                             num_cpus=self.cpus_per_replica, num_gpus=1 if self.use_gpu else 0)
         return ds.iter_batches(batch_size=None, batch_format="numpy")
 
-    def run(self, todo: list[str]) -> Iterator[Finished]:
+    def run(self, todo: list[str]) -> Generator[Finished, None, None]:
         """Scan `todo`. Files whose decode task died (a decoder crash kills the worker process) are
         retried one per task; those that still fail become error rows, unless so many fail that the
         cluster itself must be broken, which stops the scan instead."""
         if not todo:
             return
-        assembler = Assembler(self.builder)
+        assembler = Assembler.for_config(self.spec.detector)  # results are built here; the model runs on replicas
         unfinished = set(todo)
         for files_per_task, paths in ((FILES_PER_TASK, todo), (1, None)):
             if paths is None:

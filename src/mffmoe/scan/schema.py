@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
+from mffmoe._util.fs import sha256_file
 from mffmoe.errors import ErrorInfo
-from mffmoe.model.checkpoint import CheckpointInfo, sha256_file
+from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.results import AnalysisResult, VideoAnalysisResult
 
 
@@ -73,7 +74,7 @@ RUN_COLUMNS = ("processing_time", "scanned_at", "engine")
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def make_row(path: str, content_hash: str | None, size: int | None, outcome: AnalysisResult | ErrorInfo,

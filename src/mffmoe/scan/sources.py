@@ -5,11 +5,13 @@ import csv
 import hashlib
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
+from mffmoe._util.fs import expand_paths
 from mffmoe.errors import (
     ErrorInfo,
     MediaNotFoundError,
@@ -28,8 +30,6 @@ def _normalize(path: str, base: Path) -> str:
 
 def _walk(directory: Path) -> list[str]:
     """Files under `directory` in `mffmoe analyze`'s order (sorted, hidden files and folders skipped)."""
-    from mffmoe.cli import expand_paths
-
     return [os.path.abspath(p) for p in expand_paths([directory])]
 
 

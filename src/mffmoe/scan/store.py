@@ -15,13 +15,16 @@ import os
 import shutil
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from types import TracebackType
+from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mffmoe._util.fs import atomic_write
 from mffmoe.errors import ResultsLockedError, ScanError
 from mffmoe.scan.schema import SCHEMA
 
@@ -67,9 +70,8 @@ def latest(table: pa.Table) -> pa.Table:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -88,21 +90,22 @@ class ResultStore(ABC):
         self.flush_seconds = flush_seconds
         self.run_id = _run_id()
         self.written = 0
-        self._lock_file = None
+        self._lock_file: TextIO | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> ResultStore:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.out.parent / f".{self.out.name}.lock", "a")
+        self._lock_file = lock = open(self.out.parent / f".{self.out.name}.lock", "a")  # noqa: SIM115  (held)
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.close()
+            lock.close()
             raise ResultsLockedError(f"{self.out}: another scan is writing these results") from None
         self.recover()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             # Compacting takes a while on big stores: after an interruption, only make rows durable.
             self.close(compact=exc_type is None)
@@ -136,13 +139,13 @@ class ParquetStore(ResultStore):
     """`out.parquet`: one file, with parts staged in `out.parquet.parts/` while a scan runs.
     Any other name: a directory of parts, left as parts (compacted only when rows were superseded)."""
 
-    def __init__(self, out: str | os.PathLike[str], **kwargs) -> None:
+    def __init__(self, out: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(out, **kwargs)
         self.single = self.out.suffix.lower() == ".parquet"
         self.parts_dir = self.out.with_name(self.out.name + ".parts") if self.single else self.out
         self._buffer: list[dict[str, Any]] = []
         self._seq = 0
-        self._journal = None
+        self._journal: TextIO | None = None
         self._journal_path: Path | None = None
         self._last_flush = time.monotonic()
 
@@ -181,9 +184,10 @@ class ParquetStore(ResultStore):
         if self._journal is None:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
             self._journal_path = self.parts_dir / f"journal-{self.run_id}-{self._seq:06d}.jsonl"
-            self._journal = open(self._journal_path, "a", encoding="utf-8")
-        self._journal.write(_to_json(row) + "\n")
-        self._journal.flush()
+            self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115  (closed by flush)
+        journal = self._journal
+        journal.write(_to_json(row) + "\n")
+        journal.flush()
         self._buffer.append(row)
         self.written += 1
         if len(self._buffer) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -195,6 +199,7 @@ class ParquetStore(ResultStore):
             return
         _write_parquet(table_of(self._buffer), self.parts_dir / f"part-{self.run_id}-{self._seq:06d}.parquet")
         self._buffer.clear()
+        assert self._journal is not None and self._journal_path is not None  # rows were journaled first
         self._journal.close()
         self._journal_path.unlink()
         self._journal = self._journal_path = None
@@ -225,9 +230,9 @@ class ParquetStore(ResultStore):
 class JsonlStore(ResultStore):
     """One JSON object per line, appended and flushed per row: simple and durable, for small jobs."""
 
-    def __init__(self, out: str | os.PathLike[str], **kwargs) -> None:
+    def __init__(self, out: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(out, **kwargs)
-        self._file = None
+        self._file: TextIO | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -251,9 +256,10 @@ class JsonlStore(ResultStore):
 
     def append(self, row: dict[str, Any]) -> None:
         if self._file is None:
-            self._file = open(self.out, "a", encoding="utf-8")
-        self._file.write(_to_json(row) + "\n")
-        self._file.flush()
+            self._file = open(self.out, "a", encoding="utf-8")  # noqa: SIM115  (closed by close)
+        file = self._file
+        file.write(_to_json(row) + "\n")
+        file.flush()
         self.written += 1
 
     def close(self, compact: bool = True) -> None:
@@ -264,9 +270,8 @@ class JsonlStore(ResultStore):
             rows = read_jsonl(self.out)
             merged = latest(table_of(rows)).to_pylist()
             if [r["path"] for r in merged] != [r["path"] for r in rows]:  # superseded or unsorted rows
-                tmp = self.out.with_name(f".{self.out.name}.tmp")
-                tmp.write_text("".join(_to_json(r) + "\n" for r in merged), encoding="utf-8")
-                os.replace(tmp, self.out)
+                with atomic_write(self.out, "w", encoding="utf-8") as f:
+                    f.write("".join(_to_json(r) + "\n" for r in merged))
 
 
 #: Store formats by name; "auto" picks by the name of RESULTS.
@@ -281,7 +286,7 @@ def store_format(out: str | os.PathLike[str], fmt: str = "auto") -> str:
     return "jsonl" if Path(out).suffix.lower() in (".jsonl", ".ndjson") else "parquet"
 
 
-def open_store(out: str | os.PathLike[str], fmt: str = "auto", **kwargs) -> ResultStore:
+def open_store(out: str | os.PathLike[str], fmt: str = "auto", **kwargs: Any) -> ResultStore:
     return STORES[store_format(out, fmt)](out, **kwargs)
 
 

@@ -1,10 +1,10 @@
 """Labelled data for training and evaluation: a folder with `real/` and `fake/`, or a CSV `path,label`.
 
 Training reads images with the detector's own decoder (`load_image`) and preprocessing (`preprocess`),
-and video frames with its `VideoSampler` (same frame indices, rotation applied), so a model is trained
-on exactly the tensors `mffmoe analyze` will feed it. Sampled video frames are decoded once and kept as
-lossless PNGs in a cache, so epochs after the first do not decode video again. A file that cannot be
-read is reported and left out; it never stops a batch or a run.
+and video frames through `mffmoe.media.source` as the detector does (same frame indices, rotation
+applied), so a model is trained on exactly the tensors `mffmoe analyze` will feed it. Sampled video
+frames are decoded once and kept as lossless PNGs in a cache, so epochs after the first do not decode
+video again. A file that cannot be read is reported and left out; it never stops a batch or a run.
 """
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
+from mffmoe._util.fs import atomic_write, files_under
 from mffmoe.errors import DatasetError, MFFMoEError
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
-from mffmoe.media.video import VideoSampler
+from mffmoe.media.source import open_video
 from mffmoe.train.augment import Augment
 
 REAL, FAKE = 0, 1
@@ -56,11 +57,6 @@ def parse_label(value: str, where: str = "label") -> int:
         raise DatasetError(f"{where}: label {value!r} is not one of real, fake, 0, 1") from None
 
 
-def _files_under(directory: Path) -> list[Path]:
-    return sorted(f for f in directory.rglob("*") if f.is_file()
-                  and not any(part.startswith(".") for part in f.relative_to(directory).parts))
-
-
 def read_dataset(source: str | os.PathLike[str]) -> list[LabeledPath]:
     """List (path, label) pairs from a `real/` + `fake/` folder or a CSV with `path` and `label` columns
     (extra columns ignored; relative paths are relative to the CSV's folder). Files are not opened here."""
@@ -71,7 +67,7 @@ def read_dataset(source: str | os.PathLike[str]) -> list[LabeledPath]:
         dirs = {name: source / name for name in CLASS_DIRS if (source / name).is_dir()}
         if not dirs:
             raise DatasetError(f"{source}: expected subfolders real/ and fake/ (or pass a CSV with path,label)")
-        items = [LabeledPath(str(f), CLASS_DIRS[name]) for name, d in dirs.items() for f in _files_under(d)]
+        items = [LabeledPath(str(f), CLASS_DIRS[name]) for name, d in dirs.items() for f in files_under(d)]
         if not items:
             raise DatasetError(f"{source}: real/ and fake/ hold no files")
         return items
@@ -131,7 +127,8 @@ def _cache_key(path: Path) -> str:
     return f"{path.stem[:40]}-{digest}"
 
 
-def extract_frames(path: str | os.PathLike[str], n_frames: int, cache_dir: Path) -> tuple[list[tuple[int, str]], list[str]]:
+def extract_frames(path: str | os.PathLike[str], n_frames: int,
+                   cache_dir: Path) -> tuple[list[tuple[int, str]], list[str]]:
     """Decode the `n_frames` frames the detector would sample and keep them as PNGs (done once per
     file and frame count; a finished extraction is marked by its index.json). Returns
     ([(frame_index, png_path)], [messages of frames that failed])."""
@@ -143,19 +140,18 @@ def extract_frames(path: str | os.PathLike[str], n_frames: int, cache_dir: Path)
         return [(int(i), str(folder / name)) for i, name in data["frames"]], list(data["failed"])
     folder.mkdir(parents=True, exist_ok=True)
     frames, failed = [], []
-    with VideoSampler(path, n_frames) as sampler:
-        for sample in sampler:
+    with open_video(path, n_frames) as video:
+        for sample in video.samples():
             if sample.image is None:
                 failed.append(f"frame {sample.frame_index}: {sample.error}")
                 continue
             name = f"{sample.frame_index:07d}.png"
             Image.fromarray(sample.image).save(folder / name, compress_level=1)
             frames.append((sample.frame_index, name))
-        wanted = set(sampler.indices)
-    frames = [(i, name) for i, name in frames if i in wanted]  # indices are final once iteration ends
-    tmp = index.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"source": str(path), "frames": frames, "failed": failed}))
-    os.replace(tmp, index)
+        wanted = set(video.summary.indices)
+    frames = [(i, name) for i, name in frames if i in wanted]  # the final indices (see VideoSummary)
+    with atomic_write(index, "w") as f:
+        f.write(json.dumps({"source": str(path), "frames": frames, "failed": failed}))
     return [(i, str(folder / name)) for i, name in frames], failed
 
 
@@ -178,7 +174,7 @@ def prepare_samples(items: Sequence[LabeledPath], frames_per_video: int, cache_d
     samples: list[Sample] = []
     failures: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mffmoe-frames") as pool:
-        for n, (item, (got, error)) in enumerate(zip(items, pool.map(one, items)), 1):
+        for n, (item, (got, error)) in enumerate(zip(items, pool.map(one, items), strict=True), 1):
             samples.extend(got)
             if error:
                 failures.append((item.path, error))
@@ -230,10 +226,10 @@ class Batch:
 
 
 def collate(rows: list[tuple[torch.Tensor | None, int, int, str | None]]) -> Batch:
-    ok = [r for r in rows if r[0] is not None]
-    return Batch(x=torch.stack([r[0] for r in ok]) if ok else None,
-                 y=torch.tensor([r[1] for r in ok], dtype=torch.long),
-                 indices=[r[2] for r in ok],
+    ok = [(x, label, i) for x, label, i, _ in rows if x is not None]
+    return Batch(x=torch.stack([x for x, _, _ in ok]) if ok else None,
+                 y=torch.tensor([label for _, label, _ in ok], dtype=torch.long),
+                 indices=[i for _, _, i in ok],
                  failures=[(r[2], r[3] or "") for r in rows if r[0] is None])
 
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from mffmoe.train.evaluate import ItemScore
+from mffmoe.evaluation.evaluate import ItemScore
 
 
 def _roc(path: Path, title: str, labels: Sequence[int], columns: dict[str, np.ndarray]) -> Path:
@@ -37,7 +38,7 @@ def _histogram(path: Path, title: str, labels: Sequence[int], scores: np.ndarray
 
     y = np.asarray(labels)
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(0.0, 1.0, 41)
+    bins = np.linspace(0.0, 1.0, 41).tolist()
     ax.hist(scores[y == 0], bins=bins, alpha=0.6, label=f"real (n={int((y == 0).sum())})", color="tab:green")
     ax.hist(scores[y == 1], bins=bins, alpha=0.6, label=f"fake (n={int((y == 1).sum())})", color="tab:red")
     ax.axvline(metrics["threshold"], color="k", linestyle="--", label=f"threshold {metrics['threshold']:.3g}")

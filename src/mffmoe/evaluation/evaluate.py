@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mffmoe.errors import MFFMoEError
+from mffmoe.config import DEFAULT_THRESHOLD, DetectorConfig
+from mffmoe.errors import ErrorInfo, MFFMoEError
+from mffmoe.evaluation.metrics import DEFAULT_TARGET_FPR, binary_metrics
+from mffmoe.results import VideoAnalysisResult
 from mffmoe.train.data import LabeledPath
-from mffmoe.train.metrics import DEFAULT_TARGET_FPR, binary_metrics
+
+if TYPE_CHECKING:
+    from mffmoe.inference.detector import Detector
 
 
 @dataclass
@@ -37,22 +43,22 @@ class ItemScore:
     score: float | None = None
     expert_scores: list[float] = field(default_factory=list)
     frames: list[FrameScore] = field(default_factory=list)
-    error: dict[str, str] | None = None
+    error: ErrorInfo | None = None
 
 
-def score_items(detector: Any, items: Sequence[LabeledPath], frames: int | None = None,
+def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | None = None,
                 pooling: str | None = None, progress: Callable[[int, int], None] | None = None,
                 ) -> list[ItemScore]:
     """Run `detector.analyze_many` over the items (input order kept; failures recorded, not raised)."""
     out: list[ItemScore] = []
     labels = [it.label for it in items]
     results = detector.analyze_many([it.path for it in items], frames=frames, pooling=pooling)
-    for n, (label, (path, result)) in enumerate(zip(labels, results), 1):
+    for n, (label, (path, result)) in enumerate(zip(labels, results, strict=True), 1):
         if isinstance(result, MFFMoEError):
-            out.append(ItemScore(path, label, error=result.to_dict()))
+            out.append(ItemScore(path, label, error=ErrorInfo.of(result)))
         else:
             frames_ = [FrameScore(f.frame_index, f.timestamp, f.score, list(f.expert_scores or []))
-                       for f in getattr(result, "frame_predictions", [])]
+                       for f in (result.frame_predictions if isinstance(result, VideoAnalysisResult) else [])]
             out.append(ItemScore(path, label, result.media_type, result.score, list(result.expert_scores),
                                  frames_))
         if progress:
@@ -69,11 +75,11 @@ def _level(labels: Sequence[int], scores: np.ndarray, roster: Sequence[str], thr
     return m
 
 
-def _matrix(rows: list[tuple[float, Sequence[float]]], n_experts: int) -> np.ndarray:
+def _matrix(rows: Sequence[tuple[float | None, Sequence[float]]], n_experts: int) -> np.ndarray:
     return np.array([[s, *e] for s, e in rows], dtype=np.float64).reshape(-1, 1 + n_experts)
 
 
-def summarize(scores: Sequence[ItemScore], roster: Sequence[str], threshold: float = 0.5,
+def summarize(scores: Sequence[ItemScore], roster: Sequence[str], threshold: float = DEFAULT_THRESHOLD,
               target_fpr: float = DEFAULT_TARGET_FPR) -> dict[str, Any]:
     """The evaluation report (a JSON-able dict; see the module docstring for the levels)."""
     ok = [s for s in scores if s.error is None]
@@ -89,7 +95,7 @@ def summarize(scores: Sequence[ItemScore], roster: Sequence[str], threshold: flo
         frame_rows = [(f.score, f.expert_scores) for s in videos for f in s.frames]
         frame_labels = [s.label for s in videos for _ in s.frames]
         report["frame_level"] = _level(frame_labels, _matrix(frame_rows, n_e), roster, threshold, target_fpr)
-    report["failures"] = [{"path": s.path, "error": s.error} for s in scores if s.error is not None]
+    report["failures"] = [{"path": s.path, "error": s.error.to_dict()} for s in scores if s.error is not None]
     return report
 
 
@@ -105,8 +111,9 @@ def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], rost
         for s in scores:
             if s.error is not None:
                 w.writerow([s.path, s.label, "", "", "", *[""] * len(experts), "",
-                            f"{s.error['type']}: {s.error['message']}"])
+                            f"{s.error.type}: {s.error.message}"])
                 continue
+            assert s.score is not None  # scored: no error
             w.writerow([s.path, s.label, s.kind, repr(s.score), "FAKE" if s.score >= threshold else "REAL",
                         *[repr(v) for v in s.expert_scores], len(s.frames) if s.kind == "video" else "", ""])
     written = [path]
@@ -124,14 +131,16 @@ def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], rost
 
 
 def evaluate(data: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
-             frames: int | None = None, threshold: float = 0.5, target_fpr: float = DEFAULT_TARGET_FPR,
-             detector: Any = None, **detector_kwargs: Any) -> tuple[dict[str, Any], list[ItemScore]]:
-    """Library entry point: score a `real/`+`fake/` folder or a CSV and compute the report."""
-    from mffmoe.detector import Detector
+             frames: int | None = None, threshold: float = DEFAULT_THRESHOLD, target_fpr: float = DEFAULT_TARGET_FPR,
+             detector: Detector | None = None, **detector_fields: Any) -> tuple[dict[str, Any], list[ItemScore]]:
+    """Library entry point: score a `real/`+`fake/` folder or a CSV and compute the report. The detector
+    is `detector`, or built from `weights`, `threshold` and the other DetectorConfig fields."""
+    from mffmoe.inference.detector import Detector
     from mffmoe.train.data import read_dataset
 
     items = read_dataset(data)
-    detector = detector or Detector.from_dir(weights, threshold=threshold, **detector_kwargs)
+    if detector is None:
+        detector = Detector.from_config(DetectorConfig(weights=weights, threshold=threshold, **detector_fields))
     scores = score_items(detector, items, frames=frames)
     report = summarize(scores, detector.info.roster, threshold, target_fpr)
     report["weights"] = detector.info.source

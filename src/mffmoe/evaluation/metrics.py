@@ -7,9 +7,12 @@ one class is absent, never a made-up number.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from mffmoe.config import DEFAULT_THRESHOLD
 
 DEFAULT_TARGET_FPR = 0.01
 
@@ -20,7 +23,7 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def eer(labels: Sequence[int], scores: Sequence[float]) -> tuple[float, float]:
+def eer(labels: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
     """Equal error rate and the threshold where it occurs, from the ROC curve as DeepfakeBench does:
     the point where |FNR - FPR| is smallest; the EER is that point's FPR."""
     from sklearn.metrics import roc_curve
@@ -30,7 +33,7 @@ def eer(labels: Sequence[int], scores: Sequence[float]) -> tuple[float, float]:
     return float(fpr[idx]), float(thresholds[idx])
 
 
-def threshold_at_fpr(labels: Sequence[int], scores: Sequence[float], target_fpr: float,
+def threshold_at_fpr(labels: ArrayLike, scores: ArrayLike, target_fpr: float,
                      ) -> tuple[float, float, float]:
     """The lowest threshold (highest TPR) whose false-positive rate on real items is <= target_fpr.
     Returns (threshold, fpr, tpr) at that point."""
@@ -42,7 +45,7 @@ def threshold_at_fpr(labels: Sequence[int], scores: Sequence[float], target_fpr:
     return float(thresholds[idx]), float(fpr[idx]), float(tpr[idx])
 
 
-def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float = 0.5,
+def binary_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float = DEFAULT_THRESHOLD,
                    target_fpr: float = DEFAULT_TARGET_FPR) -> dict[str, Any]:
     """ACC at `threshold`, AUC, EER (+ threshold), AP, and the threshold at `target_fpr`."""
     from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
@@ -73,7 +76,7 @@ def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: fl
     return out
 
 
-def auc_or_none(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+def auc_or_none(labels: ArrayLike, scores: ArrayLike) -> float | None:
     """ROC AUC, or None when only one class is present (validation logs use this)."""
     from sklearn.metrics import roc_auc_score
 

@@ -1,0 +1,71 @@
+"""Scoring preprocessed pixels in batches: the one copy used by `Detector.analyze_many`, the local scan
+runner and the Ray replicas (stack, chunk by batch size, score, share the time out per item), and the
+per-video scoring the Detector uses (plain, or decided per video by an early-exit engine)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from mffmoe.engine.base import Engine
+from mffmoe.engine.early_exit import EarlyExitEngine, Outcome, VideoPooling, interval
+
+
+def score_batch(engine: Engine, batch: torch.Tensor, batch_size: int) -> np.ndarray:
+    """[N, 3, S, S] -> [N, E] per-expert P(fake), in model calls of at most `batch_size` images."""
+    step = max(1, batch_size)
+    parts = [engine.predict(batch[i:i + step]) for i in range(0, len(batch), step)]
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, len(engine.roster)))
+
+
+def stack(pixels: Sequence[torch.Tensor] | Sequence[np.ndarray]) -> torch.Tensor:
+    """Per-item [3, S, S] pixels (tensors, or arrays from another process) -> one [N, 3, S, S] batch."""
+    tensors = [p for p in pixels if isinstance(p, torch.Tensor)]
+    if len(tensors) == len(pixels):
+        return torch.stack(tensors)
+    return torch.from_numpy(np.stack([np.asarray(p) for p in pixels]))
+
+
+def score_items(engine: Engine, pixels: Sequence[torch.Tensor] | Sequence[np.ndarray],
+                batch_size: int) -> tuple[np.ndarray, float]:
+    """Score a batch of items: their [N, E] expert scores and each item's share of the time it took."""
+    start = time.perf_counter()
+    experts = score_batch(engine, stack(pixels), batch_size)
+    return experts, (time.perf_counter() - start) / max(1, len(pixels))
+
+
+class VideoScoring(Protocol):
+    """A video's frames scored batch by batch as they are decoded, then settled on its final frames."""
+
+    def add(self, frame_indices: Sequence[int], batch: torch.Tensor) -> None: ...
+
+    def finish(self, indices: Iterable[int]) -> Outcome: ...
+
+
+class FullVideo:
+    """Every expert on every frame: each batch is scored as it comes."""
+
+    def __init__(self, engine: Engine, batch_size: int) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.rows: dict[int, np.ndarray] = {}
+
+    def add(self, frame_indices: Sequence[int], batch: torch.Tensor) -> None:
+        self.rows.update(zip(frame_indices, score_batch(self.engine, batch, self.batch_size), strict=True))
+
+    def finish(self, indices: Iterable[int]) -> Outcome:
+        keep = [i for i in indices if i in self.rows]
+        probs = np.stack([self.rows[i] for i in keep]) if keep else np.zeros((0, len(self.engine.roster)))
+        self.rows.clear()
+        low, high = interval(probs)
+        return Outcome(probs, low, high, keep)
+
+
+def begin_video(engine: Engine, pooling: VideoPooling, batch_size: int) -> VideoScoring:
+    """Per-video scoring: an early-exit engine decides per video, any other engine scores every frame."""
+    if isinstance(engine, EarlyExitEngine):
+        return engine.begin_video(pooling, batch_size)
+    return FullVideo(engine, batch_size)

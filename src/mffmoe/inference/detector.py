@@ -1,0 +1,267 @@
+"""analyze(): media -> decode -> preprocess -> engine -> pooling -> result.
+
+`Detector` orchestrates; the steps live elsewhere: decoding in `mffmoe.media.source`, batch scoring in
+`inference/batching.py`, result building in `inference/assemble.py` (which scans use too), early exit
+in the engine wrapper `mffmoe.engine.early_exit`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, overload
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mffmoe.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
+    DEFAULT_FRAMES,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_POOLING,
+    DEFAULT_ROSTER,
+    DEFAULT_THRESHOLD,
+    MODEL_NAME,
+    DetectorConfig,
+    resolve_weights_dir,
+)
+from mffmoe.engine import create_engine
+from mffmoe.engine.base import Engine
+from mffmoe.engine.early_exit import EarlyExitEngine
+from mffmoe.errors import ConfigError, MFFMoEError
+from mffmoe.inference.assemble import ScoredFrame, image_result, video_result
+from mffmoe.inference.batching import begin_video, score_batch, score_items
+from mffmoe.inference.pooling import Pooling, get_pooling
+from mffmoe.media.image import to_rgb
+from mffmoe.media.preprocess import preprocess
+from mffmoe.media.probe import MediaKind
+from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
+from mffmoe.model.checkpoint import CheckpointInfo, load_weights, untrained_model
+from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class _Untrained:
+    """`Detector.untrained(...)` builds a detector on random weights; `detector.untrained` says whether
+    a detector runs on them. One public name, two meanings by where it is read (class or instance)."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Detector]) -> Callable[..., Detector]: ...
+
+    @overload
+    def __get__(self, obj: Detector, owner: type[Detector]) -> bool: ...
+
+    def __get__(self, obj: Detector | None, owner: type[Detector]) -> Callable[..., Detector] | bool:
+        return owner._random_weights if obj is None else obj._untrained
+
+    def __set__(self, obj: Detector, value: bool) -> None:
+        obj._untrained = value
+
+
+class Detector:
+    untrained = _Untrained()
+    _untrained: bool
+
+    def __init__(self, engine: Engine, info: CheckpointInfo, *, threshold: float = DEFAULT_THRESHOLD,
+                 frames: int = DEFAULT_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE, pooling: str = DEFAULT_POOLING,
+                 untrained: bool = False, max_image_pixels: int | None = None,
+                 model_name: str = MODEL_NAME, early_exit: bool = False) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError("threshold must be in [0, 1]")
+        self.engine = engine
+        self.info = info
+        self.threshold = threshold
+        self.frames = frames
+        self.batch_size = max(1, batch_size)
+        self.pooling = pooling
+        self.pool: Pooling = get_pooling(pooling)
+        self.untrained = untrained
+        self.max_image_pixels = max_image_pixels
+        self.model_name = model_name
+        self.early_exit = early_exit  # exact: see mffmoe.engine.early_exit
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: DetectorConfig) -> Detector:
+        """Load the weights (or build random ones) and the engine that `config` names."""
+        c = config
+        if c.untrained:
+            model, info = untrained_model(c.roster, c.input_size, seed=c.seed)
+        else:
+            model, info = load_weights(resolve_weights_dir(c.weights), allow_missing_ema=c.allow_missing_ema)
+        engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
+        return cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
+                   pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
+                   model_name=c.model_name, early_exit=c.early_exit)
+
+    @classmethod
+    def from_dir(cls, weights: str | os.PathLike[str] | None = None, *, device: str = DEFAULT_DEVICE,
+                 engine: str = DEFAULT_ENGINE, allow_missing_ema: bool = False,
+                 engine_options: dict[str, Any] | None = None, **kwargs: Any) -> Detector:
+        """Load weights (`weights` > $MFFMOE_WEIGHTS > ./models/MFF-MoE-V1) and build an engine
+        (`engine_options` go to the engine, e.g. `{"lean": True}` for the torch engine). The other
+        keywords are DetectorConfig fields."""
+        return cls.from_config(DetectorConfig(weights=weights, device=device, engine=engine,
+                                              allow_missing_ema=allow_missing_ema,
+                                              engine_options=engine_options or {}, **kwargs))
+
+    @classmethod
+    def _random_weights(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
+                        device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE, seed: int = 0,
+                        engine_options: dict[str, Any] | None = None, **kwargs: Any) -> Detector:
+        """`Detector.untrained(...)`: random weights, to run the pipeline without the official files.
+        Every result says so."""
+        return cls.from_config(DetectorConfig(untrained=True, roster=tuple(roster), input_size=input_size,
+                                              device=device, engine=engine, seed=seed,
+                                              engine_options=engine_options or {}, **kwargs))
+
+    @property
+    def input_size(self) -> int:
+        return self.engine.input_size
+
+    # -- public API ------------------------------------------------------------------------------
+    def analyze(self, path: str | os.PathLike[str], *, frames: int | None = None, pooling: str | None = None,
+                threshold: float | None = None, progress: Progress | None = None,
+                kind: MediaKind | None = None) -> AnalysisResult:
+        """Analyze one image or video file (type judged by content, unless the caller has probed it
+        already and passes its `kind`). Raises a typed MFFMoEError."""
+        start = time.perf_counter()
+        threshold = self.threshold if threshold is None else threshold
+        pool = self.pool if pooling is None else get_pooling(pooling)  # fails before any decoding
+        item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind)
+        if isinstance(item, VideoItem):
+            return self._video(item, pool, threshold, progress, start)
+        return self._image(item.pixels, item.dimensions, threshold, start)
+
+    def analyze_image(self, image: Image.Image, *, threshold: float | None = None) -> ImageAnalysisResult:
+        """Analyze an in-memory PIL image (any mode; converted to RGB as files are)."""
+        start = time.perf_counter()
+        threshold = self.threshold if threshold is None else threshold
+        image = to_rgb(image)
+        return self._image(preprocess(image, self.input_size), {"width": image.width, "height": image.height},
+                           threshold, start)
+
+    def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
+                     pooling: str | None = None, threshold: float | None = None,
+                     on_video_progress: Progress | None = None, workers: int = 2,
+                     ) -> Iterator[tuple[str, AnalysisResult | MFFMoEError]]:
+        """Analyze many files in input order. Files are decoded ahead on worker threads and images are
+        batched together through the engine; a failed file yields its error and the rest go on."""
+        threshold = self.threshold if threshold is None else threshold
+        pool = self.pool if pooling is None else get_pooling(pooling)
+        n_frames = frames or self.frames
+        engine = self._engine(threshold)
+        todo = [str(p) for p in paths]
+        pending: list[ImageItem] = []
+
+        def flush() -> Iterator[tuple[str, AnalysisResult | MFFMoEError]]:
+            if not pending:
+                return
+            experts, share = score_items(engine, [it.pixels for it in pending], self.batch_size)
+            for it, row in zip(pending, experts, strict=True):
+                yield it.path, self._image_result(row, it.dimensions, it.seconds + share, threshold)
+            pending.clear()
+
+        def decode(path: str) -> ImageItem | VideoItem | MFFMoEError:
+            try:
+                return open_media(path, self.input_size, n_frames, self.max_image_pixels)
+            except MFFMoEError as e:
+                return e
+
+        window = max(2 * self.batch_size, 4)
+        executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mffmoe-decode")
+        futures: list[Future[ImageItem | VideoItem | MFFMoEError] | None] = [
+            executor.submit(decode, p) for p in todo[:window]]
+        try:
+            for i, path in enumerate(todo):
+                if i + window < len(todo):
+                    futures.append(executor.submit(decode, todo[i + window]))
+                future = futures[i]
+                assert future is not None
+                item = future.result()
+                futures[i] = None  # free the tensor once consumed
+                if isinstance(item, ImageItem):
+                    pending.append(item)
+                    if len(pending) >= self.batch_size:
+                        yield from flush()
+                    continue
+                yield from flush()
+                if isinstance(item, MFFMoEError):
+                    yield path, item
+                    continue
+                try:
+                    yield path, self._video(item, pool, threshold, on_video_progress, time.perf_counter())
+                except MFFMoEError as e:
+                    yield path, e
+            yield from flush()
+        finally:  # left early: stop decoding and close the videos opened ahead
+            executor.shutdown(wait=True, cancel_futures=True)
+            for f in futures:
+                left = None if f is None or f.cancelled() else f.result()
+                if isinstance(left, VideoItem):
+                    left.close()
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _engine(self, threshold: float) -> Engine:
+        """The engine that scores at `threshold`: wrapped for early exit when that is on."""
+        if not self.early_exit:
+            return self.engine
+        return EarlyExitEngine(self.engine, threshold)  # type: ignore[arg-type]  # engine.base.Engine lacks costs/workers
+
+    def _image_result(self, experts: np.ndarray, dimensions: dict[str, int], seconds: float,
+                      threshold: float) -> ImageAnalysisResult:
+        return image_result(experts, dimensions, seconds, threshold=threshold, untrained=self.untrained,
+                            model_name=self.model_name, early_exit=self.early_exit)
+
+    def _image(self, pixels: torch.Tensor, dimensions: dict[str, int], threshold: float,
+               start: float) -> ImageAnalysisResult:
+        experts = score_batch(self._engine(threshold), pixels.unsqueeze(0), self.batch_size)[0]
+        return self._image_result(experts, dimensions, time.perf_counter() - start, threshold)
+
+    def _video(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
+               start: float) -> VideoAnalysisResult:
+        """Decoding and preprocessing run on a thread while the engine scores earlier frames."""
+        scoring = begin_video(self._engine(threshold), pool, self.batch_size)
+        timestamps: dict[int, float] = {}
+        failures: dict[int, FrameFailure] = {}
+        batch: list[tuple[Frame, torch.Tensor]] = []
+        reported: tuple[int, int] | None = None
+
+        def report() -> None:
+            nonlocal reported
+            planned = item.planned  # frames sampled before a correction of the indices do not count
+            done = sum(1 for i in planned if i in timestamps or i in failures)
+            if progress and (done, len(planned)) != reported:
+                reported = (done, len(planned))
+                progress(*reported)
+
+        def run_batch() -> None:
+            scoring.add([f.frame_index for f, _ in batch], torch.stack([pixels for _, pixels in batch]))
+            timestamps.update((f.frame_index, f.timestamp) for f, _ in batch)
+            batch.clear()
+            report()
+
+        with item, decode_ahead(item.frames(), 2 * self.batch_size) as decoded:
+            for frame in decoded:
+                if frame.pixels is None:
+                    assert frame.error is not None  # a frame without pixels says why
+                    failures[frame.frame_index] = FrameFailure(frame_index=frame.frame_index,
+                                                               timestamp=frame.timestamp, error=frame.error)
+                    continue
+                batch.append((frame, frame.pixels))
+                if len(batch) >= self.batch_size:
+                    run_batch()
+            if batch:
+                run_batch()
+        summary = item.summary
+        report()
+        outcome = scoring.finish(summary.indices)  # decided on exactly the final frames
+        scored = {i: ScoredFrame(i, timestamps[i], row) for i, row in zip(outcome.frames, outcome.probs, strict=True)}
+        return video_result(item.path, summary, scored, failures, time.perf_counter() - start, pooling=pool,
+                            threshold=threshold, untrained=self.untrained, model_name=self.model_name,
+                            early_exit=self.early_exit)

@@ -1,0 +1,180 @@
+"""A media file, decoded once, the same way for every caller: `Detector.analyze`/`analyze_many`, scan
+workers (`scan/decode.py`) and training data (`train/data.py`).
+
+`open_media` probes the file by content and gives an `ImageItem` (the preprocessed tensor, its size and
+the decode time) or a `VideoItem` (its sampled frames one by one, then a `VideoSummary`). Failures follow
+one policy: the typed `MFFMoEError`s of the decoders pass through; anything else (a decoder bug, an
+exotic file) becomes an `UnexpectedDecodeError` while opening, or a `VideoDecodeError` while sampling,
+so one bad file is an error result and never ends a batch.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+import torch
+
+from mffmoe.errors import MFFMoEError, UnexpectedDecodeError, VideoDecodeError
+from mffmoe.media.image import load_image
+from mffmoe.media.preprocess import preprocess
+from mffmoe.media.probe import MediaKind, probe_kind
+from mffmoe.media.video import SampledFrame, VideoSampler, VideoSummary
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: str
+    pixels: torch.Tensor         # [3, S, S] float32, normalised
+    width: int
+    height: int
+    seconds: float               # probe + decode + preprocess
+
+    @property
+    def dimensions(self) -> dict[str, int]:
+        return {"width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A sampled video frame, preprocessed; `pixels` is None (and `error` says why) when it failed."""
+
+    frame_index: int
+    timestamp: float
+    pixels: torch.Tensor | None
+    error: str | None = None
+
+
+class VideoItem:
+    """An opened video. Iterate `frames()` (preprocessed) or `samples()` (RGB arrays) once; `summary`
+    then holds the final frame indices. Close it (or use it as a context manager) when done."""
+
+    def __init__(self, path: str, sampler: VideoSampler, input_size: int | None = None) -> None:
+        self.path = path
+        self.sampler = sampler
+        self.input_size = input_size
+
+    @property
+    def planned(self) -> list[int]:
+        """The frame indices as they stand now (final once iteration has ended)."""
+        return self.sampler.indices
+
+    @property
+    def summary(self) -> VideoSummary:
+        if self.sampler.summary is None:
+            raise RuntimeError(f"{self.path}: the video's frames have not all been read yet")
+        return self.sampler.summary
+
+    def samples(self) -> Iterator[SampledFrame]:
+        """The sampled frames as decoded (uint8 RGB, rotation applied)."""
+        try:
+            yield from self.sampler
+        except MFFMoEError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
+
+    def frames(self) -> Iterator[Frame]:
+        """The sampled frames, preprocessed to the model's input (needs `input_size`)."""
+        if self.input_size is None:
+            raise ValueError("frames() needs the input size; open the video with one")
+        for sample in self.samples():
+            pixels = None
+            if sample.image is not None:
+                try:
+                    pixels = preprocess(sample.image, self.input_size)
+                except Exception as e:
+                    raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
+            yield Frame(sample.frame_index, sample.timestamp, pixels, sample.error)
+
+    def close(self) -> None:
+        self.sampler.close()
+
+    def __enter__(self) -> VideoItem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(path: str | os.PathLike[str], n_frames: int, input_size: int | None = None) -> VideoItem:
+    """Open a video (known to be one) for sampling `n_frames` frames."""
+    try:
+        return VideoItem(str(path), VideoSampler(path, n_frames), input_size)
+    except MFFMoEError:
+        raise
+    except Exception as e:
+        raise UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+
+
+def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max_pixels: int | None = None,
+               kind: MediaKind | None = None) -> ImageItem | VideoItem:
+    """Probe `path` (unless its `kind` is known) and decode it: an image completely, a video up to its
+    first frame. Raises a typed MFFMoEError for a file that cannot be analyzed."""
+    start = time.perf_counter()
+    try:
+        kind = kind or probe_kind(path)
+        if kind is MediaKind.VIDEO:
+            return VideoItem(str(path), VideoSampler(path, n_frames), input_size)
+        image = load_image(path, max_pixels)
+        pixels = preprocess(image, input_size)
+        return ImageItem(str(path), pixels, image.width, image.height, time.perf_counter() - start)
+    except MFFMoEError:
+        raise
+    except Exception as e:  # a decoder bug or an exotic failure: an error that says so, not a crash
+        raise UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+
+
+# -- decoding ahead ------------------------------------------------------------------------------
+class _Raised:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+@contextmanager
+def decode_ahead(items: Iterator[T], depth: int) -> Iterator[Iterator[T]]:
+    """Run `items` on a thread, at most `depth` items ahead of the consumer, so decoding overlaps
+    whatever the consumer does with them (inference). Errors reach the consumer; leaving the block
+    stops the thread."""
+    q: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    break
+                q.put(item)
+        except BaseException as e:  # handed to the consumer, never swallowed
+            q.put(_Raised(e))
+        finally:
+            q.put(_END)
+
+    def consume() -> Iterator[T]:
+        while True:
+            got = q.get()
+            if got is _END:
+                return
+            if isinstance(got, _Raised):
+                raise got.error
+            yield cast(T, got)
+
+    worker = threading.Thread(target=produce, name="mffmoe-decode-ahead", daemon=True)
+    worker.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with suppress(queue.Empty):
+                q.get(timeout=0.05)
