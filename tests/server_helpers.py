@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mffmoe.detector import Detector
+from mffmoe.inference.detector import Detector
 from mffmoe.samples import make_image, make_video
 from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
 

@@ -175,7 +175,7 @@ def test_auto_follows_the_calibration_record(ckpt, loaded):
 
 def test_detector_with_exported_engine_matches_torch(ckpt, media):
     pytest.importorskip("onnxruntime")
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     a = Detector.from_dir(ckpt, device="cpu", engine="torch").analyze(media["jpg"])
     b = Detector.from_dir(ckpt, device="cpu", engine="onnxruntime").analyze(media["jpg"])
     assert abs(a.score - b.score) <= 1e-4 and a.prediction == b.prediction

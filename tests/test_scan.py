@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mffmoe.cli import _register_plugins, app
+from mffmoe.cli import app
 from mffmoe.errors import MFFMoEError, ResultsLockedError, ResultsMismatchError, ScanSourceError
 from mffmoe.inference.detector import Detector
 from mffmoe.scan import ScanOptions, read_results, run_scan
@@ -280,8 +280,6 @@ def test_decoder_crash_becomes_an_error_row(collection, detector, tmp_path):
 
 
 def test_cli_scan_jsonl_and_summary(collection, weights, tmp_path):
-    if not any(getattr(c.callback, "__name__", "") == "scan" for c in app.registered_commands):
-        _register_plugins()
     root, made = collection
     out, summary_file = tmp_path / "cli.jsonl", tmp_path / "summary.json"
     args = ["scan", str(root), "--out", str(out), "-w", str(weights), "--frames", str(FRAMES), "--workers", "1",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mffmoe.cli import _register_plugins, app
+from mffmoe.cli import app
 from mffmoe.scan import ScanOptions, read_results, run_scan
 from scan_helpers import assert_same_rows, make_collection
 
@@ -37,8 +37,6 @@ def options(source, out, weights, **kw) -> ScanOptions:
 
 def test_ray_scan_gives_the_same_rows_as_a_local_scan(ray_cluster, collection, tiny_ckpt, tmp_path):
     root, made = collection
-    if not any(getattr(c.callback, "__name__", "") == "scan" for c in app.registered_commands):
-        _register_plugins()
     ray_out = tmp_path / "ray.parquet"
     # Through the CLI, as a user would; Ray is already up, so the scan joins it.
     result = CliRunner().invoke(app, ["scan", str(root), "--out", str(ray_out), "-w", str(tiny_ckpt), "--frames",

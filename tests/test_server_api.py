@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mffmoe.config import DetectorConfig
-from mffmoe.detector import Detector
+from mffmoe.inference.detector import Detector
 from mffmoe.errors import ConfigError
 from mffmoe.samples import make_image
 from mffmoe.server.app import create_app

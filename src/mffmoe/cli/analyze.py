@@ -99,7 +99,7 @@ def analyze(
     skip_unused_imports()  # before torch/timm are imported: keeps one-shot runs small
     from mffmoe._util.fs import expand_paths
     from mffmoe.config import DetectorConfig
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
 
     try:
         config = DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,

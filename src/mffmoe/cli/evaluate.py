@@ -79,9 +79,9 @@ def evaluate(
 
     Exits 1 when some files failed (they are listed and left out of the metrics)."""
     from mffmoe.config import DetectorConfig
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     from mffmoe.train.data import read_dataset
-    from mffmoe.train.evaluate import score_items, summarize, write_scores
+    from mffmoe.evaluation.evaluate import score_items, summarize, write_scores
 
     try:
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device, engine=engine,
@@ -98,7 +98,7 @@ def evaluate(
     report["weights"] = detector.info.source
     report["scores_csv"] = [str(p) for p in write_scores(scores, scores_out, detector.info.roster, threshold)]
     if plots is not None:
-        from mffmoe.train.plots import write_plots
+        from mffmoe.evaluation.plots import write_plots
 
         report["plots"] = [str(p) for p in write_plots(report, scores, plots)]
     if fmt is ReportFormat.json:

@@ -73,7 +73,7 @@ def serve(
     import uvicorn
 
     from mffmoe.config import DetectorConfig
-    from mffmoe.detector import Detector
+    from mffmoe.inference.detector import Detector
     from mffmoe.server.app import create_app
     from mffmoe.server.settings import ServerSettings
 

@@ -17,12 +17,13 @@ from mffmoe.cli.options import DeviceOpt
 from mffmoe.cli.output import err, fail, number, progress
 from mffmoe.config import DEFAULT_DEVICE
 from mffmoe.errors import ConfigError, MFFMoEError
+from mffmoe.train.observer import Observer
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 
-class ProgressObserver:
+class ProgressObserver(Observer):
     """The trainer's observer for a terminal: a progress bar with the running loss, and one line per
     epoch with the validation AUCs."""
 

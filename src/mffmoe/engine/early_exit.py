@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,13 +30,6 @@ from mffmoe.engine.base import Engine
 from mffmoe.engine.costs import cheapest_first
 
 MARGIN = 1e-12
-
-
-class CostedEngine(Engine, Protocol):
-    """An engine that knows each expert's cost and how many experts it runs at once."""
-
-    costs: Sequence[float]
-    workers: int
 
 
 class VideoPooling(Protocol):
@@ -80,7 +73,7 @@ class Outcome:
         return (~np.isnan(self.probs)).sum(axis=1)
 
 
-def run_images(engine: CostedEngine, batch: torch.Tensor, threshold: float) -> Outcome:
+def run_images(engine: Engine, batch: torch.Tensor, threshold: float) -> Outcome:
     """Early exit per image over a batch: each expert group runs only on the still-undecided rows."""
     n, n_experts = len(batch), len(engine.roster)
     probs = np.full((n, n_experts), np.nan)
@@ -95,22 +88,33 @@ def run_images(engine: CostedEngine, batch: torch.Tensor, threshold: float) -> O
     return Outcome(probs, low, high)
 
 
-class EarlyExitEngine:
-    """`engine` with early exit at `threshold`: the same `predict`/`predict_experts` (NaN for experts
-    that did not run), plus `begin_video` for per-video decisions."""
+class EarlyExitEngine(Engine):
+    """`engine` with early exit at `threshold`: an Engine itself (the same `predict`/`predict_experts`,
+    NaN for experts that did not run), plus `begin_video` for per-video decisions. A light wrapper made
+    per call: it owns no scheduler of its own, and `close()` leaves the wrapped engine open."""
 
-    def __init__(self, engine: CostedEngine, threshold: float) -> None:
+    name = "early_exit"
+
+    def __init__(self, engine: Engine, threshold: float) -> None:  # no super().__init__: no scheduler here
         self.engine = engine
         self.threshold = threshold
-        self.name, self.device = engine.name, engine.device
-        self.roster, self.input_size = engine.roster, engine.input_size
+        self.device, self.roster, self.input_size = engine.device, engine.roster, engine.input_size
         self.costs, self.workers = engine.costs, engine.workers
+
+    def _run_expert(self, i: int, x: object) -> np.ndarray:
+        raise NotImplementedError("EarlyExitEngine delegates whole calls to the engine it wraps")
 
     def predict(self, batch: torch.Tensor) -> np.ndarray:
         return run_images(self.engine, batch, self.threshold).probs
 
     def predict_experts(self, batch: torch.Tensor, experts: Sequence[int]) -> np.ndarray:
         return self.engine.predict_experts(batch, experts)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.engine.describe(), "early_exit_threshold": self.threshold}
+
+    def close(self) -> None:
+        pass
 
     def begin_video(self, pooling: VideoPooling, batch_size: int) -> VideoEarlyExit:
         return VideoEarlyExit(self, pooling, batch_size)

@@ -211,7 +211,7 @@ class Detector:
         """The engine that scores at `threshold`: wrapped for early exit when that is on."""
         if not self.early_exit:
             return self.engine
-        return EarlyExitEngine(self.engine, threshold)  # type: ignore[arg-type]  # engine.base.Engine lacks costs/workers
+        return EarlyExitEngine(self.engine, threshold)
 
     def _image_result(self, experts: np.ndarray, dimensions: dict[str, int], seconds: float,
                       threshold: float) -> ImageAnalysisResult:

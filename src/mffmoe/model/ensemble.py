@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
-from mffmoe.model.experts import build_expert
+from mffmoe.model.experts import Expert, build_expert
 
 
 class MFFMoE(nn.Module):
@@ -23,7 +24,7 @@ class MFFMoE(nn.Module):
         self.experts = nn.ModuleList(build_expert(name) for name in self.roster)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([expert.probability(x) for expert in self.experts], dim=1)
+        return torch.stack([cast(Expert, expert).probability(x) for expert in self.experts], dim=1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

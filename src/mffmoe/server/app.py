@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from mffmoe import __version__
-from mffmoe.detector import Detector
+from mffmoe.inference.detector import Detector
 from mffmoe.server.deps import API_KEY_HEADER
 from mffmoe.server.errors import install_handlers
 from mffmoe.server.jobs import JobManager

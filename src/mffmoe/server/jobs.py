@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from mffmoe.detector import Detector
+from mffmoe.inference.detector import Detector
 from mffmoe.errors import MFFMoEError
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.metrics import Metrics

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mffmoe._util.fs import atomic_replace_dir
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER, EMA_DECAY
 from mffmoe.errors import TrainingError
+from mffmoe.evaluation.metrics import auc_or_none, binary_metrics
 from mffmoe.model.checkpoint import (
     LAYOUTS,
     MANIFEST,
@@ -53,7 +54,7 @@ from mffmoe.train.data import (
     save_samples,
     split,
 )
-from mffmoe.train.metrics import auc_or_none, binary_metrics
+from mffmoe.train.observer import Observer
 
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = "mffmoe-train-state-v1"
@@ -91,25 +92,6 @@ class TrainConfig(BaseModel):
 
     #: May differ on --resume (they do not change what is computed).
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"amp"})
-
-
-class Observer:
-    """Hooks for progress display. Every method does nothing here: subclass and override what you show."""
-
-    def on_prepare(self, what: str, done: int, total: int) -> None:
-        pass
-
-    def on_epoch_start(self, epoch: int, epochs: int, step: int, steps: int) -> None:
-        pass
-
-    def on_step(self, epoch: int, step: int, steps: int, losses: Sequence[float], lr: float) -> None:
-        pass
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
-        pass
-
-    def on_warning(self, message: str) -> None:
-        pass
 
 
 @dataclass

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
 from mffmoe import __version__
-from mffmoe.detector import Detector
+from mffmoe.inference.detector import Detector
 from mffmoe.server.deps import ManagerDep, MetricsDep, SettingsDep, not_ready, require_api_key
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
