@@ -165,8 +165,8 @@ def child_engine(args: dict) -> dict:
     det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu", batch_size=16)
     load = time.perf_counter() - t0
     eng = det.engine
-    out = {"load_s": load, "engine": eng.name, "reason": getattr(eng, "auto_reason", ""),
-           "describe": eng.describe() if hasattr(eng, "describe") else {}}
+    out = {"load_s": load, "engine": eng.name, "reason": eng.auto_reason or "",
+           "describe": eng.describe()}
     det.analyze(args["image"])  # warm-up
     results = []
     med, times = _median_time(lambda: results.append(det.analyze(args["image"])), args["repeats"])
@@ -204,7 +204,8 @@ def child_paired(args: dict) -> dict:
         diffs.append(abs(a - b))
     return {"engine": det.engine.name, "reference_s": statistics.median(ref_t), "engine_s": statistics.median(eng_t),
             "ratio": statistics.median(ref_t) / statistics.median(eng_t),
-            "pair_ratios": [r / e for r, e in zip(ref_t, eng_t)], "reference_times": ref_t, "engine_times": eng_t,
+            "pair_ratios": [r / e for r, e in zip(ref_t, eng_t, strict=True)],
+            "reference_times": ref_t, "engine_times": eng_t,
             "max_abs_diff": max(diffs)}
 
 
@@ -305,7 +306,8 @@ def child_early_exit_trained(args: dict) -> dict:
     early = Detector(full.engine, full.info, batch_size=1, early_exit=True)
     truth = ["FAKE" if p.parent.name == "fake" else "REAL" for p in paths]
     out = _early_exit_summary(full, early, paths)
-    out["accuracy"] = sum(t == ("FAKE" if r["score"] >= 0.5 else "REAL") for t, r in zip(truth, out["rows"])) / len(paths)
+    labels = ["FAKE" if r["score"] >= 0.5 else "REAL" for r in out["rows"]]
+    out["accuracy"] = sum(t == x for t, x in zip(truth, labels, strict=True)) / len(paths)
     out["roster"] = list(TRAINED_ROSTER)
     return {"trained small roster": out}
 
@@ -326,7 +328,7 @@ def max_diff(a: dict, ref: dict) -> float:
     for key in ("short", "long"):
         if key in a:
             d.append(abs(a[key]["score"] - ref[key]["score"]))
-            d += [abs(x - y) for x, y in zip(a[key]["frame_scores"], ref[key]["frame_scores"])]
+            d += [abs(x - y) for x, y in zip(a[key]["frame_scores"], ref[key]["frame_scores"], strict=True)]
     return max(d)
 
 

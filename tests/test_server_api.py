@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mffmoe.config import DetectorConfig
-from mffmoe.inference.detector import Detector
 from mffmoe.errors import ConfigError
+from mffmoe.inference.detector import Detector
 from mffmoe.samples import make_image
 from mffmoe.server.app import create_app
 from mffmoe.server.models import JobRecord

@@ -50,12 +50,12 @@ def test_trainer_step_updates_each_ema_after_its_optimizer_step(tmp_path):
         losses = trainer._step(experts, opts, scalers, emas, batch)
         assert np.isfinite(losses).all()
         d = min(0.995, (1 + step) / (10 + step))
-        for expert, ema, old in zip(experts, emas, before):
+        for expert, ema, old in zip(experts, emas, before, strict=True):
             assert ema.num_updates == step
             params = list(expert.parameters())
-            moved = sum(not torch.equal(p, o) for p, o in zip(params, old))
+            moved = sum(not torch.equal(p, o) for p, o in zip(params, old, strict=True))
             assert moved > len(params) // 2  # the optimizer stepped before the EMA update
-            for s, p, o in zip(ema.shadow_params, params, old):
+            for s, p, o in zip(ema.shadow_params, params, old, strict=True):
                 torch.testing.assert_close(s, d * o + (1 - d) * p.detach(), rtol=1e-6, atol=1e-7)
 
 
@@ -68,7 +68,7 @@ def test_augmentations_are_seeded_and_keep_size():
     aug = Augment(parse_augmentations(None))
     a = [np.asarray(aug(img, np.random.default_rng([0, 3, i]))) for i in range(6)]
     b = [np.asarray(aug(img, np.random.default_rng([0, 3, i]))) for i in range(6)]
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert len({x.tobytes() for x in a}) > 1
     assert parse_augmentations("none") == () and parse_augmentations("jpeg,hflip") == ("hflip", "jpeg")
     with pytest.raises(ValueError, match="unknown augmentation"):
@@ -136,11 +136,11 @@ def test_load_unfolded_gives_raw_weights_and_ema_states(tmp_path, layout):
     for k, v in raw.state_dict().items():
         assert torch.equal(v, pth[k if layout == "official" else k.removeprefix(prefix)]), k
     assert len(emas) == len(TINY_ROSTER) and info.ema
-    for i, (expert, ema) in enumerate(zip(folded.experts, emas)):
+    for i, (expert, ema) in enumerate(zip(folded.experts, emas, strict=True)):
         assert ema["num_updates"] == state[i]["num_updates"]
-        for p, s, s_file in zip(expert.parameters(), ema["shadow_params"], state[i]["shadow_params"]):
+        for p, s, s_file in zip(expert.parameters(), ema["shadow_params"], state[i]["shadow_params"], strict=True):
             assert torch.equal(s, s_file) and torch.equal(p, s)  # the folded model is the shadows
-    assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), folded.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), folded.parameters(), strict=True))
 
 
 def test_load_unfolded_without_state_needs_permission(tmp_path):

@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 
-from mffmoe.inference.detector import Detector
 from mffmoe.errors import MFFMoEError
+from mffmoe.inference.detector import Detector
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.metrics import Metrics
 from mffmoe.server.models import ErrorDetail, JobRecord, JobStatus
