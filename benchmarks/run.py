@@ -7,7 +7,7 @@ It builds (once, cached under --work, default benchmarks/.work) a random full-ro
 official two-file layout, its safetensors conversion, one 1280x720 JPEG, and a 10-second and a 5-minute
 1080p H.264 video (GOP 250); exports the ONNX/OpenVINO artefacts and calibrates `auto` through
 `mffmoe export` (timed). Every measurement then runs in a fresh process, one after another, so numbers do
-not share caches, threads or memory: the reference (`mffmoe.model.reference.ReferenceDetector`, the way
+not share caches, threads or memory: the reference (`mffmoe.testing.reference.ReferenceDetector`, the way
 its host runs it), then each engine through `Detector` (what `mffmoe analyze` and the server use), then
 a paired image measurement (reference and `auto` alternating in one process, so that both see the same
 machine), peak RSS of the real CLI (`mffmoe analyze one.jpg`), then early exit: the full roster with random
@@ -43,7 +43,7 @@ def make_fast_video(path: Path, seconds: float, fps: int = 25, width: int = 1920
     import av
     import numpy as np
 
-    from mffmoe.samples import pattern
+    from mffmoe.testing.media import pattern
 
     if path.exists():
         return path
@@ -71,13 +71,13 @@ def make_fast_video(path: Path, seconds: float, fps: int = 25, width: int = 1920
 
 def setup(work: Path) -> dict:
     """Checkpoint, safetensors, media and exports, built once and reused."""
-    from mffmoe.samples import make_image
+    from mffmoe.testing.media import make_image
 
     work.mkdir(parents=True, exist_ok=True)
     timings: dict = {}
     official = work / "official"
     if not (official / "MFF-MoE-v1.state").exists():
-        from mffmoe.testing import default_roster_checkpoint
+        from mffmoe.testing.checkpoints import default_roster_checkpoint
         t0 = time.perf_counter()
         default_roster_checkpoint(official)
         timings["make_checkpoint_s"] = time.perf_counter() - t0
@@ -144,7 +144,7 @@ def child_gemm(args: dict) -> dict:
 
 
 def child_reference(args: dict) -> dict:
-    from mffmoe.model.reference import ReferenceDetector
+    from mffmoe.testing.reference import ReferenceDetector
     t0 = time.perf_counter()
     ref = ReferenceDetector(args["official"])
     load = time.perf_counter() - t0
@@ -186,7 +186,7 @@ def child_paired(args: dict) -> dict:
     separate measurements minutes apart turn into ratio noise. A pause after each run lets the other
     side's idle threads stop spinning before the next one starts."""
     from mffmoe.inference.detector import Detector
-    from mffmoe.model.reference import ReferenceDetector
+    from mffmoe.testing.reference import ReferenceDetector
 
     ref = ReferenceDetector(args["official"])
     det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu")
@@ -256,7 +256,7 @@ def child_early_exit(args: dict) -> dict:
     import torch
 
     from mffmoe.inference.detector import Detector
-    from mffmoe.samples import make_image
+    from mffmoe.testing.media import make_image
 
     work = Path(args["work"]) / "mixed"
     paths = []
@@ -285,10 +285,10 @@ TRAINED_ROSTER = ("efficientnet_b0", "convnextv2_atto", "test_efficientnet", "te
 
 def child_early_exit_trained(args: dict) -> dict:
     """Early exit where the experts have learned something: seven small experts trained with `mffmoe train`
-    on the planted-pattern task (mffmoe.train.synthetic), then scored on a held-out half-real, half-fake set
+    on the planted-pattern task (mffmoe.testing.planted), then scored on a held-out half-real, half-fake set
     made with a fainter pattern (so that some images are hard)."""
     from mffmoe.inference.detector import Detector
-    from mffmoe.train.synthetic import make_planted_dataset
+    from mffmoe.testing.planted import make_planted_dataset
 
     work = Path(args["work"]) / "early_exit_trained"
     run_dir = work / "run"
@@ -426,7 +426,7 @@ def main() -> None:
     log(f"paired: reference {res['paired']['reference_s']:.3f} s, auto {res['paired']['engine_s']:.3f} s")
     mffmoe = str(ROOT / ".venv/bin/mffmoe")
     res["memory"] = {
-        "reference_mb": peak_rss_mb([sys.executable, "-c", "import sys; from mffmoe.model.reference import "
+        "reference_mb": peak_rss_mb([sys.executable, "-c", "import sys; from mffmoe.testing.reference import "
                                      "ReferenceDetector as R; R(sys.argv[1]).score_file(sys.argv[2])",
                                      paths["official"], paths["image"]]),
         "cli_official_mb": peak_rss_mb([mffmoe, "analyze", paths["image"], "-w", paths["official"]]),

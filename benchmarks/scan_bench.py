@@ -9,7 +9,7 @@ Every mode scans the same files into a fresh RESULTS. files/s = files analyzed /
 phase (worker and replica start-up included; Ray's own start-up and hashing are timed apart). "start-up"
 is the analysis phase until the first row, "after start-up" the rate from the first row to the last. The weights
 are random (same shapes and cost as trained ones); the collection holds JPEG/PNG/WebP images, H.264
-videos, duplicates and broken files, as `mffmoe.scan.testing.make_collection` makes them.
+videos, duplicates and broken files, as `mffmoe.testing.collections.make_collection` makes them.
 """
 from __future__ import annotations
 
@@ -77,8 +77,8 @@ def main() -> None:
 
     import torch
 
-    from mffmoe.scan.testing import make_collection
-    from mffmoe.testing import make_random_checkpoint
+    from mffmoe.testing.checkpoints import make_random_checkpoint
+    from mffmoe.testing.collections import make_collection
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="mffmoe-scan-bench-") as tmp:

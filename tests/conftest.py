@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mffmoe.samples import make_image, make_video
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.media import make_image, make_video
 
 TINY_SIZE = 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mffmoe.scan.testing import make_collection  # noqa: F401  (re-exported for the scan tests)
+from mffmoe.testing.collections import make_collection  # noqa: F401  (re-exported for the scan tests)
 
 
 def crashing_decode(path, cfg):

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mffmoe.inference.detector import Detector
-from mffmoe.samples import make_image, make_video
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.media import make_image, make_video
 
 INPUT_SIZE = 64
 

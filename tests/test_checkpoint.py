@@ -14,8 +14,8 @@ from conftest import TINY_SIZE
 from mffmoe._util.fs import sha256_file
 from mffmoe.errors import CheckpointFormatError, MissingEMAError, UnsafeCheckpointError, WeightsNotFoundError
 from mffmoe.model.checkpoint import load_weights, save_safetensors
-from mffmoe.model.reference import RefMFFMoE
-from mffmoe.testing import TINY_ROSTER
+from mffmoe.testing.checkpoints import TINY_ROSTER
+from mffmoe.testing.reference import RefMFFMoE
 
 
 def _x(n=3, size=TINY_SIZE, seed=0):

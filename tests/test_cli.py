@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mffmoe.cli import app
-from mffmoe.testing import TINY_ROSTER
+from mffmoe.testing.checkpoints import TINY_ROSTER
 
 runner = CliRunner()
 

@@ -18,9 +18,9 @@ from mffmoe.errors import (
     UnsupportedMediaError,
 )
 from mffmoe.inference.pooling import confident, get_pooling
-from mffmoe.model.reference import ReferenceDetector
-from mffmoe.samples import make_image, make_video
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.media import make_image, make_video
+from mffmoe.testing.reference import ReferenceDetector
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,7 @@ def test_wrong_stated_frame_count_with_early_exit_uses_the_final_frames(tiny_ckp
     must not count: not in the early-exit decision, not in the result, not in the progress."""
     from mffmoe.inference.detector import Detector
     from mffmoe.media.video import sample_indices
-    from mffmoe.samples import make_video
+    from mffmoe.testing.media import make_video
 
     whole = make_video(tmp_path / "whole.avi", seconds=4, fps=25, width=64, height=48, codec="mjpeg", gop=10)
     data = whole.read_bytes()

@@ -16,7 +16,7 @@ from mffmoe.engine.cache import CACHE_DIRNAME
 from mffmoe.engine.calibrate import calibrate
 from mffmoe.engine.export import ensure_onnx, export
 from mffmoe.model.checkpoint import load_weights
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 
 SIZE = 64
 OPTIONAL = {"onnxruntime": "onnxruntime", "openvino": "openvino"}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
-from mffmoe.train.synthetic import make_planted_dataset
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.planted import make_planted_dataset
 from train_helpers import run_cli, said
 
 
@@ -51,7 +51,7 @@ def test_json_report_levels_and_thresholds(setup, tmp_path):
 def test_failed_files_are_listed_and_left_out(setup, tmp_path):
     root, weights, _ = setup
     data = make_planted_dataset(tmp_path / "d", 3, 3, size=32, seed=9)
-    from mffmoe.samples import make_image
+    from mffmoe.testing.media import make_image
     jpg = make_image(data / "fake" / "zz_broken.jpg", 64, 64, quality=90).read_bytes()
     (data / "fake" / "zz_broken.jpg").write_bytes(jpg[: len(jpg) // 2])  # truncated
     listing = tmp_path / "list.csv"

@@ -19,7 +19,7 @@ from mffmoe.media.image import load_image, to_rgb
 from mffmoe.media.preprocess import preprocess, spec_transform
 from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.video import SEEK_THRESHOLD, VideoSampler, sample_indices
-from mffmoe.samples import make_image, make_video, pattern
+from mffmoe.testing.media import make_image, make_video, pattern
 
 
 # --- probing --------------------------------------------------------------------------------------

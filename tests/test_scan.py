@@ -165,7 +165,7 @@ def test_resume_skips_done_and_redoes_only_changes(collection, weights, tmp_path
     changed = root / "a" / "img001.png"
     shutil.copyfile(root / "b" / "c" / "img004.png", changed)            # new bytes, same content as another file
     (root / "new").mkdir()
-    from mffmoe.samples import make_image
+    from mffmoe.testing.media import make_image
     make_image(root / "new" / "fresh.jpg", 80, 60, seed=42)            # a new input
     third = run_scan(options(root, out, weights), progress=False)
     assert third.inputs == first.inputs + 1

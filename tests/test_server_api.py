@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from mffmoe.config import DetectorConfig
 from mffmoe.errors import ConfigError
 from mffmoe.inference.detector import Detector
-from mffmoe.samples import make_image
 from mffmoe.server.app import create_app
 from mffmoe.server.models import JobRecord
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
-from mffmoe.testing import TINY_ROSTER
+from mffmoe.testing.checkpoints import TINY_ROSTER
+from mffmoe.testing.media import make_image
 from server_helpers import GatedDetector, assert_error, sample_media, tiny_detector, wait_until
 
 KEY = "k3y-\u00e9-secret"
@@ -494,7 +494,7 @@ def test_shutdown_interrupts_a_running_video(detector, settings, media):
 
 # -- start-up ---------------------------------------------------------------------------------------
 def test_app_loads_weights_from_settings(settings, tmp_path, media):
-    from mffmoe.testing import make_random_checkpoint
+    from mffmoe.testing.checkpoints import make_random_checkpoint
 
     make_random_checkpoint(tmp_path / "weights", TINY_ROSTER, input_size=64, layout="upstream")
     settings.detector = DetectorConfig(weights=tmp_path / "weights", device="cpu")

@@ -251,7 +251,7 @@ def _free_port() -> int:
 
 
 def test_mffmoe_serve_command(tmp_path, media):
-    from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+    from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 
     weights = make_random_checkpoint(tmp_path / "weights", TINY_ROSTER, input_size=64)
     port = _free_port()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mffmoe.model.checkpoint import load_weights
-from mffmoe.testing import TINY_ROSTER
+from mffmoe.testing.checkpoints import TINY_ROSTER
+from mffmoe.testing.planted import make_planted_dataset
 from mffmoe.train.data import load_samples
-from mffmoe.train.synthetic import make_planted_dataset
 from train_helpers import TINY, one_thread, read_log, run_cli  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

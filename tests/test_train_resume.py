@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.planted import make_planted_dataset
 from mffmoe.train.observer import Observer
-from mffmoe.train.synthetic import make_planted_dataset
 from mffmoe.train.trainer import TrainConfig, Trainer, checkpoint_dirs
 from train_helpers import TINY, one_thread, read_log, run_cli, said  # noqa: F401 (fixture)
 

@@ -9,7 +9,7 @@ from PIL import Image
 from mffmoe.errors import DatasetError
 from mffmoe.model.checkpoint import load_unfolded, load_weights
 from mffmoe.model.ema import ExponentialMovingAverage
-from mffmoe.testing import TINY_ROSTER, make_random_checkpoint
+from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.augment import AUGMENTATIONS, Augment, parse_augmentations
 from mffmoe.train.data import Sample, SampleDataset, read_dataset, split
 from mffmoe.train.trainer import TrainConfig, Trainer
@@ -78,7 +78,7 @@ def test_augmentations_are_seeded_and_keep_size():
 def test_sample_dataset_without_augmentation_is_the_detector_preprocessing(tmp_path):
     from mffmoe.media.image import load_image
     from mffmoe.media.preprocess import preprocess
-    from mffmoe.samples import make_image
+    from mffmoe.testing.media import make_image
     path = make_image(tmp_path / "a.jpg", 90, 70, seed=3)
     x, label, i, err = SampleDataset([Sample(str(path), 1, str(path))], 64)[(0, 0)]
     assert err is None and label == 1 and i == 0

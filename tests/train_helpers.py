@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mffmoe.testing import TINY_ROSTER
+from mffmoe.testing.checkpoints import TINY_ROSTER
 
 TINY = ",".join(TINY_ROSTER)
 

@@ -11,7 +11,7 @@ def sample(
     out: Annotated[Path, typer.Argument(help="Directory to write sample media into.")] = Path("samples"),
 ) -> None:
     """Generate a small sample set (an image and a short video) to try the pipeline on."""
-    from mffmoe.samples import make_image, make_video
+    from mffmoe.testing.media import make_image, make_video
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [make_image(out / "sample.jpg", 640, 480, quality=92),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mffmoe.samples import encode_video, pattern
+from mffmoe.testing.media import encode_video, pattern
 
 
 def planted(height: int, width: int, period: float = 8.0, amplitude: float = 10.0) -> np.ndarray:

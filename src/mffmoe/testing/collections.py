@@ -5,7 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
-from mffmoe.samples import make_image, make_video
+from mffmoe.testing.media import make_image, make_video
 
 
 def make_collection(root: str | os.PathLike[str], images: int = 6, videos: int = 2, size: tuple[int, int] = (96, 72),
