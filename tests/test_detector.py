@@ -17,7 +17,7 @@ from mffmoe.errors import (
     UnreadableMediaError,
     UnsupportedMediaError,
 )
-from mffmoe.inference.pooling import confident, get_pooling
+from mffmoe.pooling import confident, get_pooling
 from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 from mffmoe.testing.media import make_image, make_video
 from mffmoe.testing.reference import ReferenceDetector

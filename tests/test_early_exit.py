@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mffmoe.engine.early_exit import EarlyExitEngine, decided, groups, interval, run_images
-from mffmoe.inference.pooling import get_pooling
+from mffmoe.pooling import get_pooling
 from mffmoe.results import label
 
 

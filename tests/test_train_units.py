@@ -6,12 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mffmoe.datasets import LabeledPath, read_dataset
 from mffmoe.errors import DatasetError
 from mffmoe.model.checkpoint import load_unfolded, load_weights
 from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 from mffmoe.train.augment import AUGMENTATIONS, Augment, parse_augmentations
-from mffmoe.train.data import Sample, SampleDataset, read_dataset, split
+from mffmoe.train.data import Sample, SampleDataset, split
 from mffmoe.train.trainer import TrainConfig, Trainer
 
 
@@ -116,7 +117,7 @@ def test_bad_csv_is_a_typed_error(tmp_path, text, match):
 def test_folder_without_class_dirs_and_impossible_split(tmp_path):
     with pytest.raises(DatasetError, match="real/ and fake/"):
         read_dataset(tmp_path)
-    from mffmoe.train.data import LabeledPath
+
     with pytest.raises(DatasetError, match="validation"):
         split([LabeledPath("a", 0), LabeledPath("b", 1), LabeledPath("c", 1)], 0.3, 0)
     items = [LabeledPath(str(i), i % 2) for i in range(20)]

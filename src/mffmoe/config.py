@@ -112,7 +112,8 @@ class DetectorConfig(BaseModel):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0.0, le=1.0, description="FAKE iff score >= threshold")
     frames: int = Field(DEFAULT_FRAMES, ge=1, description="frames sampled per video")
-    pooling: str = DEFAULT_POOLING
+    pooling: str = Field(DEFAULT_POOLING, description="video pooling (checked against the registry in "
+                         "mffmoe.pooling when the detector is built)")
     max_image_pixels: int | None = Field(None, ge=1)
     early_exit: bool = False
     model_name: str = MODEL_NAME
@@ -126,7 +127,8 @@ class DetectorConfig(BaseModel):
     @field_validator("pooling")
     @classmethod
     def _known_pooling(cls, value: str) -> str:
-        from mffmoe.inference.pooling import POOLINGS
+        from mffmoe.pooling import POOLINGS  # a leaf module (numpy only), imported when a config is made
+
         if value not in POOLINGS:
             raise ValueError(f"unknown pooling {value!r}; choose from {sorted(POOLINGS)}")
         return value

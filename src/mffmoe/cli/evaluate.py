@@ -79,9 +79,9 @@ def evaluate(
 
     Exits 1 when some files failed (they are listed and left out of the metrics)."""
     from mffmoe.config import DetectorConfig
+    from mffmoe.datasets import read_dataset
     from mffmoe.evaluation.evaluate import score_items, summarize, write_scores
     from mffmoe.inference.detector import Detector
-    from mffmoe.train.data import read_dataset
 
     try:
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device, engine=engine,

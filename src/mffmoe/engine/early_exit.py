@@ -20,25 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import ArrayLike
 
 from mffmoe.engine.base import Engine
 from mffmoe.engine.costs import cheapest_first
+from mffmoe.pooling import Pooling
 
 MARGIN = 1e-12
-
-
-class VideoPooling(Protocol):
-    """How frame scores become a video's (`mffmoe.inference.pooling.Pooling` is one)."""
-
-    @property
-    def monotone(self) -> bool: ...
-
-    def __call__(self, scores: ArrayLike) -> float: ...
 
 
 def interval(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +107,7 @@ class EarlyExitEngine(Engine):
     def close(self) -> None:
         pass
 
-    def begin_video(self, pooling: VideoPooling, batch_size: int) -> VideoEarlyExit:
+    def begin_video(self, pooling: Pooling, batch_size: int) -> VideoEarlyExit:
         return VideoEarlyExit(self, pooling, batch_size)
 
 
@@ -125,7 +116,7 @@ class VideoEarlyExit:
     still overlaps inference) and keeps the frames that later groups may need; `finish` takes the final
     frame indices and runs further groups on exactly those frames until the pooled interval is decided."""
 
-    def __init__(self, early: EarlyExitEngine, pooling: VideoPooling, batch_size: int) -> None:
+    def __init__(self, early: EarlyExitEngine, pooling: Pooling, batch_size: int) -> None:
         self.engine = early.engine
         self.pool = pooling
         self.threshold = early.threshold

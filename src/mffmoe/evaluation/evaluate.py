@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mffmoe.config import DEFAULT_THRESHOLD, DetectorConfig
+from mffmoe.datasets import LabeledPath
 from mffmoe.errors import ErrorInfo, MFFMoEError
 from mffmoe.evaluation.metrics import DEFAULT_TARGET_FPR, binary_metrics
 from mffmoe.results import VideoAnalysisResult
-from mffmoe.train.data import LabeledPath
 
 if TYPE_CHECKING:
     from mffmoe.inference.detector import Detector
@@ -135,8 +135,8 @@ def evaluate(data: str | os.PathLike[str], weights: str | os.PathLike[str] | Non
              detector: Detector | None = None, **detector_fields: Any) -> tuple[dict[str, Any], list[ItemScore]]:
     """Library entry point: score a `real/`+`fake/` folder or a CSV and compute the report. The detector
     is `detector`, or built from `weights`, `threshold` and the other DetectorConfig fields."""
+    from mffmoe.datasets import read_dataset
     from mffmoe.inference.detector import Detector
-    from mffmoe.train.data import read_dataset
 
     items = read_dataset(data)
     if detector is None:

@@ -15,8 +15,8 @@ import numpy as np
 
 from mffmoe.engine.early_exit import interval
 from mffmoe.errors import VideoDecodeError
-from mffmoe.inference.pooling import Pooling
 from mffmoe.media.video import VideoSummary
+from mffmoe.pooling import Pooling
 from mffmoe.results import FrameFailure, FramePrediction, ImageAnalysisResult, VideoAnalysisResult, confidence, label
 
 UNTRAINED_NOTE = "UNTRAINED: random weights (--untrained); this score means nothing"

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from mffmoe.engine.base import Engine
-from mffmoe.engine.early_exit import EarlyExitEngine, Outcome, VideoPooling, interval
+from mffmoe.engine.early_exit import EarlyExitEngine, Outcome, interval
+from mffmoe.pooling import Pooling
 
 
 def score_batch(engine: Engine, batch: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -64,7 +65,7 @@ class FullVideo:
         return Outcome(probs, low, high, keep)
 
 
-def begin_video(engine: Engine, pooling: VideoPooling, batch_size: int) -> VideoScoring:
+def begin_video(engine: Engine, pooling: Pooling, batch_size: int) -> VideoScoring:
     """Per-video scoring: an early-exit engine decides per video, any other engine scores every frame."""
     if isinstance(engine, EarlyExitEngine):
         return engine.begin_video(pooling, batch_size)

@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,37 +35,19 @@ from mffmoe.engine.early_exit import EarlyExitEngine
 from mffmoe.errors import ConfigError, MFFMoEError
 from mffmoe.inference.assemble import ScoredFrame, image_result, video_result
 from mffmoe.inference.batching import begin_video, score_batch, score_items
-from mffmoe.inference.pooling import Pooling, get_pooling
 from mffmoe.media.image import to_rgb
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
 from mffmoe.model.checkpoint import CheckpointInfo, load_weights, untrained_model
+from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-class _Untrained:
-    """`Detector.untrained(...)` builds a detector on random weights; `detector.untrained` says whether
-    a detector runs on them. One public name, two meanings by where it is read (class or instance)."""
-
-    @overload
-    def __get__(self, obj: None, owner: type[Detector]) -> Callable[..., Detector]: ...
-
-    @overload
-    def __get__(self, obj: Detector, owner: type[Detector]) -> bool: ...
-
-    def __get__(self, obj: Detector | None, owner: type[Detector]) -> Callable[..., Detector] | bool:
-        return owner._random_weights if obj is None else obj._untrained
-
-    def __set__(self, obj: Detector, value: bool) -> None:
-        obj._untrained = value
-
-
 class Detector:
-    untrained = _Untrained()
-    _untrained: bool
+    """Scores images and videos with one engine; built by `from_config`, `from_dir` or `untrained`."""
 
     def __init__(self, engine: Engine, info: CheckpointInfo, *, threshold: float = DEFAULT_THRESHOLD,
                  frames: int = DEFAULT_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE, pooling: str = DEFAULT_POOLING,
@@ -80,7 +62,8 @@ class Detector:
         self.batch_size = max(1, batch_size)
         self.pooling = pooling
         self.pool: Pooling = get_pooling(pooling)
-        self.untrained = untrained
+        #: True on random weights (`Detector.untrained`): every result then says its score means nothing.
+        self.random_weights = untrained
         self.max_image_pixels = max_image_pixels
         self.model_name = model_name
         self.early_exit = early_exit  # exact: see mffmoe.engine.early_exit
@@ -111,11 +94,10 @@ class Detector:
                                               engine_options=engine_options or {}, **kwargs))
 
     @classmethod
-    def _random_weights(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
+    def untrained(cls, roster: Sequence[str] = DEFAULT_ROSTER, input_size: int = DEFAULT_INPUT_SIZE, *,
                         device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE, seed: int = 0,
                         engine_options: dict[str, Any] | None = None, **kwargs: Any) -> Detector:
-        """`Detector.untrained(...)`: random weights, to run the pipeline without the official files.
-        Every result says so."""
+        """Random weights, to run the pipeline without the official files. Every result says so."""
         return cls.from_config(DetectorConfig(untrained=True, roster=tuple(roster), input_size=input_size,
                                               device=device, engine=engine, seed=seed,
                                               engine_options=engine_options or {}, **kwargs))
@@ -215,7 +197,7 @@ class Detector:
 
     def _image_result(self, experts: np.ndarray, dimensions: dict[str, int], seconds: float,
                       threshold: float) -> ImageAnalysisResult:
-        return image_result(experts, dimensions, seconds, threshold=threshold, untrained=self.untrained,
+        return image_result(experts, dimensions, seconds, threshold=threshold, untrained=self.random_weights,
                             model_name=self.model_name, early_exit=self.early_exit)
 
     def _image(self, pixels: torch.Tensor, dimensions: dict[str, int], threshold: float,
@@ -263,5 +245,5 @@ class Detector:
         outcome = scoring.finish(summary.indices)  # decided on exactly the final frames
         scored = {i: ScoredFrame(i, timestamps[i], row) for i, row in zip(outcome.frames, outcome.probs, strict=True)}
         return video_result(item.path, summary, scored, failures, time.perf_counter() - start, pooling=pool,
-                            threshold=threshold, untrained=self.untrained, model_name=self.model_name,
+                            threshold=threshold, untrained=self.random_weights, model_name=self.model_name,
                             early_exit=self.early_exit)

@@ -122,7 +122,7 @@ def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max
     try:
         kind = kind or probe_kind(path)
         if kind is MediaKind.VIDEO:
-            return VideoItem(str(path), VideoSampler(path, n_frames), input_size)
+            return open_video(path, n_frames, input_size)
         image = load_image(path, max_pixels)
         pixels = preprocess(image, input_size)
         return ImageItem(str(path), pixels, image.width, image.height, time.perf_counter() - start)

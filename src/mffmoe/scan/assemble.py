@@ -13,8 +13,8 @@ from mffmoe.config import DetectorConfig
 from mffmoe.errors import ErrorInfo, MFFMoEError
 from mffmoe.inference.assemble import ScoredFrame, image_result, video_result
 from mffmoe.inference.detector import Detector
-from mffmoe.inference.pooling import Pooling, get_pooling
 from mffmoe.media.video import VideoSummary
+from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure
 from mffmoe.scan.decode import ERROR, FRAME, FRAME_ERROR, IMAGE, VIDEO_END, Part
 
@@ -46,7 +46,7 @@ class Assembler:
 
     @classmethod
     def for_detector(cls, detector: Detector) -> Assembler:
-        return cls(detector.threshold, detector.pool, detector.untrained, detector.model_name)
+        return cls(detector.threshold, detector.pool, detector.random_weights, detector.model_name)
 
     @classmethod
     def for_config(cls, config: DetectorConfig) -> Assembler:

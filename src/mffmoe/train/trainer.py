@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mffmoe._util.fs import atomic_replace_dir
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER, EMA_DECAY
+from mffmoe.datasets import read_dataset
 from mffmoe.errors import TrainingError
 from mffmoe.evaluation.metrics import auc_or_none, binary_metrics
 from mffmoe.model.checkpoint import (
@@ -49,7 +50,6 @@ from mffmoe.train.data import (
     collate,
     load_samples,
     prepare_samples,
-    read_dataset,
     require_both_classes,
     save_samples,
     split,

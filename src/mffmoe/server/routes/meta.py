@@ -26,7 +26,7 @@ def model_info(detector: Detector) -> dict[str, Any]:
     return {"name": detector.model_name, "roster": list(detector.engine.roster),
             "experts": len(detector.engine.roster), "input_size": detector.input_size,
             "engine": detector.engine.name, "device": detector.engine.device, "threshold": detector.threshold,
-            "frames": detector.frames, "pooling": detector.pooling, "untrained": detector.untrained,
+            "frames": detector.frames, "pooling": detector.pooling, "untrained": detector.random_weights,
             "ema": info.ema, "layout": info.layout, "source": info.source}
 
 
@@ -70,7 +70,7 @@ async def health(request: Request) -> Any:
     ready = bool(request.app.state.ready and det is not None)
     body = {"status": "ok" if ready else "loading", "ready": ready,
             **({"model": det.model_name, "engine": det.engine.name, "device": det.engine.device,
-                "untrained": det.untrained} if det is not None else {})}
+                "untrained": det.random_weights} if det is not None else {})}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
