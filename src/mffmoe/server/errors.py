@@ -16,6 +16,7 @@ from mffmoe.errors import (
     CorruptMediaError,
     DecompressionBombError,
     EmptyMediaError,
+    ErrorInfo,
     MediaError,
     MFFMoEError,
     UnsupportedMediaError,
@@ -53,12 +54,14 @@ class ApiError(Exception):
 
 
 def from_mffmoe(error: MFFMoEError, replace: dict[str, str] | None = None) -> ApiError:
-    """Map a typed library error to an ApiError; `replace` hides server paths (temp file -> client name)."""
+    """Map a typed library error (its `ErrorInfo`) to an ApiError; `replace` hides server paths (temp file ->
+    client name)."""
     status = next((code for cls, code in ERROR_STATUS if isinstance(error, cls)), 422)
-    message = str(error)
+    info = ErrorInfo.of(error)
+    message = info.message
     for old, new in (replace or {}).items():
         message = message.replace(old, new)
-    return ApiError(status, error.kind, message)
+    return ApiError(status, info.kind, message)
 
 
 _STATUS_KIND = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
