@@ -6,11 +6,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-
-Model = TypeVar("Model")
 
 
 class Device(StrEnum):
@@ -59,19 +57,6 @@ def parse_device(value: str) -> str:
     if text in Device.__members__ or _CUDA_INDEX.fullmatch(text):
         return text
     raise typer.BadParameter(f"{text!r} is not one of {', '.join(Device)}, cuda:N")
-
-
-def validated(model: type[Model], what: str, **values: Any) -> Model:
-    """`model(**values)` for a pydantic settings model built from options; a validation failure is
-    raised as one ConfigError line naming `what`."""
-    from pydantic import ValidationError
-
-    from mffmoe.config import config_error
-
-    try:
-        return model(**values)
-    except ValidationError as e:
-        raise config_error(e, what) from None
 
 
 WeightsOpt = Annotated[Path | None, typer.Option(

@@ -18,7 +18,6 @@ from mffmoe.cli.options import (
     ThresholdOpt,
     UntrainedOpt,
     WeightsOpt,
-    validated,
 )
 from mffmoe.cli.output import err, fail
 from mffmoe.config import (
@@ -78,8 +77,8 @@ def scan(
     from mffmoe.scan.job import ScanOptions, run_scan
 
     try:
-        options = validated(
-            ScanOptions, "scan options", source=source, out=out,
+        options = ScanOptions(
+            source=source, out=out,
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
                                     frames=frames, pooling=pooling),

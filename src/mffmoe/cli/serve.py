@@ -18,7 +18,6 @@ from mffmoe.cli.options import (
     ThresholdOpt,
     UntrainedOpt,
     WeightsOpt,
-    validated,
 )
 from mffmoe.cli.output import err, fail
 from mffmoe.config import (
@@ -79,8 +78,7 @@ def serve(
 
     storage: dict[str, Any] = {k: v for k, v in {"db_path": db, "upload_dir": upload_dir}.items() if v is not None}
     try:
-        settings = validated(
-            ServerSettings, "server settings",
+        settings = ServerSettings(
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
                                     frames=frames, pooling=pooling, early_exit=early_exit),
