@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_SIZE
 from mffmoe._util.fs import sha256_file
 from mffmoe.errors import CheckpointFormatError, MissingEMAError, UnsafeCheckpointError, WeightsNotFoundError
-from mffmoe.model.checkpoint import load_weights, save_safetensors
+from mffmoe.model.checkpoint import load_weights, read_info, save_safetensors
 from mffmoe.testing.checkpoints import TINY_ROSTER
 from mffmoe.testing.reference import RefMFFMoE
 
@@ -196,3 +196,21 @@ def test_foreign_safetensors_refused(tmp_path):
     save_file({"a": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(CheckpointFormatError, match="not an mffmoe file"):
         load_weights(tmp_path / "x.safetensors")
+
+
+def test_read_info_reports_what_loading_does_without_reading_tensors(tiny_ckpt, tmp_path):
+    """The Ray scan driver identifies the weights from metadata alone; it must name the same files."""
+    same = ("source", "layout", "roster", "input_size", "ema", "files")
+    model, loaded = load_weights(tiny_ckpt)
+    meta = read_info(tiny_ckpt)
+    assert {k: getattr(meta, k) for k in same} == {k: getattr(loaded, k) for k in same}
+    st = save_safetensors(model, loaded, tmp_path / "w.safetensors")
+    _, loaded_st = load_weights(st)
+    meta_st = read_info(tmp_path)  # a folder holding one converted file, as --weights DIR
+    assert meta_st == loaded_st
+    bare = tmp_path / "no_state"
+    bare.mkdir()
+    shutil.copy(tiny_ckpt / "MFF-MoE-v1.pth", bare)
+    with pytest.raises(MissingEMAError):
+        read_info(bare)
+    assert read_info(bare, allow_missing_ema=True).ema is False

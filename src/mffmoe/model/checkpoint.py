@@ -266,13 +266,14 @@ def _read_official(directory: Path, layout: Layout, missing_ema: str | None,
     return model, state, emas, info
 
 
+_MISSING_EMA = ("{ema} is missing. MFF-MoE runs on its EMA weights, which live in that file; the raw weights in "
+                "{weights} alone give different (worse) scores. Add the file, or pass --allow-missing-ema "
+                "(allow_missing_ema=True) to run on the raw weights deliberately.")
+
+
 def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
     """Inference weights: each EMA shadow replaces its raw parameter (folded once, here)."""
-    missing = None if allow_missing_ema else (
-        "{ema} is missing. MFF-MoE runs on its EMA weights, which live in that file; the raw weights in "
-        "{weights} alone give different (worse) scores. Add the file, or pass --allow-missing-ema "
-        "(allow_missing_ema=True) to run on the raw weights deliberately.")
-    model, state, emas, info = _read_official(directory, layout, missing)
+    model, state, emas, info = _read_official(directory, layout, None if allow_missing_ema else _MISSING_EMA)
     for i, (expert, ema) in enumerate(zip(model.experts, emas, strict=True) if emas is not None else ()):
         for (name, _), shadow in zip(expert.named_parameters(), ema["shadow_params"], strict=True):
             state[f"experts.{i}.{name}"] = shadow  # fold: the shadow replaces the raw parameter
@@ -350,30 +351,62 @@ def _mmap_safetensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
+def _safetensors_meta(path: Path, f: Any) -> tuple[dict[str, str], tuple[str, ...], int]:
+    """An open safetensors file's mffmoe metadata: (all of it, roster, input size)."""
+    meta = f.metadata() or {}
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise CheckpointFormatError(f"{path}: not an mffmoe file (metadata format {meta.get('format')!r}, "
+                                    f"expected {SAFETENSORS_FORMAT!r})")
+    return meta, tuple(json.loads(meta["roster"])), int(meta["input_size"])
+
+
+def _safetensors_info(path: Path, meta: Mapping[str, str], roster: tuple[str, ...], input_size: int,
+                      ) -> CheckpointInfo:
+    return CheckpointInfo(source=str(path), layout="safetensors", roster=roster, input_size=input_size,
+                          ema=json.loads(meta.get("ema_folded", "true")), files={"safetensors": str(path)},
+                          ema_num_updates=json.loads(meta.get("ema_num_updates", "[]")), metadata=dict(meta))
+
+
+def _read_safetensors(path: Path, tensors: bool) -> tuple[CheckpointInfo, MFFMoE | None]:
     from safetensors import SafetensorError, safe_open
 
+    model = None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != SAFETENSORS_FORMAT:
-                raise CheckpointFormatError(f"{path}: not an mffmoe file (metadata format "
-                                            f"{meta.get('format')!r}, expected {SAFETENSORS_FORMAT!r})")
-            roster = tuple(json.loads(meta["roster"]))
-            input_size = int(meta["input_size"])
-            model = build_model(roster, input_size, device="meta")
-            state = _mmap_safetensors(path, list(f.keys()))
+            meta, roster, input_size = _safetensors_meta(path, f)
+            if tensors:
+                model = build_model(roster, input_size, device="meta")
+                state = _mmap_safetensors(path, list(f.keys()))
     except SafetensorError as e:
         raise CheckpointFormatError(f"{path}: not a readable safetensors file ({e})") from e
     except (KeyError, ValueError) as e:
         raise CheckpointFormatError(f"{path}: bad mffmoe metadata ({e})") from e
-    check_state_dict(model, state, str(path))
-    _assign(model, state)
-    info = CheckpointInfo(source=str(path), layout="safetensors", roster=roster, input_size=input_size,
-                          ema=json.loads(meta.get("ema_folded", "true")), files={"safetensors": str(path)},
-                          ema_num_updates=json.loads(meta.get("ema_num_updates", "[]")),
-                          metadata={k: v for k, v in meta.items()})
+    if model is not None:
+        check_state_dict(model, state, str(path))
+        _assign(model, state)
+    return _safetensors_info(path, meta, roster, input_size), model
+
+
+def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
+    info, model = _read_safetensors(path, tensors=True)
+    assert model is not None
     return model, info
+
+
+def read_info(path: str | os.PathLike[str], allow_missing_ema: bool = False) -> CheckpointInfo:
+    """What `load_weights` reports about these weights, from metadata only (file names, the manifest, the
+    safetensors header; no tensor is read): for callers that need the identity of the weights without a
+    model, such as the Ray scan driver. The tensors are checked when the weights are loaded."""
+    where, layout = _locate(path)
+    if layout is None:
+        return _read_safetensors(where, tensors=False)[0]
+    roster, input_size = read_manifest(where)
+    weights_path, ema_path = where / layout.weights, where / layout.ema
+    if not ema_path.exists() and not allow_missing_ema:
+        raise MissingEMAError(_MISSING_EMA.format(ema=ema_path, weights=weights_path.name, dir=where))
+    files = {"weights": str(weights_path), **({"ema": str(ema_path)} if ema_path.exists() else {})}
+    return CheckpointInfo(source=str(where), layout=layout.name, roster=roster, input_size=input_size,
+                          ema=ema_path.exists(), files=files)
 
 
 # --- writing the official layouts (training, tests) -----------------------------------------------

@@ -5,7 +5,6 @@ content hash, and knowing every input's fate up front lets the progress bar show
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -17,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rich.console import Console
 
 from mffmoe.config import DetectorConfig, config_error, nest_detector_fields, resolve_weights_dir
-from mffmoe.errors import CheckpointFormatError, MissingEMAError, ScanSourceError
-from mffmoe.model.checkpoint import SAFETENSORS_FORMAT, CheckpointInfo, _locate, read_manifest
+from mffmoe.errors import ScanSourceError
+from mffmoe.model.checkpoint import CheckpointInfo, read_info
 from mffmoe.scan.decode import DecodeConfig
 from mffmoe.scan.plan import Action, Planner, check_identity
 from mffmoe.scan.progress import ScanProgress, ScanSummary
@@ -68,37 +67,13 @@ class ScanOptions(BaseModel):
 
 
 def weights_info(config: DetectorConfig) -> CheckpointInfo:
-    """The identity of the weights `config` names, from metadata only (manifest, file names, the
-    safetensors header): what the Ray driver needs without loading a model. The replicas load and
-    check the tensors themselves."""
+    """The identity of the weights `config` names, from metadata only: what the Ray driver needs without
+    loading a model (the replicas load and check the tensors themselves)."""
     if config.untrained:
         return CheckpointInfo(source="untrained", layout="untrained", roster=config.roster,
                               input_size=config.input_size, ema=False)
-    where, layout = _locate(resolve_weights_dir(config.weights))
-    where = where.resolve()  # every node loads the same path
-    if layout is None:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(where), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-            if meta.get("format") != SAFETENSORS_FORMAT:
-                raise CheckpointFormatError(f"{where}: not an mffmoe file (metadata format {meta.get('format')!r})")
-            return CheckpointInfo(source=str(where), layout="safetensors", roster=tuple(json.loads(meta["roster"])),
-                                  input_size=int(meta["input_size"]), ema=json.loads(meta.get("ema_folded", "true")),
-                                  files={"safetensors": str(where)})
-        except SafetensorError as e:
-            raise CheckpointFormatError(f"{where}: not a readable safetensors file ({e})") from e
-        except (KeyError, ValueError) as e:
-            raise CheckpointFormatError(f"{where}: bad mffmoe metadata ({e})") from e
-    roster, input_size = read_manifest(where)
-    weights, ema = where / layout.weights, where / layout.ema
-    if not ema.exists() and not config.allow_missing_ema:
-        raise MissingEMAError(f"{ema} is missing. MFF-MoE runs on its EMA weights, which live in that file; "
-                              f"pass --allow-missing-ema to scan with the raw weights in {weights.name}.")
-    files = {"weights": str(weights), **({"ema": str(ema)} if ema.exists() else {})}
-    return CheckpointInfo(source=str(where), layout=layout.name, roster=roster, input_size=input_size,
-                          ema=ema.exists(), files=files)
+    where = Path(resolve_weights_dir(config.weights)).resolve()  # every node loads the same path
+    return read_info(where, allow_missing_ema=config.allow_missing_ema)
 
 
 def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str]:
