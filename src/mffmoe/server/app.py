@@ -17,11 +17,12 @@ from fastapi.staticfiles import StaticFiles
 
 from mffmoe import __version__
 from mffmoe.inference.detector import Detector
+from mffmoe.server import thumbnails
 from mffmoe.server.deps import API_KEY_HEADER
 from mffmoe.server.errors import install_handlers
 from mffmoe.server.jobs import JobManager
 from mffmoe.server.metrics import CountResponses, Metrics
-from mffmoe.server.routes import analyze, jobs, meta
+from mffmoe.server.routes import analyze, frames, jobs, meta
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
 
@@ -50,6 +51,7 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
         if interrupted:
             log.warning("%d unfinished job(s) from a previous run marked failed", interrupted)
         store.purge(settings.job_ttl_hours * 3600)
+        thumbnails.prune(thumbnails.folder(settings.db_path), lambda job_id: store.get(job_id) is not None)
         app.state.store = store
         app.state.jobs = JobManager(app.state.detector, settings, store, metrics)
         app.state.ready = True
@@ -70,7 +72,7 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
     app.state.ready = False
     install_handlers(app)
     app.add_middleware(CountResponses, metrics=metrics)
-    for router in (meta.public, meta.router, analyze.router, jobs.router):
+    for router in (meta.public, meta.router, analyze.router, jobs.router, frames.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=meta.STATIC_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=_docs_assets()), name="docs-assets")

@@ -22,6 +22,8 @@ import anyio
 
 from mffmoe.errors import MFFMoEError
 from mffmoe.inference.detector import Detector
+from mffmoe.results import VideoAnalysisResult
+from mffmoe.server import thumbnails
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.metrics import Metrics
 from mffmoe.server.models import ErrorDetail, JobRecord, JobStatus
@@ -209,6 +211,9 @@ class JobManager:
             log.exception("job %s failed unexpectedly", job.id)
             self._finish(job, JobStatus.failed, error=ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
         else:
+            if job.persist and isinstance(result, VideoAnalysisResult):  # for the web page's chart
+                thumbnails.keep(thumbnails.folder(self.settings.db_path), job.id, job.upload.path,
+                                job.record.frames or self.detector.frames, result)
             total = job.record.total
             if total is None or job.media_type == "image":
                 total = total or 1

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 
 from mffmoe import __version__
 from mffmoe.inference.detector import Detector
+from mffmoe.server import hostinfo
 from mffmoe.server.deps import ManagerDep, MetricsDep, SettingsDep, not_ready, require_api_key
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -79,10 +80,16 @@ async def models(jobs: ManagerDep) -> Any:
     return {"default": jobs.detector.model_name, "models": [model_info(jobs.detector)]}
 
 
-@router.get("/stats", summary="Uptime, requests, queue, latency, model")
+@router.get("/stats", summary="The host's view (status, device, system, models_info) and the service counters")
 async def stats(jobs: ManagerDep, metrics: MetricsDep) -> Any:
-    return {**metrics.snapshot(), "queue": jobs.depth, "jobs_stored": await anyio.to_thread.run_sync(jobs.store.count),
-            "model": model_info(jobs.detector)}
+    # The first block is what the host's client reads (docs/server.md, "The host contract").
+    det = jobs.detector
+    host = {"status": "running", "uptime_seconds": round(metrics.uptime, 3),
+            "device_info": await anyio.to_thread.run_sync(hostinfo.device_info, det.engine.device),
+            "system_info": await anyio.to_thread.run_sync(hostinfo.system_info),
+            "models_info": hostinfo.models_info(det)}
+    return {**host, **metrics.snapshot(), "queue": jobs.depth,
+            "jobs_stored": await anyio.to_thread.run_sync(jobs.store.count), "model": model_info(det)}
 
 
 @router.get("/metrics", summary="The same counters in Prometheus' text format", response_class=PlainTextResponse)

@@ -24,7 +24,23 @@ function setStatus(text, value, max) {
   const bar = $("progress");
   if (value === undefined) { bar.removeAttribute("value"); } else { bar.max = max || 1; bar.value = value; }
 }
-function showError(text) { $("error").textContent = text; show("error", true); show("status-panel", false); }
+
+// The time since the job started running, ticking on its own: the server reports progress once per
+// batch of frames, so a short video (one batch) has no report between its start and its end.
+let clock = null;
+function startClock() {
+  if (clock) return;
+  const t0 = performance.now();
+  const tick = () => { $("status-elapsed").textContent = `${((performance.now() - t0) / 1000).toFixed(1)} s`; };
+  tick();
+  clock = setInterval(tick, 200);
+}
+function stopClock() {
+  if (clock) clearInterval(clock);
+  clock = null;
+  $("status-elapsed").textContent = "";
+}
+function showError(text) { stopClock(); $("error").textContent = text; show("error", true); show("status-panel", false); }
 function fmt(x, digits = 3) { return Number(x).toFixed(digits); }
 function pct(x) { return `${(100 * x).toFixed(1)} %`; }
 
@@ -123,15 +139,17 @@ async function analyse(file) {
       const p = job.progress;
       if (job.status === "queued") setStatus("Queued…");
       else if (job.status === "running") {
+        startClock();
         if (p.total && p.total > 1) setStatus(`Analysing frames: ${p.done} / ${p.total}`, p.done, p.total);
         else setStatus("Analysing…");
       }
       if (["done", "failed", "cancelled"].includes(event)) final = job;
     });
+    stopClock();
     if (!final) throw new Error("The progress stream ended early.");
     if (final.status !== "done") throw new Error(final.error ? final.error.message : `job ${final.status}`);
     show("status-panel", false);
-    render(final.result);
+    render(final.result, final.job_id);
   } catch (e) {
     showError(e.message);
   }
@@ -149,7 +167,7 @@ drop.addEventListener("drop", (e) => {
 });
 
 // -- result ---------------------------------------------------------------------------------------
-function render(envelope) {
+function render(envelope, jobId) {
   const r = envelope.data;
   const fake = r.prediction === "FAKE";
   const verdict = $("verdict");
@@ -172,7 +190,7 @@ function render(envelope) {
   const isVideo = r.media_type === "video";
   show("timeline", isVideo);
   show("result", true);
-  if (isVideo) renderChart(r.frame_predictions, r.threshold, r.duration);
+  if (isVideo) renderChart(r.frame_predictions, r.threshold, r.duration, jobId);
 }
 
 function renderExperts(scores, threshold) {
@@ -218,10 +236,39 @@ function niceStep(span, count) {
   return 10 * mag;
 }
 
-function renderChart(frames, threshold, duration) {
+// The thumbnail of a scored frame, kept with the job. Fetched (not an <img src>) to send the API key.
+let frameUrl = null;
+async function showFrame(jobId, f) {
+  const img = $("frame-image");
+  const want = `${jobId}/${f.frame_index}`;
+  img.dataset.want = want;
+  let blob = null;
+  try {
+    const res = await fetch(`/jobs/${jobId}/frames/${f.frame_index}`, { headers: authHeaders() });
+    if (res.ok) blob = await res.blob();
+  } catch (e) { /* shown as missing below */ }
+  if (img.dataset.want !== want) return;  // another point was clicked meanwhile
+  if (frameUrl) URL.revokeObjectURL(frameUrl);
+  frameUrl = blob ? URL.createObjectURL(blob) : null;
+  if (frameUrl) {
+    img.src = frameUrl;
+    img.alt = `Frame ${f.frame_index}`;
+    img.dataset.frame = String(f.frame_index);
+  } else {
+    img.removeAttribute("src");
+    delete img.dataset.frame;
+  }
+  show("frame-image", !!frameUrl);
+  show("frame-missing", !frameUrl);
+}
+
+function renderChart(frames, threshold, duration, jobId) {
   const svg = $("chart");
   svg.textContent = "";
-  const W = 760, H = 260, L = 44, R = 16, T = 14, B = 34;
+  show("frame-image", false);
+  show("frame-missing", false);
+  // T leaves room above the plot for the threshold's legend, so it never covers a point.
+  const W = 760, H = 270, L = 44, R = 16, T = 26, B = 34;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const tMax = Math.max(duration || 0, ...frames.map((f) => f.timestamp), 1e-6);
   const x = (t) => L + (W - L - R) * (t / tMax);
@@ -239,8 +286,9 @@ function renderChart(frames, threshold, duration) {
   svg.append(el("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
   svg.append(el("text", { class: "tick", x: (L + W - R) / 2, y: H - 2, "text-anchor": "middle" }, "time"));
   svg.append(el("line", { id: "threshold-line", class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
-  svg.append(el("text", { class: "threshold-label", x: W - R - 4, y: y(threshold) - 5, "text-anchor": "end" },
-    `threshold ${threshold.toFixed(2)}`));
+  const legend = W - R - 92;
+  svg.append(el("line", { class: "threshold", x1: legend, x2: legend + 20, y1: 10, y2: 10 }));
+  svg.append(el("text", { class: "threshold-label", x: legend + 26, y: 14 }, `threshold ${threshold.toFixed(2)}`));
   const d = frames.map((f, i) => `${i ? "L" : "M"}${x(f.timestamp).toFixed(1)},${y(f.score).toFixed(1)}`).join(" ");
   svg.append(el("path", { class: "curve", d }));
   const cursor = el("line", { class: "cursor", x1: 0, x2: 0, y1: T, y2: H - B, visibility: "hidden" });
@@ -260,6 +308,7 @@ function renderChart(frames, threshold, duration) {
       cursor.setAttribute("visibility", "visible");
       $("frame-info").textContent = `Frame ${f.frame_index} at ${fmt(f.timestamp, 2)} s ` +
         `(sample ${f.index + 1} of ${frames.length}): P(fake) ${fmt(f.score)}, ${f.prediction}`;
+      if (jobId) showFrame(jobId, f);
     });
     svg.append(pt);
   });
