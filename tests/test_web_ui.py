@@ -167,3 +167,109 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
         finally:
             browser.close()
     assert not list(settings.upload_dir.glob("*"))
+
+
+def test_a_short_video_shows_moving_progress_and_a_clicked_point_shows_its_frame(setup, tmp_path):
+    detector, media, settings = setup
+    frames = 8
+    old_batch, detector.batch_size = detector.batch_size, 16  # one batch: one progress report, at the end
+    try:
+        expected = detector.analyze(media["video"], frames=frames)
+        app = create_app(SlowProgress(detector, pause=1.5), settings)
+        with live_server(app) as url, sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 1300})
+                page.set_default_timeout(20_000)
+                page.goto(f"{url}/ui")
+                page.evaluate(f"() => sessionStorage.setItem('mffmoe.apiKey', {json.dumps(KEY)})")
+                page.reload()
+                page.wait_for_selector("#upload-panel:not([hidden])")
+                page.evaluate("""() => {
+                    window.__ticks = [];
+                    const el = document.getElementById('status-elapsed');
+                    new MutationObserver(() => window.__ticks.push(
+                            [document.getElementById('status-text').textContent, el.textContent]))
+                        .observe(el, {childList: true, characterData: true, subtree: true});
+                }""")
+                page.fill("#frames", str(frames))
+                page.set_input_files("#file", str(media["video"]))
+                page.wait_for_selector("#timeline:not([hidden])")
+
+                # While the only report is pending, the elapsed time still moves on screen.
+                ticks = page.evaluate("window.__ticks")
+                running = [e for s, e in ticks if s.startswith("Analysing") and e]
+                assert len(set(running)) >= 4, ticks
+                seconds = [float(e.removesuffix(" s")) for e in running]
+                assert seconds == sorted(seconds) and seconds[-1] >= 1.0, seconds
+                assert page.text_content("#status-elapsed") == ""  # stopped with the result
+
+                # The threshold's label sits outside the plot: it covers no point.
+                overlaps = page.evaluate("""() => {
+                    const box = (e) => e.getBoundingClientRect();
+                    const label = box(document.querySelector('#chart .threshold-label'));
+                    return [...document.querySelectorAll('#chart circle.pt')].filter((pt) => {
+                        const b = box(pt);
+                        return !(b.right < label.left || b.left > label.right ||
+                                 b.bottom < label.top || b.top > label.bottom);
+                    }).length;
+                }""")
+                assert overlaps == 0
+                assert "threshold 0.50" in page.text_content("#chart .threshold-label")
+
+                # Clicking a point shows that frame's picture, as kept with the job.
+                points = page.query_selector_all("#chart circle.pt")
+                assert len(points) == frames
+                seen = []
+                for i in (1, 6):
+                    points[i].click()
+                    target = expected.frame_predictions[i]
+                    page.wait_for_selector(f"#frame-image[data-frame='{target.frame_index}']:not([hidden])")
+                    assert f"Frame {target.frame_index} " in page.text_content("#frame-info")
+                    seen.append(page.evaluate("""() => {
+                        const img = document.getElementById('frame-image');
+                        const c = document.createElement('canvas');
+                        c.width = img.naturalWidth; c.height = img.naturalHeight;
+                        const ctx = c.getContext('2d');
+                        ctx.drawImage(img, 0, 0);
+                        const px = ctx.getImageData(0, 0, c.width, c.height).data;
+                        let sum = 0;
+                        for (let k = 0; k < px.length; k += 4) sum += px[k] + px[k + 1] + px[k + 2];
+                        return [img.naturalWidth, img.naturalHeight, sum];
+                    }"""))
+                assert [s[:2] for s in seen] == [[96, 64], [96, 64]]
+                assert seen[0][2] != seen[1][2]  # two different frames
+                shot(page, tmp_path, "ui-short-video")
+                keep = Path("/tmp/mffmoe-ui-short-video.png")
+                page.screenshot(path=str(keep), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        detector.batch_size = old_batch
+
+
+def test_docs_page_asks_for_the_key_instead_of_failing(setup, tmp_path):
+    detector, _, settings = setup
+    with live_server(create_app(detector, settings)) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.set_default_timeout(20_000)
+            page.goto(f"{url}/docs")
+            page.wait_for_selector("#key-prompt:not([hidden])")
+            assert "needs an API key" in page.text_content("#key-prompt")
+            page.wait_for_timeout(300)
+            assert "Failed to load API definition" not in page.text_content("body")
+            assert page.locator(".swagger-ui .opblock").count() == 0
+            page.fill("#docs-key", "wrong")
+            page.click("#key-bar button")
+            page.wait_for_function("document.getElementById('key-prompt').textContent.includes('refused')")
+            page.fill("#docs-key", KEY)
+            page.click("#key-bar button")
+            page.wait_for_selector(".swagger-ui .opblock")
+            assert page.is_hidden("#key-prompt")
+            assert page.locator(".opblock-summary-path", has_text="/jobs/{job_id}/frames/{frame_index}").count() == 1
+            assert "Failed to load API definition" not in page.text_content("body")
+            shot(page, tmp_path, "docs")
+        finally:
+            browser.close()

@@ -236,30 +236,38 @@ function niceStep(span, count) {
   return 10 * mag;
 }
 
-// The thumbnail of a scored frame, kept with the job. Fetched (not an <img src>) to send the API key.
-let frameUrl = null;
+// The thumbnail of a scored frame, kept with the job. Fetched (not an <img src>) to send the API key,
+// and shown as a data: URL (a few kB).
+function dataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
 async function showFrame(jobId, f) {
   const img = $("frame-image");
   const want = `${jobId}/${f.frame_index}`;
   img.dataset.want = want;
-  let blob = null;
+  let src = null;
   try {
     const res = await fetch(`/jobs/${jobId}/frames/${f.frame_index}`, { headers: authHeaders() });
-    if (res.ok) blob = await res.blob();
+    if (res.ok) src = await dataUrl(await res.blob());
   } catch (e) { /* shown as missing below */ }
   if (img.dataset.want !== want) return;  // another point was clicked meanwhile
-  if (frameUrl) URL.revokeObjectURL(frameUrl);
-  frameUrl = blob ? URL.createObjectURL(blob) : null;
-  if (frameUrl) {
-    img.src = frameUrl;
+  if (src) {
+    await new Promise((resolve) => { img.onload = resolve; img.onerror = resolve; img.src = src; });
+    if (img.dataset.want !== want) return;
     img.alt = `Frame ${f.frame_index}`;
     img.dataset.frame = String(f.frame_index);
   } else {
     img.removeAttribute("src");
     delete img.dataset.frame;
   }
-  show("frame-image", !!frameUrl);
-  show("frame-missing", !frameUrl);
+  show("frame-image", !!src);
+  show("frame-missing", !src);
 }
 
 function renderChart(frames, threshold, duration, jobId) {
