@@ -235,3 +235,18 @@ def test_thumbnails_spread_evenly():
     picked = thumbnails.spread(list(range(1000)), thumbnails.MAX_PER_JOB)
     assert len(picked) == thumbnails.MAX_PER_JOB and picked[0] == 0 and picked[-1] == 999
     assert thumbnails.folder(Path(":memory:")) is None
+
+
+def test_device_info_on_a_gpu_reads_the_gpus_own_memory(monkeypatch):
+    """No GPU here: torch.cuda's answers are stood in for, to check the shape and the arithmetic."""
+    import torch
+
+    from mffmoe.server import hostinfo
+
+    gib = hostinfo.GIB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (30 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    info = hostinfo.device_info("cuda:0")
+    assert info == {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "cuda_version": "12.4", "used_memory": 50.0,
+                    "total_memory": 80.0, "memory_usage_percent": 62.5}
