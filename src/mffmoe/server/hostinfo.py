@@ -54,19 +54,23 @@ def cpu_name() -> str:
 
 def device_info(device: str) -> dict[str, Any]:
     """`device_info` for the torch device the engine runs on: the GPU's own memory for CUDA, the
-    system's RAM for the CPU (where the model's memory lives)."""
+    system's RAM for the CPU (where the model's memory lives), no figures (null) for another device."""
     import torch
 
-    dev = torch.device(device)
-    if dev.type == "cuda":
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):  # not a torch device name: reported as given, without figures
+        dev = None
+    kind = dev.type if dev is not None else device
+    if dev is not None and dev.type == "cuda":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         free, total = torch.cuda.mem_get_info(index)
         return {"type": "cuda", "name": torch.cuda.get_device_name(index), "cuda_version": torch.version.cuda,
                 "used_memory": _gib(total - free), "total_memory": _gib(total),
                 "memory_usage_percent": _percent(total - free, total)}
-    memory = ram()
+    memory = ram() if kind == "cpu" else None
     used, total = memory if memory else (0, 0)
-    return {"type": dev.type, "name": cpu_name() if dev.type == "cpu" else dev.type, "cuda_version": None,
+    return {"type": kind, "name": cpu_name() if kind == "cpu" else kind, "cuda_version": None,
             "used_memory": _gib(used) if memory else None, "total_memory": _gib(total) if memory else None,
             "memory_usage_percent": _percent(used, total) if memory else None}
 
