@@ -24,6 +24,7 @@ from mffmoe.server.metrics import CountResponses, Metrics
 from mffmoe.server.routes import analyze, jobs, meta
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
+from mffmoe.server.uploads import remove_stale_uploads
 
 log = logging.getLogger("mffmoe.server")
 
@@ -50,6 +51,9 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
         if interrupted:
             log.warning("%d unfinished job(s) from a previous run marked failed", interrupted)
         store.purge(settings.job_ttl_hours * 3600)
+        stale = await anyio.to_thread.run_sync(remove_stale_uploads, settings.upload_dir)
+        if stale:
+            log.warning("removed %d upload file(s) left by a server that was killed", stale)
         app.state.store = store
         app.state.jobs = JobManager(app.state.detector, settings, store, metrics)
         app.state.ready = True
