@@ -161,11 +161,6 @@ class JobManager:
             with self._lock:
                 self._uploading -= 1
 
-    @property
-    def uploads_arriving(self) -> int:
-        with self._lock:
-            return self._uploading
-
     def reserve(self) -> Slot:
         with self._lock:
             if self._closed:
