@@ -148,8 +148,8 @@ class RequestBody:
         """Before answering `error`: read and discard the rest of the body, up to `drain_bytes`, so the
         client gets the answer; past that (or when the client is broken) the connection is closed."""
         budget = self.limits.drain_bytes
-        if not (self.complete or self.broken or self.waiting) and (self.declared is None
-                                                   or self.declared - self.received <= budget):
+        readable = not (self.complete or self.broken or self.waiting)
+        if readable and (self.declared is None or self.declared - self.received <= budget):
             stop = self.received + budget
             with contextlib.suppress(ApiError):  # too slow or gone: stop here
                 while not self.complete and self.received <= stop:
