@@ -1,7 +1,9 @@
-"""Admission, shared by `POST /analyze` and `POST /jobs`: a queue slot first, then the upload.
+"""Admission, shared by `POST /analyze` and `POST /jobs`: the upload, then a queue slot.
 
-The slot is reserved before a byte of the body is read, so a refused request costs no upload; the
-form and the media type are checked before the job is queued, so a bad upload is answered at once.
+A request is refused before a byte of the body is read when the queue is already full; the body then
+arrives under an upload place (not a slot, so slow clients cannot hold the queue) and the time and size
+limits of `UploadLimits`; the form and the media type are checked, and only then a slot is taken and
+the job queued. Every refusal goes out through `RequestBody.settle`, so the client gets to read it.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from mffmoe.media.probe import probe_kind
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.jobs import Job, JobManager
 from mffmoe.server.models import JobRecord
-from mffmoe.server.uploads import Upload, receive_upload
+from mffmoe.server.uploads import RequestBody, receive_upload
 
 #: Names a request may use for the served model, after `_normalise_model`.
 MODEL_ALIASES = frozenset({"mffmoe", "mffmoev1"})
@@ -38,13 +40,21 @@ def frames_field(value: str | None, limit: int) -> int | None:
 
 
 async def accept(request: Request, jobs: JobManager, *, persist: bool) -> Job:
-    """Reserve a queue slot, stream the upload to disk, check the form and the media type, queue it."""
+    """Receive the upload (refused at once when the queue is full), check the form and the media type,
+    take a queue slot and queue the job. Raises ApiError, answered after the body is settled."""
+    body = RequestBody(request, jobs.settings.upload_limits)
+    try:
+        return await _accept(request, body, jobs, persist=persist)
+    except ApiError as e:
+        raise await body.settle(e) from None
+
+
+async def _accept(request: Request, body: RequestBody, jobs: JobManager, *, persist: bool) -> Job:
     settings = jobs.settings
     served = jobs.detector.model_name
-    slot = jobs.reserve()
-    upload: Upload | None = None
+    with jobs.uploading():
+        upload = await receive_upload(body, request.headers.get("content-type", ""), upload_dir=settings.upload_dir)
     try:
-        upload = await receive_upload(request, max_bytes=settings.max_upload_bytes, upload_dir=settings.upload_dir)
         frames = frames_field(upload.fields.get("frames"), settings.max_frames)
         model = upload.fields.get("model") or served
         if _normalise_model(model) not in {_normalise_model(served), *MODEL_ALIASES}:
@@ -57,9 +67,8 @@ async def accept(request: Request, jobs: JobManager, *, persist: bool) -> Job:
                            media_id=upload.fields.get("mediaId"), user_id=upload.fields.get("userId"),
                            total=1 if kind.value == "image" else None)
         job = Job(record, upload, persist=persist, media_type=kind.value)
+        slot = jobs.reserve()
     except BaseException:
-        if upload is not None:
-            upload.remove()
-        slot.release()
+        upload.remove()
         raise
     return jobs.submit(job, slot)

@@ -25,6 +25,7 @@ from mffmoe.server.metrics import CountResponses, Metrics
 from mffmoe.server.routes import analyze, frames, jobs, meta
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
+from mffmoe.server.uploads import remove_stale_uploads
 
 log = logging.getLogger("mffmoe.server")
 
@@ -52,6 +53,9 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
             log.warning("%d unfinished job(s) from a previous run marked failed", interrupted)
         store.purge(settings.job_ttl_hours * 3600)
         thumbnails.prune(thumbnails.folder(settings.db_path), lambda job_id: store.get(job_id) is not None)
+        stale = await anyio.to_thread.run_sync(remove_stale_uploads, settings.upload_dir)
+        if stale:
+            log.warning("removed %d upload file(s) left by a server that was killed", stale)
         app.state.store = store
         app.state.jobs = JobManager(app.state.detector, settings, store, metrics)
         app.state.ready = True

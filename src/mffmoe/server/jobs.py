@@ -1,8 +1,9 @@
 """Analysis jobs: a bounded queue in front of a few inference threads, progress, cancellation.
 
-`/analyze` and `/jobs` both go through here, so the queue bound holds for all work. A slot is taken
-before the upload is read (a request that would be refused is refused before it costs a byte, and
-disk use is bounded by slots x the upload limit) and given back when the job ends.
+`/analyze` and `/jobs` both go through here, so the queue bound holds for all work. An upload holds
+only an upload place while its body arrives (a slow client cannot hold the queue); a request is
+refused before it costs a byte when the queue is already full, takes its slot once the body is in,
+and gives it back when the job ends. Disk use is bounded by (slots + upload places) x the upload limit.
 Inference runs on worker threads; the event loop only waits (`Job.wait`).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -117,7 +119,8 @@ class JobManager:
         self.capacity = settings.workers + settings.queue_size
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="mffmoe-infer")
         self._lock = threading.Lock()
-        self._inflight = 0   # reserved slots: uploading, queued or running
+        self._inflight = 0   # reserved slots: queued or running
+        self._uploading = 0  # bodies being received (they hold no slot)
         self._running = 0
         self._closed = False
         self.active: dict[str, Job] = {}   # persisted jobs not yet final
@@ -131,6 +134,35 @@ class JobManager:
             rounds = math.ceil(max(1, self._inflight - self.workers + 1) / self.workers)
         return int(min(300, max(1, math.ceil((mean or 1.0) * rounds))))
 
+    def _refused(self) -> ApiError:
+        self.metrics.count_outcome("rejected")
+        return ApiError(503, "queue_full", f"the queue is full ({self.settings.queue_size} waiting, "
+                                           f"{self.workers} running); retry later",
+                        headers={"Retry-After": str(self.retry_after())})
+
+    @contextlib.contextmanager
+    def uploading(self) -> Iterator[None]:
+        """Hold an upload place while a body arrives. Refused at once (503) when the queue is already
+        full or `max_uploads` bodies are arriving, so a refused request costs no upload."""
+        limit = self.settings.max_uploads
+        with self._lock:
+            closed, full, busy = self._closed, self._inflight >= self.capacity, self._uploading >= limit
+            if not (closed or full or busy):
+                self._uploading += 1
+        if closed:
+            raise ApiError(503, "shutting_down", "the server is shutting down", headers={"Retry-After": "5"})
+        if full:
+            raise self._refused()
+        if busy:
+            self.metrics.count_outcome("rejected")
+            raise ApiError(503, "too_many_uploads", f"{limit} uploads are already arriving; retry later",
+                           headers={"Retry-After": "5"})
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploading -= 1
+
     def reserve(self) -> Slot:
         with self._lock:
             if self._closed:
@@ -138,10 +170,7 @@ class JobManager:
             if self._inflight < self.capacity:
                 self._inflight += 1
                 return Slot(self)
-        self.metrics.count_outcome("rejected")
-        raise ApiError(503, "queue_full", f"the queue is full ({self.settings.queue_size} waiting, "
-                                          f"{self.workers} running); retry later",
-                       headers={"Retry-After": str(self.retry_after())})
+        raise self._refused()
 
     def _release(self) -> None:
         with self._lock:
@@ -192,6 +221,7 @@ class JobManager:
         with self._lock:
             self._running += 1
         job.update(status=JobStatus.running, started=time.time())
+        self._store_started(job)
 
         def progress(done: int, total: int) -> None:
             if job.cancel_requested.is_set():
@@ -219,6 +249,14 @@ class JobManager:
                 total = total or 1
                 job.update(done=total, total=total)
             self._finish(job, JobStatus.done, result=envelope, processing=result.processing_time)
+
+    def _store_started(self, job: Job) -> None:
+        """Persist the start, so a job interrupted by a crash keeps its `started`."""
+        if job.persist:
+            try:
+                self.store.put(job.record)
+            except Exception:  # the job still runs; its final state is stored (or logged) by _finish
+                log.exception("could not store the start of job %s", job.id)
 
     def _finish(self, job: Job, status: JobStatus, *, error: ApiError | None = None,
                 result: dict[str, Any] | None = None, processing: float | None = None) -> None:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mffmoe.config import DetectorConfig, config_error, env, nest_detector_fields
 from mffmoe.errors import ConfigError
+from mffmoe.server.uploads import UploadLimits
 
 
 class ServerSettings(BaseSettings):
@@ -34,6 +35,17 @@ class ServerSettings(BaseSettings):
     max_frames: int = Field(1000, ge=1, description="upper bound on the `frames` form field")
     queue_size: int = Field(8, ge=0, description="jobs waiting for a worker (running ones not counted)")
     workers: int = Field(1, ge=1, description="inference threads; forwards are serialised by the engine")
+    # Uploads: they hold no queue slot while they arrive, so these bound what slow or hostile clients cost.
+    max_uploads: int = Field(16, ge=1, description="uploads received at once; more get 503 + Retry-After")
+    max_form_fields: int = Field(16, ge=0, description="text fields per form (each name once); more get 400")
+    max_field_kb: float = Field(4.0, gt=0, description="size of one text field; larger gets 400")
+    upload_timeout_s: float = Field(900.0, gt=0, description="whole body within this, or 408")
+    upload_idle_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next bytes, or 408")
+    upload_min_kbps: float = Field(16.0, ge=0, description="average KB/s after the grace period, or 408 "
+                                                            "(0: no minimum)")
+    upload_grace_s: float = Field(10.0, ge=0, description="seconds before the minimum rate applies")
+    upload_drain_mb: float = Field(8.0, ge=0, description="rest of a refused body read and discarded so the "
+                                                          "client gets the answer; longer is cut")
     # Storage.
     db_path: Path = Field(default_factory=lambda: env().db_path, description="SQLite job store")
     upload_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()))
@@ -67,3 +79,11 @@ class ServerSettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(max_file_bytes=self.max_upload_bytes, max_fields=self.max_form_fields,
+                            max_field_bytes=int(self.max_field_kb * 1024),
+                            drain_bytes=int(self.upload_drain_mb * 2**20), timeout_s=self.upload_timeout_s,
+                            idle_timeout_s=self.upload_idle_timeout_s, min_rate=self.upload_min_kbps * 1024,
+                            grace_s=self.upload_grace_s)

@@ -19,7 +19,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.post("/analyze", summary="Analyze one upload and wait for the result (the host's contract)",
              response_model=AnalyzeResponse, openapi_extra=UPLOAD_FORM,
-             responses=error_responses(400, 401, 413, 415, 422, 503))
+             responses=error_responses(400, 401, 408, 413, 415, 422, 503))
 async def analyze(request: Request, jobs: ManagerDep) -> JSONResponse:
     job = await accept(request, jobs, persist=False)
     checked = time.monotonic()
