@@ -243,3 +243,40 @@ def test_importing_the_cli_stays_light():
     code = "import sys, mffmoe.cli; print(sorted(m for m in ('torch', 'timm', 'fastapi') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_readme_synopsis_lists_every_command_and_option():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    synopsis = readme.split("## CLI", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    for name, command in typer.main.get_command(app).commands.items():
+        line = re.search(rf"^mffmoe {name} .*?(?=^mffmoe |\Z)", synopsis, re.M | re.S)
+        assert line, name
+        names = [o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+        missing = [o for o in names if o != "--help" and not re.search(re.escape(o) + r"(?![\w-])", line[0])]
+        assert not missing, (name, missing)
+
+
+def test_setup_script_says_what_it_does_and_stays_quiet_off_a_terminal(tmp_path):
+    """scripts/setup.sh against a stand-in venv (its python records the calls): step lines, pip quiet in CI."""
+    import shutil
+    from pathlib import Path
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(Path(__file__).parents[1] / "scripts" / "setup.sh", tmp_path / "scripts")
+    (tmp_path / "pyproject.toml").touch()
+    fake = tmp_path / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'calls'}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "MFFMOE_SKIP_BROWSER": "1", "CI": "1"}
+    proc = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=60, check=True)
+    steps = [line for line in proc.stderr.splitlines() if line.startswith("==> ")]
+    assert any("installing mffmoe with all extras" in s for s in steps) and any("installed;" in s for s in steps)
+    install = (tmp_path / "calls").read_text().splitlines()[-1]
+    assert "-e .[all]" in install and "--quiet" in install and "--progress-bar off" in install
+    again = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                           timeout=60, check=True)
+    assert "installing" not in again.stderr  # a second run only checks
