@@ -115,6 +115,20 @@ def test_serve_and_evaluate_check_options_before_loading(command, media, tmp_pat
     assert res.exit_code == 2 and "CUDA is not available" in res.stderr
 
 
+def test_evaluate_refuses_unusable_output_paths_before_loading(tmp_path, media, no_model):
+    res = run("evaluate", "--data", tmp_path, "--scores", tmp_path)
+    assert res.exit_code == 2 and "--scores" in res.stderr and "is a directory" in res.stderr
+    res = run("evaluate", "--data", tmp_path, "--plots", media["jpg"])
+    assert res.exit_code == 2 and "--plots" in res.stderr and "is a file" in res.stderr
+
+
+def test_serve_refuses_a_directory_as_db_and_a_file_as_upload_dir(tmp_path, media, no_model):
+    res = run("serve", "--untrained", "--db", tmp_path)
+    assert res.exit_code == 2 and "is a directory" in res.stderr
+    res = run("serve", "--untrained", "--upload-dir", media["jpg"])
+    assert res.exit_code == 2 and "is a file" in res.stderr
+
+
 def test_scan_checks_options_before_any_work(media, tmp_path, monkeypatch):
     import torch
 
@@ -130,6 +144,9 @@ def test_scan_checks_options_before_any_work(media, tmp_path, monkeypatch):
     assert "CUDA is not available" in run(*base, "--device", "cuda").stderr
     res = run(*base, "--summary-json", tmp_path / "no" / "s.json")
     assert res.exit_code == 2 and "does not exist" in res.stderr
+    (tmp_path / "d.jsonl").mkdir()
+    res = run("scan", media["jpg"].parent, "--out", tmp_path / "d.jsonl", "--untrained")
+    assert res.exit_code == 2 and "is a directory" in res.stderr
 
 
 # --- the output file ------------------------------------------------------------------------------

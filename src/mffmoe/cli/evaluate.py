@@ -90,6 +90,8 @@ def evaluate(
         check_options(config.engine, config.device)
         if scores_out.is_dir():
             raise ConfigError(f"--scores {scores_out}: is a directory; give a CSV file name")
+        if plots is not None and plots.exists() and not plots.is_dir():
+            raise ConfigError(f"--plots {plots}: is a file, not a directory")
         items = read_dataset(data)
         detector = Detector.from_config(config)
     except MFFMoEError as e:

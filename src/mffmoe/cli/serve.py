@@ -30,7 +30,7 @@ from mffmoe.config import (
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import ConfigError, MFFMoEError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -89,6 +89,10 @@ def serve(
             max_upload_mb=max_upload_mb, max_frames=max_frames, queue_size=queue_size, workers=workers,
             job_ttl_hours=job_ttl_hours, **storage)
         check_options(settings.detector.engine, settings.detector.device)  # before the model loads
+        if settings.db_path.is_dir():
+            raise ConfigError(f"--db {settings.db_path}: is a directory; give the SQLite file's name")
+        if settings.upload_dir.exists() and not settings.upload_dir.is_dir():
+            raise ConfigError(f"--upload-dir {settings.upload_dir}: is a file, not a directory")
         # Load before binding the port: a bad checkpoint is one error line, and /ping answering means ready.
         detector = Detector.from_config(settings.detector)
     except MFFMoEError as e:
