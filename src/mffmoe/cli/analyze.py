@@ -157,12 +157,16 @@ def _run(detector: Detector | None, files: list[Path], probed: list[MediaKind | 
         def on_frames(done: int, total: int) -> None:
             bar.update(frames_task, completed=done, total=total, visible=True)
 
-        results = iter(detector.analyze_many(good, on_video_progress=on_frames) if detector else ())
+        results = detector.analyze_many(good, on_video_progress=on_frames) if detector else None
         for f, kind in zip(files, probed, strict=True):
             if isinstance(kind, MFFMoEError):  # probed before the model loaded: its row, as analysis gives it
                 rows.append(result_row(str(f), kind))
             else:
+                assert results is not None  # a detector is loaded whenever an input passed the probe
                 rows.append(result_row(*next(results)))
             bar.update(files_task, advance=1)
             bar.update(frames_task, visible=False, completed=0)
+        if results is not None:
+            leftover = next(results, None)  # run it to its end: its decode threads stop now
+            assert leftover is None, leftover
     return rows
