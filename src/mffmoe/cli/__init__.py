@@ -12,13 +12,13 @@ import sys
 import typer
 
 from mffmoe.cli import analyze, evaluate, export, sample, scan, serve, train, weights
-from mffmoe.cli.output import err
+from mffmoe.cli.output import err, print_error
 from mffmoe.cli.process import ProcessState, exit_now
 from mffmoe.errors import MFFMoEError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="MFF-MoE V1 deepfake detector for images and videos.")
 app.command("analyze")(analyze.analyze)
 app.command("info")(weights.info)
@@ -41,7 +41,7 @@ def main() -> None:
             exit_now(e.code)
         raise
     except MFFMoEError as e:  # anything the commands did not catch themselves
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        print_error(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mffmoe.cli.checks import ReportFile, check_device, check_engine, probe_inputs
 from mffmoe.cli.options import (
     AllowMissingEmaOpt,
     BatchOpt,
@@ -21,12 +22,13 @@ from mffmoe.cli.options import (
     Format,
     FormatOpt,
     FramesOpt,
+    MaxPixelsOpt,
     PoolingOpt,
     ThresholdOpt,
     UntrainedOpt,
     WeightsOpt,
 )
-from mffmoe.cli.output import err, fail, progress, result_row, write_results
+from mffmoe.cli.output import fail, failed_line, progress, result_row, write_results
 from mffmoe.cli.process import request_fast_exit
 from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
@@ -37,6 +39,10 @@ from mffmoe.config import (
     DEFAULT_THRESHOLD,
 )
 from mffmoe.errors import ConfigError, MFFMoEError
+
+if TYPE_CHECKING:
+    from mffmoe.inference.detector import Detector
+    from mffmoe.media.probe import MediaKind
 
 
 def estimate_images(files: Sequence[Path], frames: int) -> int:
@@ -89,29 +95,60 @@ def analyze(
                                                 help="Write the report here, not stdout.")] = None,
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     pooling: PoolingOpt = DEFAULT_POOLING,
+    max_pixels: MaxPixelsOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
 ) -> None:
-    """Analyze images and videos; print one result per input, in input order."""
+    """Analyze images and videos; print one result per input, in input order.
+
+    Options, the output path and the inputs are checked before the model loads: when no input can be
+    read, their errors are reported and no model is loaded."""
     request_fast_exit(ctx)
     from mffmoe.engine.memory import skip_unused_imports
 
     skip_unused_imports()  # before torch/timm are imported: keeps one-shot runs small
     from mffmoe._util.fs import expand_paths
     from mffmoe.config import DetectorConfig
-    from mffmoe.inference.detector import Detector
 
+    report: ReportFile | None = None
     try:
         config = DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                 device=device, engine=engine, early_exit=early_exit, batch_size=batch_size,
-                                threshold=threshold, frames=frames, pooling=pooling)
+                                threshold=threshold, frames=frames, pooling=pooling, max_image_pixels=max_pixels)
+        check_engine(config.engine)
         files = expand_paths(paths)
         if not files:
             raise fail("no input files")
-        options = analyze_engine_options(config.engine, files, config.frames, autocast)
-        detector = Detector.from_config(config.model_copy(update={"engine_options": options}))
+        probed = probe_inputs(files)
+        good = [f for f, kind in zip(files, probed, strict=True) if not isinstance(kind, MFFMoEError)]
+        options = analyze_engine_options(config.engine, good or files, config.frames, autocast)
+        if good:
+            check_device(config.device)
+        report = ReportFile(output) if output is not None else None
+        detector: Detector | None = None
+        if good:
+            from mffmoe.inference.detector import Detector
+
+            detector = Detector.from_config(config.model_copy(update={"engine_options": options}))
     except MFFMoEError as e:
+        if report is not None:
+            report.discard()
         raise fail(str(e)) from None
+    try:
+        rows = _run(detector, files, probed, good)
+        write_results(rows, fmt, report)
+    finally:  # interrupted or failed: no temporary report left beside --output
+        if report is not None:
+            report.discard()
+    n_failed = sum("error" in r for r in rows)
+    if n_failed:
+        failed_line(n_failed, len(rows))
+        raise typer.Exit(1)
+
+
+def _run(detector: Detector | None, files: list[Path], probed: list[MediaKind | MFFMoEError],
+         good: list[Path]) -> list[dict[str, Any]]:
+    """One row per input in input order: the probe's error for inputs that failed it, else the analysis."""
     rows: list[dict[str, Any]] = []
     with progress() as bar:
         files_task = bar.add_task("files", total=len(files))
@@ -120,12 +157,16 @@ def analyze(
         def on_frames(done: int, total: int) -> None:
             bar.update(frames_task, completed=done, total=total, visible=True)
 
-        for path, result in detector.analyze_many(files, on_video_progress=on_frames):
-            rows.append(result_row(path, result))
+        results = detector.analyze_many(good, on_video_progress=on_frames) if detector else None
+        for f, kind in zip(files, probed, strict=True):
+            if isinstance(kind, MFFMoEError):  # probed before the model loaded: its row, as analysis gives it
+                rows.append(result_row(str(f), kind))
+            else:
+                assert results is not None  # a detector is loaded whenever an input passed the probe
+                rows.append(result_row(*next(results)))
             bar.update(files_task, advance=1)
             bar.update(frames_task, visible=False, completed=0)
-    write_results(rows, fmt, output)
-    n_failed = sum("error" in r for r in rows)
-    if n_failed:
-        err.print(f"[red]{n_failed} of {len(rows)} input(s) failed[/]")
-        raise typer.Exit(1)
+        if results is not None:
+            leftover = next(results, None)  # run it to its end: its decode threads stop now
+            assert leftover is None, leftover
+    return rows

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from mffmoe.cli.checks import check_options
 from mffmoe.cli.options import (
     AllowMissingEmaOpt,
     BatchOpt,
@@ -21,7 +22,7 @@ from mffmoe.cli.options import (
     ThresholdOpt,
     WeightsOpt,
 )
-from mffmoe.cli.output import err, fail, number, progress
+from mffmoe.cli.output import err, fail, number, one_line, progress
 from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
@@ -30,7 +31,7 @@ from mffmoe.config import (
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import ConfigError, MFFMoEError
 
 
 def print_metrics(report: dict[str, Any], console: Console) -> None:
@@ -86,6 +87,11 @@ def evaluate(
     try:
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device, engine=engine,
                                 batch_size=batch_size, threshold=threshold, frames=frames, pooling=pooling)
+        check_options(config.engine, config.device)
+        if scores_out.is_dir():
+            raise ConfigError(f"--scores {scores_out}: is a directory; give a CSV file name")
+        if plots is not None and plots.exists() and not plots.is_dir():
+            raise ConfigError(f"--plots {plots}: is a file, not a directory")
         items = read_dataset(data)
         detector = Detector.from_config(config)
     except MFFMoEError as e:
@@ -105,10 +111,10 @@ def evaluate(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         print_metrics(report, Console(width=160))
-        err.print(f"scores: {', '.join(report['scores_csv'])}"
-                  + (f"; plots: {plots}" if plots is not None else ""), highlight=False)
+        one_line(f"scores: {', '.join(report['scores_csv'])}" + (f"; plots: {plots}" if plots is not None else ""),
+                 None)
     for f in report["failures"]:
-        err.print(f"[red]failed:[/] {f['path']}: {f['error']['type']}: {f['error']['message']}", highlight=False)
+        one_line(f"failed: {f['path']}: {f['error']['type']}: {f['error']['message']}")
     if report["n_failed"]:
-        err.print(f"[red]{report['n_failed']} of {report['n_items']} file(s) failed and are not in the metrics[/]")
+        one_line(f"{report['n_failed']} of {report['n_items']} file(s) failed and are not in the metrics")
         raise typer.Exit(1)

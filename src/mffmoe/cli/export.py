@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mffmoe.cli.options import AllowMissingEmaOpt, ExportFormat, WeightsOpt
-from mffmoe.cli.output import err, fail
+from mffmoe.cli.output import err, fail, one_line
 from mffmoe.errors import MFFMoEError
 
 
@@ -47,4 +47,4 @@ def export(
         record = run_calibration(model, info, log=lambda m: err.print(m, highlight=False))
         bad = [n for n, r in record["engines"].items() if not r["ok"]]
         if bad:
-            err.print(f"[yellow]not within 1e-4 of torch, so never picked by auto:[/] {', '.join(bad)}")
+            one_line(f"not within 1e-4 of torch, so never picked by auto: {', '.join(bad)}", "yellow")

@@ -77,4 +77,7 @@ EarlyExitOpt = Annotated[bool, typer.Option(
 UntrainedOpt = Annotated[bool, typer.Option("--untrained", help="Random weights (pipeline check only).")]
 AllowMissingEmaOpt = Annotated[bool, typer.Option(
     "--allow-missing-ema", help="Run on raw weights when the .state file is absent.")]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f")]
+MaxPixelsOpt = Annotated[int | None, typer.Option(
+    "--max-pixels", min=1, metavar="N", help="Refuse images over N pixels (width x height) as "
+                                             "DecompressionBombError (default: Pillow's cap, about 179 MP).")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="jsonl: one JSON object per line.")]

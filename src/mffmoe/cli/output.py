@@ -6,12 +6,13 @@ Results go to stdout (or a file); everything else (progress, errors, summaries) 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mffmoe.cli.options import Format
 from mffmoe.errors import ErrorInfo, MFFMoEError
@@ -19,15 +20,35 @@ from mffmoe.errors import ErrorInfo, MFFMoEError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from mffmoe.cli.checks import ReportFile
     from mffmoe.results import AnalysisResult
 
 #: Messages, warnings and progress. Resolves sys.stderr at each write, so test runners capture it.
 err = Console(stderr=True)
 
 
+_LINE_BREAKS = re.compile(r"\s*\n\s*")
+
+
+def _flat(text: str) -> str:
+    """`text` as markup-safe text on one line (a message may hold a path with brackets or a line break)."""
+    return escape(_LINE_BREAKS.sub(" ", text.strip()))
+
+
+def one_line(text: str, style: str | None = "red") -> None:
+    """Print `text` (plain, never markup) in `style` as exactly one stderr line: not wrapped at the
+    console's width (80 columns when stderr is not a terminal), so that scripts can grep it."""
+    err.print(f"[{style}]{_flat(text)}[/]" if style else _flat(text), soft_wrap=True, highlight=False)
+
+
+def print_error(message: str) -> None:
+    """The one `error: ...` line of an expected error."""
+    err.print(f"[bold red]error:[/] {_flat(message)}", soft_wrap=True, highlight=False)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `message` as one error line; raise the result (`raise fail(...) from None`)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -86,16 +107,24 @@ def results_table(rows: list[dict[str, Any]], console: Console) -> None:
     console.print(table)
 
 
-def write_results(rows: list[dict[str, Any]], fmt: Format, output: Path | None) -> None:
-    """The report in `fmt`, to `output` or stdout."""
-    out = open(output, "w") if output else sys.stdout  # noqa: SIM115 (closed below, stdout never)
-    try:
-        if fmt is Format.json:
-            out.write(json.dumps(rows, indent=2) + "\n")
-        elif fmt is Format.jsonl:
-            out.writelines(json.dumps(r) + "\n" for r in rows)
-        else:
-            results_table(rows, Console(file=out, width=160) if output else Console(width=160))
-    finally:
-        if output:
-            out.close()
+def write_results(rows: list[dict[str, Any]], fmt: Format, output: ReportFile | None) -> None:
+    """The report in `fmt`, to `output` (claimed before the analysis, see `checks.ReportFile`) or stdout."""
+    if output is None:
+        _write_report(rows, fmt, sys.stdout, Console(width=160))
+        return
+    with output.open() as f:
+        _write_report(rows, fmt, f, Console(file=f, width=160))
+
+
+def _write_report(rows: list[dict[str, Any]], fmt: Format, out: Any, console: Console) -> None:
+    if fmt is Format.json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+    elif fmt is Format.jsonl:
+        out.writelines(json.dumps(r) + "\n" for r in rows)
+    else:
+        results_table(rows, console)
+
+
+def failed_line(n_failed: int, n: int, what: str = "input(s)") -> None:
+    """`N of M input(s) failed`, as one line."""
+    one_line(f"{n_failed} of {n} {what} failed")

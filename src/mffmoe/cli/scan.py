@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from mffmoe.cli.checks import check_device, check_engine, check_output_path
 from mffmoe.cli.options import (
     AllowMissingEmaOpt,
     BatchOpt,
     DeviceOpt,
     EngineOpt,
     FramesOpt,
+    MaxPixelsOpt,
     PoolingOpt,
     StoreFormat,
     ThresholdOpt,
@@ -28,7 +30,7 @@ from mffmoe.config import (
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import ConfigError, MFFMoEError
 
 
 def scan(
@@ -65,6 +67,7 @@ def scan(
     retry_errors: Annotated[bool, typer.Option(
         "--retry-errors", help="Analyze again inputs whose stored row is an error (by default a resumed scan "
                                "skips them).")] = False,
+    max_pixels: MaxPixelsOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
     summary_json: Annotated[Path | None, typer.Option(
@@ -81,9 +84,16 @@ def scan(
             source=source, out=out,
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
-                                    frames=frames, pooling=pooling),
+                                    frames=frames, pooling=pooling, max_image_pixels=max_pixels),
             fmt=fmt.value, workers=workers, hash_threads=hash_threads, ray=ray_address or ("" if ray else None),
             replicas=replicas, replica_cpus=replica_cpus, retry_errors=retry_errors)
+        check_engine(options.detector.engine)  # before any work
+        if out.is_dir() and (fmt is StoreFormat.jsonl or (fmt is StoreFormat.auto and out.suffix == ".jsonl")):
+            raise ConfigError(f"--out {out}: is a directory; JSONL results are one file")
+        if options.ray is None:  # on Ray the GPUs are the cluster's, not this machine's
+            check_device(options.detector.device)
+        if summary_json is not None:
+            check_output_path(summary_json, "--summary-json")
         summary = run_scan(options, console=err, progress=progress)
     except MFFMoEError as e:
         raise fail(str(e)) from None

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mffmoe.cli.checks import check_options
 from mffmoe.cli.options import (
     AllowMissingEmaOpt,
     BatchOpt,
@@ -14,12 +15,13 @@ from mffmoe.cli.options import (
     EarlyExitOpt,
     EngineOpt,
     FramesOpt,
+    MaxPixelsOpt,
     PoolingOpt,
     ThresholdOpt,
     UntrainedOpt,
     WeightsOpt,
 )
-from mffmoe.cli.output import err, fail
+from mffmoe.cli.output import fail, one_line
 from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
@@ -28,7 +30,7 @@ from mffmoe.config import (
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
-from mffmoe.errors import MFFMoEError
+from mffmoe.errors import ConfigError, MFFMoEError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -61,6 +63,7 @@ def serve(
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     pooling: PoolingOpt = DEFAULT_POOLING,
     early_exit: EarlyExitOpt = False,
+    max_pixels: MaxPixelsOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
@@ -81,17 +84,22 @@ def serve(
         settings = ServerSettings(
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
-                                    frames=frames, pooling=pooling, early_exit=early_exit),
+                                    frames=frames, pooling=pooling, early_exit=early_exit,
+                                    max_image_pixels=max_pixels),
             max_upload_mb=max_upload_mb, max_frames=max_frames, queue_size=queue_size, workers=workers,
             job_ttl_hours=job_ttl_hours, **storage)
+        check_options(settings.detector.engine, settings.detector.device)  # before the model loads
+        if settings.db_path.is_dir():
+            raise ConfigError(f"--db {settings.db_path}: is a directory; give the SQLite file's name")
+        if settings.upload_dir.exists() and not settings.upload_dir.is_dir():
+            raise ConfigError(f"--upload-dir {settings.upload_dir}: is a file, not a directory")
         # Load before binding the port: a bad checkpoint is one error line, and /ping answering means ready.
         detector = Detector.from_config(settings.detector)
     except MFFMoEError as e:
         raise fail(str(e)) from None
     if not settings.api_key and host not in LOCAL_HOSTS:
-        err.print(f"[yellow]warning:[/] listening on {host} without an API key; set $MFFMOE_API_KEY",
-                  highlight=False)
-    err.print(f"{detector.model_name} ready on {detector.engine.device}; jobs in {settings.db_path}; "
-              f"web page at http://{host}:{port}/ui", highlight=False)
+        one_line(f"warning: listening on {host} without an API key; set $MFFMOE_API_KEY", "yellow")
+    one_line(f"{detector.model_name} ready on {detector.engine.device}; jobs in {settings.db_path}; "
+             f"web page at http://{host}:{port}/ui", None)
     uvicorn.run(create_app(detector, settings), host=host, port=port, log_level=log_level,
                 timeout_graceful_shutdown=30)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from mffmoe.cli.options import DeviceOpt
-from mffmoe.cli.output import err, fail, number, progress
+from mffmoe.cli.output import err, fail, number, one_line, progress
 from mffmoe.config import DEFAULT_DEVICE
 from mffmoe.errors import ConfigError, MFFMoEError
 from mffmoe.train.observer import Observer
@@ -146,7 +146,7 @@ def train(
     except MFFMoEError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
-        err.print(f"interrupted; continue with: mffmoe train --out {out} --resume")
+        one_line(f"interrupted; continue with: mffmoe train --out {out} --resume", None)
         raise typer.Exit(130) from None
     last = result.records[-1] if result.records else {}
     err.print(f"weights: {out} (step {result.global_step}"
@@ -154,4 +154,4 @@ def train(
               + (f"; best: {out / 'best'}" if (out / "best").exists() else "")
               + f"; log: {out / 'metrics.jsonl'}", soft_wrap=True, highlight=False)
     if result.failures:
-        err.print(f"[yellow]{len(result.failures)} file(s) were skipped (see the warnings above)[/]")
+        one_line(f"{len(result.failures)} file(s) were skipped (see the warnings above)", "yellow")

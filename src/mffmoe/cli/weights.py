@@ -19,7 +19,9 @@ def info(
     hashes: Annotated[bool, typer.Option("--hashes/--no-hashes", help="SHA-256 of the weight files.")] = True,
     allow_missing_ema: AllowMissingEmaOpt = False,
 ) -> None:
-    """Show the roster, parameter count, EMA status, input size and file hashes of a checkpoint."""
+    """Show the roster, parameter count, EMA status, input size and file hashes of a checkpoint.
+
+    `--format json` prints one indented object; `jsonl` the same object on one line."""
     from rich.console import Console
     from rich.table import Table
 
@@ -41,7 +43,10 @@ def info(
     }
     if ckpt.metadata:
         data["metadata"] = ckpt.metadata
-    if fmt is not Format.table:
+    if fmt is Format.jsonl:  # JSON Lines: the one record on one line
+        print(json.dumps(data))
+        return
+    if fmt is Format.json:
         print(json.dumps(data, indent=2))
         return
     table = Table(show_header=False)
