@@ -239,6 +239,9 @@ class JsonlStore(ResultStore):
         return [self.out]
 
     def recover(self) -> None:
+        if self.out.is_dir():
+            raise ScanError(f"{self.out}: is a directory; JSONL results are one file (name a directory without "
+                            f".jsonl for Parquet parts)")
         if not self.out.is_file():
             return
         with open(self.out, "rb+") as f:  # drop a last line cut short by a kill
