@@ -5,10 +5,12 @@ workers (`scan/decode.py`) and training data (`train/data.py`).
 the decode time) or a `VideoItem` (its sampled frames one by one, then a `VideoSummary`). Failures follow
 one policy: the typed `MFFMoEError`s of the decoders pass through; anything else (a decoder bug, an
 exotic file) becomes an `UnexpectedDecodeError` while opening, or a `VideoDecodeError` while sampling,
-so one bad file is an error result and never ends a batch.
+so one bad file is an error result and never ends a batch. Those unexpected ones are logged with their
+traceback (logger `mffmoe.media`): they point at a decoder bug or a case to type properly.
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -27,6 +29,15 @@ from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.video import SampledFrame, VideoSampler, VideoSummary
 
 T = TypeVar("T")
+E = TypeVar("E", bound=MFFMoEError)
+
+log = logging.getLogger("mffmoe.media")
+
+
+def unexpected(cls: type[E], path: str | os.PathLike[str], error: BaseException, doing: str) -> E:
+    """The typed error for an exception no decoder typed, logged with its traceback."""
+    log.warning("%s: unexpected %s while %s", path, type(error).__name__, doing, exc_info=error)
+    return cls(f"{path}: {doing} failed unexpectedly ({type(error).__name__}: {error})")
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class VideoItem:
         except MFFMoEError:
             raise
         except Exception as e:
-            raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
+            raise unexpected(VideoDecodeError, self.path, e, "decoding") from e
 
     def frames(self) -> Iterator[Frame]:
         """The sampled frames, preprocessed to the model's input (needs `input_size`)."""
@@ -91,7 +102,7 @@ class VideoItem:
                 try:
                     pixels = preprocess(sample.image, self.input_size)
                 except Exception as e:
-                    raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
+                    raise unexpected(VideoDecodeError, self.path, e, "preprocessing a frame") from e
             yield Frame(sample.frame_index, sample.timestamp, pixels, sample.error)
 
     def close(self) -> None:
@@ -111,7 +122,7 @@ def open_video(path: str | os.PathLike[str], n_frames: int, input_size: int | No
     except MFFMoEError:
         raise
     except Exception as e:
-        raise UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+        raise unexpected(UnexpectedDecodeError, path, e, "opening the video") from e
 
 
 def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max_pixels: int | None = None,
@@ -129,7 +140,7 @@ def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max
     except MFFMoEError:
         raise
     except Exception as e:  # a decoder bug or an exotic failure: an error that says so, not a crash
-        raise UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+        raise unexpected(UnexpectedDecodeError, path, e, "decoding") from e
 
 
 # -- decoding ahead ------------------------------------------------------------------------------
