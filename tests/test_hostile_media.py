@@ -84,3 +84,37 @@ def test_unexpected_errors_are_typed_and_logged_with_their_traceback(videos, tmp
     monkeypatch.setattr(item.sampler, "_sample", broken)
     with item, pytest.raises(MFFMoEError, match="decoding failed unexpectedly"):
         list(item.frames())
+
+
+# --- huge images: resized in strips, never as one float copy -----------------------------------------
+def test_strip_resize_equals_the_spec_transform():
+    import numpy as np
+    from PIL import Image
+
+    from mffmoe.media import preprocess as pre
+
+    rng = np.random.default_rng(7)
+    image = Image.fromarray(rng.integers(0, 256, (1100, 1500, 3), dtype=np.uint8))
+    spec = pre.spec_transform(512)(image)
+    for source_ in (image, np.asarray(image)):
+        ours = pre.resize_in_strips(source_, 512, rows=97).sub_(pre._MEAN).div_(pre._STD)
+        assert ours.shape == spec.shape and (ours - spec).abs().max().item() <= 1e-5
+
+
+def test_a_large_image_takes_the_strip_path_with_the_same_score(tiny_detector, tmp_path, monkeypatch):
+    from mffmoe.media import preprocess as pre
+
+    path = make_image(tmp_path / "large.png", 3000, 2000, seed=4)
+    direct = tiny_detector.analyze(path).score
+    calls = []
+    real = pre.resize_in_strips
+
+    def spy(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pre, "STRIP_PIXELS", 1_000_000)
+    monkeypatch.setattr(pre, "resize_in_strips", spy)
+    strips = tiny_detector.analyze(path)
+    assert calls == [tiny_detector.input_size]
+    assert abs(strips.score - direct) <= 1e-5 and strips.dimensions == {"width": 3000, "height": 2000}
