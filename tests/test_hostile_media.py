@@ -118,3 +118,14 @@ def test_a_large_image_takes_the_strip_path_with_the_same_score(tiny_detector, t
     strips = tiny_detector.analyze(path)
     assert calls == [tiny_detector.input_size]
     assert abs(strips.score - direct) <= 1e-5 and strips.dimensions == {"width": 3000, "height": 2000}
+
+
+def test_max_image_pixels_can_only_lower_pillows_cap():
+    from mffmoe.config import MAX_IMAGE_PIXELS, DetectorConfig
+    from mffmoe.errors import ConfigError
+    from mffmoe.media.image import DEFAULT_MAX_PIXELS
+
+    assert MAX_IMAGE_PIXELS == DEFAULT_MAX_PIXELS
+    assert DetectorConfig(max_image_pixels=1_000_000).max_image_pixels == 1_000_000
+    with pytest.raises(ConfigError, match="max_image_pixels"):
+        DetectorConfig(max_image_pixels=MAX_IMAGE_PIXELS + 1)
