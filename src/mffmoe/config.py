@@ -39,6 +39,9 @@ DEFAULT_DEVICE = "auto"
 EMA_DECAY = 0.995
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Pillow's hard decompression-bomb cap (2 x PIL.Image.MAX_IMAGE_PIXELS): the most pixels an image may
+#: have, and the default limit. A lower `max_image_pixels` tightens it; nothing can raise it.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
 MODEL_NAME = "MFF-MOE-V1"
 APP_NAME = "mffmoe"
 
@@ -114,7 +117,8 @@ class DetectorConfig(BaseModel):
     frames: int = Field(DEFAULT_FRAMES, ge=1, description="frames sampled per video")
     pooling: str = Field(DEFAULT_POOLING, description="video pooling (checked against the registry in "
                          "mffmoe.pooling when the detector is built)")
-    max_image_pixels: int | None = Field(None, ge=1)
+    max_image_pixels: int | None = Field(None, ge=1, le=MAX_IMAGE_PIXELS, description="largest image (width x "
+                                         "height) decoded; None: Pillow's hard cap, MAX_IMAGE_PIXELS")
     early_exit: bool = False
     model_name: str = MODEL_NAME
 

@@ -53,8 +53,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None,
         if w == 0 or h == 0:
             raise CorruptMediaError(f"{path}: image has zero size")
         image.load()
-        if exif_transpose:
-            image = ImageOps.exif_transpose(image)
+        if exif_transpose:  # in place: a copy would double a huge image's memory
+            ImageOps.exif_transpose(image, in_place=True)
         return to_rgb(image)
     except (DecompressionBombError, CorruptMediaError):
         raise

@@ -5,28 +5,46 @@ workers (`scan/decode.py`) and training data (`train/data.py`).
 the decode time) or a `VideoItem` (its sampled frames one by one, then a `VideoSummary`). Failures follow
 one policy: the typed `MFFMoEError`s of the decoders pass through; anything else (a decoder bug, an
 exotic file) becomes an `UnexpectedDecodeError` while opening, or a `VideoDecodeError` while sampling,
-so one bad file is an error result and never ends a batch.
+so one bad file is an error result and never ends a batch. Those unexpected ones are logged with their
+traceback (logger `mffmoe.media`): they point at a decoder bug or a case to type properly.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
+import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import torch
+from PIL import Image
 
 from mffmoe.errors import MFFMoEError, UnexpectedDecodeError, VideoDecodeError
+from mffmoe.media import preprocess as preprocess_module
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.video import SampledFrame, VideoSampler, VideoSummary
 
 T = TypeVar("T")
+E = TypeVar("E", bound=MFFMoEError)
+
+log = logging.getLogger("mffmoe.media")
+
+
+def unexpected(cls: type[E], path: str | os.PathLike[str], error: BaseException, doing: str) -> E:
+    """The typed error for an exception no decoder typed, logged with its traceback."""
+    log.warning("%s: unexpected %s while %s", path, type(error).__name__, doing, exc_info=error)
+    return cls(f"{path}: {doing} failed unexpectedly ({type(error).__name__}: {error})")
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,7 @@ class VideoItem:
         except MFFMoEError:
             raise
         except Exception as e:
-            raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
+            raise unexpected(VideoDecodeError, self.path, e, "decoding") from e
 
     def frames(self) -> Iterator[Frame]:
         """The sampled frames, preprocessed to the model's input (needs `input_size`)."""
@@ -91,7 +109,7 @@ class VideoItem:
                 try:
                     pixels = preprocess(sample.image, self.input_size)
                 except Exception as e:
-                    raise VideoDecodeError(f"{self.path}: decoding failed ({type(e).__name__}: {e})") from e
+                    raise unexpected(VideoDecodeError, self.path, e, "preprocessing a frame") from e
             yield Frame(sample.frame_index, sample.timestamp, pixels, sample.error)
 
     def close(self) -> None:
@@ -111,7 +129,7 @@ def open_video(path: str | os.PathLike[str], n_frames: int, input_size: int | No
     except MFFMoEError:
         raise
     except Exception as e:
-        raise UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+        raise unexpected(UnexpectedDecodeError, path, e, "opening the video") from e
 
 
 def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max_pixels: int | None = None,
@@ -123,13 +141,58 @@ def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max
         kind = kind or probe_kind(path)
         if kind is MediaKind.VIDEO:
             return open_video(path, n_frames, input_size)
-        image = load_image(path, max_pixels)
-        pixels = preprocess(image, input_size)
-        return ImageItem(str(path), pixels, image.width, image.height, time.perf_counter() - start)
+        with _huge_image_slot(path):
+            image = load_image(path, max_pixels)
+            pixels = preprocess(image, input_size)
+            width, height = image.size
+            del image  # the decoded pixels go now, not when the caller is done with the item
+        return ImageItem(str(path), pixels, width, height, time.perf_counter() - start)
     except MFFMoEError:
         raise
     except Exception as e:  # a decoder bug or an exotic failure: an error that says so, not a crash
-        raise UnexpectedDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+        raise unexpected(UnexpectedDecodeError, path, e, "decoding") from e
+
+
+_HUGE_IMAGES = threading.Lock()
+
+
+@contextmanager
+def _huge_image_slot(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Decode at most one huge image (over `preprocess.STRIP_PIXELS`) at a time, whatever the number of
+    decoding threads: each holds its decoded pixels (3 bytes each) until it is resized."""
+    try:
+        with Image.open(path) as header:  # the header only
+            huge = header.width * header.height > preprocess_module.STRIP_PIXELS
+    except Exception:  # not an image after all: load_image says why
+        huge = False
+    if not huge:
+        yield
+        return
+    try:
+        with _HUGE_IMAGES:
+            yield
+    finally:
+        release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the system. A huge image's decoded pixels come in blocks that glibc
+    keeps for reuse once freed, so the process would hold its peak long after; elsewhere a no-op."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 # -- decoding ahead ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from mffmoe.errors import CorruptMediaError, UnsupportedMediaError
+from mffmoe.media.codec_tag import mp4_video_codec_tag
 
 #: Decode forward instead of seeking when the next wanted frame is at most this many frames ahead.
 SEEK_THRESHOLD = 90
@@ -81,6 +82,13 @@ def _open(path: str | os.PathLike[str]) -> tuple[av.container.InputContainer, av
         container.close()
         raise UnsupportedMediaError(f"{path}: the container has no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # FFmpeg knows the container, not the codec: nothing can decode it
+        fmt = container.format.name
+        container.close()
+        tag = mp4_video_codec_tag(path) if "mp4" in fmt.split(",") else None
+        codec = f"codec {tag!r}" if tag else "its codec"
+        raise UnsupportedMediaError(f"{path}: no decoder for this video's {codec} (container {fmt}); "
+                                    f"FFmpeg does not know the codec, or the file's codec id is damaged")
     stream.thread_type = "AUTO"
     return container, stream
 

@@ -76,20 +76,59 @@ class CheckpointInfo:
         return h.hexdigest()[:16]
 
 
+#: Bounds on what checkpoint metadata may ask for, checked before anything is built: the spec's input size
+#: is 512 and its roster has seven experts; beyond these a file is hostile or broken, not a model.
+INPUT_SIZE_RANGE = (32, 2048)
+MAX_EXPERTS = 32
+
+
+def validate_metadata(roster: Any, input_size: Any, where: str) -> tuple[tuple[str, ...], int]:
+    """A roster (a list of known timm model names) and an input size (an int in INPUT_SIZE_RANGE) as a
+    checkpoint states them, checked; anything else is a CheckpointFormatError naming the fault."""
+    import timm
+
+    lo, hi = INPUT_SIZE_RANGE
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or not lo <= input_size <= hi:
+        raise CheckpointFormatError(f"{where}: input_size must be an integer from {lo} to {hi}, got {input_size!r}")
+    if not isinstance(roster, list) or not all(isinstance(n, str) for n in roster):
+        raise CheckpointFormatError(f"{where}: roster must be a list of timm model names, got "
+                                    f"{_short(roster)}")
+    if not 1 <= len(roster) <= MAX_EXPERTS:
+        raise CheckpointFormatError(f"{where}: roster must list 1 to {MAX_EXPERTS} experts, got {len(roster)}")
+    unknown = [n for n in roster if not timm.is_model(n)]
+    if unknown:
+        raise CheckpointFormatError(f"{where}: roster names unknown timm model(s): {', '.join(map(repr, unknown))}")
+    return tuple(roster), input_size
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= limit else text[:limit] + '...'}"
+
+
+def count_experts(keys: Iterable[str], roster: Sequence[str], source: str) -> None:
+    """Refuse a roster whose length differs from the number of experts the weights hold (`experts.N.`
+    key prefixes), before any model is built for it."""
+    held = sorted({int(m.group(1)) for k in keys if (m := re.match(r"experts\.(\d+)\.", k))})
+    if len(held) != len(roster):
+        shown = held if len(held) <= 12 else [*held[:12], "..."]
+        raise CheckpointFormatError(f"{source} holds {len(held)} expert(s) (indices {shown}), but the roster "
+                                    f"lists {len(roster)}: {_short(list(roster))}")
+
+
 def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
-    """Roster and input size from `mffmoe.json`, else the spec's defaults."""
+    """Roster and input size from `mffmoe.json`, else the spec's defaults; validated."""
     path = directory / MANIFEST
     if not path.exists():
         return DEFAULT_ROSTER, DEFAULT_INPUT_SIZE
     try:
         data = json.loads(path.read_text())
-        roster = tuple(str(n) for n in data.get("roster", DEFAULT_ROSTER))
-        input_size = int(data.get("input_size", DEFAULT_INPUT_SIZE))
-    except (ValueError, TypeError, AttributeError) as e:
-        raise CheckpointFormatError(f"{path}: not a valid manifest ({e})") from e
-    if not roster or input_size < 8:
-        raise CheckpointFormatError(f"{path}: roster must be non-empty and input_size >= 8")
-    return roster, input_size
+    except (ValueError, OSError) as e:
+        raise CheckpointFormatError(f"{path}: not a valid manifest (not JSON: {e})") from e
+    if not isinstance(data, dict):
+        raise CheckpointFormatError(f"{path}: not a valid manifest (expected a JSON object, got {_short(data)})")
+    return validate_metadata(data.get("roster", list(DEFAULT_ROSTER)), data.get("input_size", DEFAULT_INPUT_SIZE),
+                             str(path))
 
 
 def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
@@ -217,8 +256,8 @@ def _where_to_put(path: Path) -> str:
     names = " or ".join(f"{lay.weights} + {lay.ema}" for lay in LAYOUTS)
     return (f"no MFF-MoE weights found at {path}. Put the official files ({names}) in a directory and pass "
             f"it with --weights DIR, set MFFMOE_WEIGHTS=DIR, or place them in ./models/MFF-MoE-V1/. "
-            f"A file made by `mffmoe convert` can be passed directly. Use --untrained to try the pipeline "
-            f"with random weights.")
+            f"A file made by `mffmoe convert` can be passed directly. Without weights, "
+            f"`mffmoe analyze --untrained` tries the pipeline with random weights.")
 
 
 def _ema_entries(ema_state: Any, n_experts: int, path: Path) -> list[Any]:
@@ -247,8 +286,9 @@ def _read_official(directory: Path, layout: Layout, missing_ema: str | None,
     weights_path, ema_path = directory / layout.weights, directory / layout.ema
     if not ema_path.exists() and missing_ema is not None:
         raise MissingEMAError(missing_ema.format(ema=ema_path, weights=weights_path.name, dir=directory))
-    model = build_model(roster, input_size, device="meta")
     state = _normalize_keys(safe_torch_load(weights_path), weights_path)
+    count_experts(state, roster, str(weights_path))
+    model = build_model(roster, input_size, device="meta")
     check_state_dict(model, state, str(weights_path))
     emas: list[dict[str, Any]] | None = None
     if ema_path.exists():
@@ -352,19 +392,41 @@ def _mmap_safetensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
 
 
 def _safetensors_meta(path: Path, f: Any) -> tuple[dict[str, str], tuple[str, ...], int]:
-    """An open safetensors file's mffmoe metadata: (all of it, roster, input size)."""
+    """An open safetensors file's mffmoe metadata: (all of it, roster, input size), validated."""
     meta = f.metadata() or {}
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise CheckpointFormatError(f"{path}: not an mffmoe file (metadata format {meta.get('format')!r}, "
                                     f"expected {SAFETENSORS_FORMAT!r})")
-    return meta, tuple(json.loads(meta["roster"])), int(meta["input_size"])
+    roster = _json_field(meta, "roster", path)
+    raw_size = meta.get("input_size")
+    input_size = int(raw_size) if isinstance(raw_size, str) and re.fullmatch(r"[0-9]{1,9}", raw_size) else raw_size
+    roster, input_size = validate_metadata(roster, input_size, f"{path} metadata")
+    count_experts(f.keys(), roster, str(path))
+    return meta, roster, input_size
+
+
+def _json_field(meta: Mapping[str, str], key: str, path: Path, default: str | None = None) -> Any:
+    raw = meta.get(key, default)
+    if raw is None:
+        raise CheckpointFormatError(f"{path}: metadata has no {key!r}")
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise CheckpointFormatError(f"{path}: metadata {key!r} is not JSON ({e}): {raw[:80]!r}") from e
 
 
 def _safetensors_info(path: Path, meta: Mapping[str, str], roster: tuple[str, ...], input_size: int,
                       ) -> CheckpointInfo:
+    ema = _json_field(meta, "ema_folded", path, "true")
+    updates = _json_field(meta, "ema_num_updates", path, "[]")
+    if not isinstance(ema, bool):
+        raise CheckpointFormatError(f"{path}: metadata 'ema_folded' must be true or false, got {_short(ema)}")
+    if not isinstance(updates, list) or not all(u is None or (isinstance(u, int) and not isinstance(u, bool))
+                                                for u in updates):
+        raise CheckpointFormatError(f"{path}: metadata 'ema_num_updates' must be a list of integers or null, "
+                                    f"got {_short(updates)}")
     return CheckpointInfo(source=str(path), layout="safetensors", roster=roster, input_size=input_size,
-                          ema=json.loads(meta.get("ema_folded", "true")), files={"safetensors": str(path)},
-                          ema_num_updates=json.loads(meta.get("ema_num_updates", "[]")), metadata=dict(meta))
+                          ema=ema, files={"safetensors": str(path)}, ema_num_updates=updates, metadata=dict(meta))
 
 
 def _read_safetensors(path: Path, tensors: bool) -> tuple[CheckpointInfo, MFFMoE | None]:
@@ -374,6 +436,7 @@ def _read_safetensors(path: Path, tensors: bool) -> tuple[CheckpointInfo, MFFMoE
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta, roster, input_size = _safetensors_meta(path, f)
+            info = _safetensors_info(path, meta, roster, input_size)
             if tensors:
                 model = build_model(roster, input_size, device="meta")
                 state = _mmap_safetensors(path, list(f.keys()))
@@ -384,7 +447,7 @@ def _read_safetensors(path: Path, tensors: bool) -> tuple[CheckpointInfo, MFFMoE
     if model is not None:
         check_state_dict(model, state, str(path))
         _assign(model, state)
-    return _safetensors_info(path, meta, roster, input_size), model
+    return info, model
 
 
 def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
