@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mffmoe.cli import app
-from mffmoe.errors import MFFMoEError, ResultsLockedError, ResultsMismatchError, ScanSourceError
+from mffmoe.errors import MFFMoEError, ResultsLockedError, ResultsMismatchError, ScanError, ScanSourceError
 from mffmoe.inference.detector import Detector
 from mffmoe.scan import ScanOptions, read_results, run_scan
 from mffmoe.scan.decode import DecodeConfig
@@ -310,3 +310,10 @@ def test_replica_core_groups_do_not_overlap(tmp_path):
     assert mine not in json.loads(claimed + "]") and json.loads(pinned) == json.loads(claimed + "]")
     claims = json.loads(registry.read_text())
     assert "999999999" not in claims and claims[str(os.getpid())] == [mine]
+
+
+def test_jsonl_results_that_are_a_directory_are_a_typed_error(tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.mkdir()
+    with pytest.raises(ScanError, match="is a directory"), open_store(out) as store:
+        store.load()

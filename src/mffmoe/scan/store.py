@@ -101,7 +101,11 @@ class ResultStore(ABC):
         except BlockingIOError:
             lock.close()
             raise ResultsLockedError(f"{self.out}: another scan is writing these results") from None
-        self.recover()
+        try:
+            self.recover()
+        except BaseException:
+            lock.close()  # the lock goes with the failed opening
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
