@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mffmoe.inference.detector import Detector
+from mffmoe.server.settings import ServerSettings
 from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 from mffmoe.testing.media import make_image, make_video
 
@@ -93,3 +94,8 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> None
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+def uploads_left(settings: ServerSettings) -> list[Path]:
+    """The files left in the server's upload folder, sorted (none once every request has ended)."""
+    return sorted(settings.upload_dir.glob("*")) if settings.upload_dir.exists() else []

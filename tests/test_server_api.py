@@ -23,7 +23,7 @@ from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
 from mffmoe.testing.checkpoints import TINY_ROSTER
 from mffmoe.testing.media import make_image
-from server_helpers import GatedDetector, assert_error, sample_media, tiny_detector, wait_until
+from server_helpers import GatedDetector, assert_error, sample_media, tiny_detector, uploads_left, wait_until
 
 KEY = "k3y-\u00e9-secret"
 
@@ -49,9 +49,6 @@ def client(detector, settings):
     with TestClient(create_app(detector, settings)) as c:
         yield c
 
-
-def uploads_left(settings: ServerSettings) -> list[str]:
-    return sorted(p.name for p in settings.upload_dir.glob("*")) if settings.upload_dir.exists() else []
 
 
 def post_file(client, path: Path, endpoint: str = "/analyze", name: str | None = None, **fields):

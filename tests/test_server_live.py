@@ -20,7 +20,7 @@ import pytest
 
 from mffmoe.server.app import create_app
 from mffmoe.server.settings import ServerSettings
-from server_helpers import GatedDetector, live_server, sample_media, tiny_detector, wait_until
+from server_helpers import GatedDetector, live_server, sample_media, tiny_detector, uploads_left, wait_until
 
 BOUNDARY = b"mffmoe-test-boundary"
 
@@ -39,9 +39,6 @@ def media(tmp_path_factory):
 def settings(tmp_path) -> ServerSettings:
     return ServerSettings(db_path=tmp_path / "jobs.sqlite3", upload_dir=tmp_path / "uploads", api_key=None)
 
-
-def uploads_left(settings: ServerSettings) -> list[Path]:
-    return list(settings.upload_dir.glob("*")) if settings.upload_dir.exists() else []
 
 
 class RawUpload:

@@ -28,7 +28,7 @@ from mffmoe.server.app import create_app
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.uploads import UPLOAD_PREFIX, UPLOAD_SUFFIX
 from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
-from server_helpers import INPUT_SIZE, GatedDetector, live_server, sample_media, tiny_detector, wait_until
+from server_helpers import INPUT_SIZE, GatedDetector, live_server, sample_media, tiny_detector, uploads_left, wait_until
 
 BOUNDARY = "mffmoe-upload-test"
 
@@ -47,9 +47,6 @@ def media(tmp_path_factory):
 def settings(tmp_path) -> ServerSettings:
     return ServerSettings(db_path=tmp_path / "jobs.sqlite3", upload_dir=tmp_path / "uploads", api_key=None)
 
-
-def uploads_left(settings: ServerSettings) -> list[Path]:
-    return list(settings.upload_dir.glob("*")) if settings.upload_dir.exists() else []
 
 
 def part(name: str | bytes, value: bytes, filename: str | None = None, boundary: str = BOUNDARY) -> bytes:
