@@ -69,6 +69,18 @@ def test_video_progress_callback(tiny_detector, media):
     assert calls and calls[-1] == (10, 10)
 
 
+def test_a_short_video_reports_progress_as_it_goes(tiny_ckpt, media):
+    """A video of one batch or less still moves a progress bar (several reports), and its scores do not
+    depend on whether anyone watches."""
+    det = Detector.from_dir(tiny_ckpt, device="cpu", batch_size=16)
+    calls: list[tuple[int, int]] = []
+    watched = det.analyze(media["mp4"], frames=8, progress=lambda d, t: calls.append((d, t)))
+    assert len(calls) >= 3 and calls[-1] == (8, 8)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and all(t == 8 for _, t in calls)
+    unwatched = det.analyze(media["mp4"], frames=8)
+    assert [f.score for f in watched.frame_predictions] == [f.score for f in unwatched.frame_predictions]
+
+
 def test_confident_pooling_option(tiny_detector, media):
     r = tiny_detector.analyze(media["mp4"], frames=5, pooling="confident")
     frame_scores = [f.score for f in r.frame_predictions]

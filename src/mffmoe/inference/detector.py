@@ -44,6 +44,9 @@ from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
 
 Progress = Callable[[int, int], None]  # (done, total)
+#: A video of one batch or less is still scored in this many steps, so that its progress moves. Always,
+#: watched or not: the scores must not depend on whether anyone watches.
+SHORT_VIDEO_STEPS = 4
 
 
 class Detector:
@@ -228,6 +231,8 @@ class Detector:
             batch.clear()
             report()
 
+        planned = len(item.planned)
+        step = self.batch_size if planned > self.batch_size else max(1, -(-planned // SHORT_VIDEO_STEPS))
         with item, decode_ahead(item.frames(), 2 * self.batch_size) as decoded:
             for frame in decoded:
                 if frame.pixels is None:
@@ -236,7 +241,7 @@ class Detector:
                                                                timestamp=frame.timestamp, error=frame.error)
                     continue
                 batch.append((frame, frame.pixels))
-                if len(batch) >= self.batch_size:
+                if len(batch) >= step:
                     run_batch()
             if batch:
                 run_batch()
