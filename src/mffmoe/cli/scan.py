@@ -30,7 +30,7 @@ from mffmoe.config import (
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
-from mffmoe.errors import ConfigError, MFFMoEError
+from mffmoe.errors import MFFMoEError
 
 
 def scan(
@@ -78,6 +78,7 @@ def scan(
     """Scan a whole collection into RESULTS, resumably: one row per input, bad files as error rows."""
     from mffmoe.config import DetectorConfig
     from mffmoe.scan.job import ScanOptions, run_scan
+    from mffmoe.scan.store import open_store
 
     try:
         options = ScanOptions(
@@ -88,8 +89,7 @@ def scan(
             fmt=fmt.value, workers=workers, hash_threads=hash_threads, ray=ray_address or ("" if ray else None),
             replicas=replicas, replica_cpus=replica_cpus, retry_errors=retry_errors)
         check_engine(options.detector.engine)  # before any work
-        if out.is_dir() and (fmt is StoreFormat.jsonl or (fmt is StoreFormat.auto and out.suffix == ".jsonl")):
-            raise ConfigError(f"--out {out}: is a directory; JSONL results are one file")
+        open_store(options.out, options.fmt).check_path()
         if options.ray is None:  # on Ray the GPUs are the cluster's, not this machine's
             check_device(options.detector.device)
         if summary_json is not None:

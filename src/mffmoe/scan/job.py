@@ -104,6 +104,7 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
     started = time.perf_counter()
     d = o.detector
     store = open_store(o.out, o.fmt)
+    store.check_path()  # before a model loads
     owned = [os.path.abspath(p) for p in store.paths]
     source = os.path.abspath(o.source)
     if any(source == q or source.startswith(q + os.sep) for q in owned):

@@ -92,6 +92,11 @@ class ResultStore(ABC):
         self.written = 0
         self._lock_file: TextIO | None = None
 
+    @abstractmethod
+    def check_path(self) -> None:
+        """Refuse a RESULTS path of the wrong kind (a file where a folder is meant, or the reverse): cheap,
+        so a scan checks it before it loads a model."""
+
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> ResultStore:
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,11 +165,14 @@ class ParquetStore(ResultStore):
     def _parts(self) -> list[Path]:
         return sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.is_dir() else []
 
-    def recover(self) -> None:
+    def check_path(self) -> None:
         if self.single and self.out.is_dir():
             raise ScanError(f"{self.out}: is a directory; name the results without .parquet for a parts directory")
         if not self.single and self.out.is_file():
             raise ScanError(f"{self.out}: is a file; name it *.parquet for a single-file results store")
+
+    def recover(self) -> None:
+        self.check_path()
         if not self.parts_dir.is_dir():
             return
         for journal in sorted(self.parts_dir.glob("journal-*.jsonl")):
@@ -242,10 +250,13 @@ class JsonlStore(ResultStore):
     def paths(self) -> list[Path]:
         return [self.out]
 
-    def recover(self) -> None:
+    def check_path(self) -> None:
         if self.out.is_dir():
             raise ScanError(f"{self.out}: is a directory; JSONL results are one file (name a directory without "
                             f".jsonl for Parquet parts)")
+
+    def recover(self) -> None:
+        self.check_path()
         if not self.out.is_file():
             return
         with open(self.out, "rb+") as f:  # drop a last line cut short by a kill
