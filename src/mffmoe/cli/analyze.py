@@ -45,32 +45,26 @@ if TYPE_CHECKING:
     from mffmoe.media.probe import MediaKind
 
 
-def estimate_images(files: Sequence[Path], frames: int) -> int:
-    """Images a job will run through the model: 1 per image, `frames` per video (by content)."""
-    from mffmoe.media.probe import MediaKind, probe_kind
+def estimate_images(kinds: Sequence[MediaKind], frames: int) -> int:
+    """Images a job will run through the model: 1 per image, `frames` per video (kinds as probed)."""
+    from mffmoe.media.probe import MediaKind
 
-    n = 0
-    for f in files:
-        try:
-            n += frames if probe_kind(f) is MediaKind.VIDEO else 1
-        except MFFMoEError:
-            continue
-    return max(1, n)
+    return max(1, sum(frames if kind is MediaKind.VIDEO else 1 for kind in kinds))
 
 
-def analyze_engine_options(engine: str, files: Sequence[Path], frames: int,
+def analyze_engine_options(engine: str, kinds: Sequence[MediaKind], frames: int,
                            autocast: str | None = None) -> dict[str, Any]:
-    """Engine options for an `analyze` job. A single input file runs lean (torch weights leave memory
-    layer by layer, experts one after another), and `auto` is told the job's size so that it weighs
-    start-up against per-image time (see mffmoe.engine.auto)."""
+    """Engine options for an `analyze` job over inputs of these (probed) kinds. A single input runs lean
+    (torch weights leave memory layer by layer, experts one after another), and `auto` is told the job's
+    size so that it weighs start-up against per-image time (see mffmoe.engine.auto)."""
     from mffmoe.engine import ALIASES
 
     name = ALIASES.get(engine, engine)
     options: dict[str, Any] = {}
-    if name in ("torch", "auto") and len(files) == 1:
+    if name in ("torch", "auto") and len(kinds) == 1:
         options["lean"] = True
     if name == "auto":
-        options["images"] = estimate_images(files, frames)
+        options["images"] = estimate_images(kinds, frames)
     if autocast:
         if name not in ("torch", "auto"):
             raise ConfigError(f"--autocast is for the torch engine on CUDA, not {name}")
@@ -121,7 +115,8 @@ def analyze(
             raise fail("no input files")
         probed = probe_inputs(files)
         good = [f for f, kind in zip(files, probed, strict=True) if not isinstance(kind, MFFMoEError)]
-        options = analyze_engine_options(config.engine, good or files, config.frames, autocast)
+        kinds = [kind for kind in probed if not isinstance(kind, MFFMoEError)]
+        options = analyze_engine_options(config.engine, kinds, config.frames, autocast)
         if good:
             check_device(config.device)
         report = ReportFile(output) if output is not None else None
