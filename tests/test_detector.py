@@ -228,14 +228,14 @@ def test_unexpected_decoder_failure_is_a_typed_error(tiny_detector, media, monke
     """A decoder raising something no typed error covers ends that file with UnexpectedDecodeError."""
     from mffmoe.media import source
 
-    real = source.load_image
+    real = source.open_image
 
     def broken(path, *args, **kwargs):
         if str(path) == str(media["png"]):
             raise RuntimeError("decoder bug")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(source, "load_image", broken)
+    monkeypatch.setattr(source, "open_image", broken)
     out = dict(tiny_detector.analyze_many([media["png"], media["jpg"]]))
     assert isinstance(out[str(media["png"])], UnexpectedDecodeError) and "decoder bug" in str(out[str(media["png"])])
     assert out[str(media["jpg"])].media_type == "image"

@@ -74,7 +74,7 @@ def test_unexpected_errors_are_typed_and_logged_with_their_traceback(videos, tmp
     def broken(*args, **kwargs):
         raise KeyError("decoder bug")
 
-    monkeypatch.setattr(source, "load_image", broken)
+    monkeypatch.setattr(source, "open_image", broken)
     with caplog.at_level(logging.WARNING, logger="mffmoe.media"), pytest.raises(UnexpectedDecodeError) as e:
         open_media(image, 64, 4)
     assert "failed unexpectedly (KeyError" in str(e.value) and e.value.kind == "internal_error"
@@ -107,16 +107,16 @@ def test_a_large_image_takes_the_strip_path_with_the_same_score(tiny_detector, t
     path = make_image(tmp_path / "large.png", 3000, 2000, seed=4)
     direct = tiny_detector.analyze(path).score
     calls = []
-    real = pre.resize_in_strips
+    real = pre.resize_strips
 
     def spy(*args, **kwargs):
-        calls.append(args[1])
+        calls.append(args[1:])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pre, "STRIP_PIXELS", 1_000_000)
-    monkeypatch.setattr(pre, "resize_in_strips", spy)
+    monkeypatch.setattr(pre, "resize_strips", spy)
     strips = tiny_detector.analyze(path)
-    assert calls == [tiny_detector.input_size]
+    assert calls == [(3000, 2000, tiny_detector.input_size)]
     assert abs(strips.score - direct) <= 1e-5 and strips.dimensions == {"width": 3000, "height": 2000}
 
 

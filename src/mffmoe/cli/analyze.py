@@ -113,7 +113,7 @@ def analyze(
         files = expand_paths(paths)
         if not files:
             raise fail("no input files")
-        probed = probe_inputs(files)
+        probed = probe_inputs(files, config.max_image_pixels)
         good = [f for f, kind in zip(files, probed, strict=True) if not isinstance(kind, MFFMoEError)]
         kinds = [kind for kind in probed if not isinstance(kind, MFFMoEError)]
         options = analyze_engine_options(config.engine, kinds, config.frames, autocast)

@@ -92,15 +92,19 @@ class ReportFile:
         self.tmp.unlink(missing_ok=True)
 
 
-def probe_inputs(files: Sequence[Path]) -> list[MediaKind | MFFMoEError]:
-    """Each input's media kind by content, or its typed error (missing, unreadable, empty, not media),
-    in input order."""
-    from mffmoe.media.probe import probe_kind
+def probe_inputs(files: Sequence[Path], max_pixels: int | None = None) -> list[MediaKind | MFFMoEError]:
+    """Each input's media kind by content, or its typed error (missing, unreadable, empty, not media, an
+    image over the pixel limits), in input order."""
+    from mffmoe.media.image import check_image
+    from mffmoe.media.probe import MediaKind, probe_kind
 
     out: list[MediaKind | MFFMoEError] = []
     for f in files:
         try:
-            out.append(probe_kind(f))
+            kind = probe_kind(f)
+            if kind is MediaKind.IMAGE:
+                check_image(f, max_pixels)
+            out.append(kind)
         except MFFMoEError as e:
             out.append(e)
     return out

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mffmoe.errors import CorruptMediaError, DecompressionBombError, UnsupportedMediaError
+from mffmoe.media.strips import STREAMED, StripImage, open_strips, whole_pixels
 
 #: Default pixel limit (width x height): Pillow's hard cap (2 x MAX_IMAGE_PIXELS, ~179 MP). Lower it
 #: with `max_pixels`; Pillow's warning between 1x and 2x is silenced because this limit replaces it.
@@ -42,25 +44,85 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike[str], max_pixels: int | None = None,
                exif_transpose: bool = True) -> Image.Image:
     """Open, check the pixel count before decoding, decode fully (to catch truncation), return RGB."""
+    with _typed_errors(path):
+        image = _open_checked(path, max_pixels)
+        return _decode(image, exif_transpose)
+
+
+def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image | StripImage:
+    """What preprocessing needs, within the memory budget: an image over `STRIP_PIXELS` in a format
+    libvips reads exactly, row by row, is opened for reading in strips (`StripImage`, nothing decoded
+    yet); other large ones are decoded whole only up to `strips.whole_pixels`; smaller ones as
+    `load_image` decodes them."""
+    with _typed_errors(path):
+        image = _open_checked(path, max_pixels)
+        streamed = _streamed_or_small(path, image)
+        if streamed is None:
+            return _decode(image, True)
+        image.close()
+        return streamed
+
+
+def check_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> None:
+    """Raise the typed error `open_image` would raise for the header alone (pixel limits, unreadable
+    header), without decoding: the checks made before a model loads."""
+    with _typed_errors(path), _open_checked(path, max_pixels) as image:
+        _streamed_or_small(path, image)
+
+
+def _streamed_or_small(path: str | os.PathLike[str], image: Image.Image) -> StripImage | None:
+    """A StripImage for a large image libvips streams; None for one Pillow may decode whole; a
+    DecompressionBombError for a large one that must be decoded whole and does not fit the budget."""
+    from mffmoe.media.preprocess import STRIP_PIXELS
+
+    w, h = image.size
+    if w * h <= STRIP_PIXELS:
+        return None
+    streamed = open_strips(path, image)
+    if streamed is None and w * h > whole_pixels(image.format):
+        raise DecompressionBombError(
+            f"{path}: this {w}x{h} {image.format} image (mode {image.mode}) must be decoded whole, and "
+            f"its {w * h:,} pixels exceed the {whole_pixels(image.format):,} that fit the memory budget; "
+            f"larger images are read in strips as {_streamed_list()}, not interlaced or progressive "
+            f"(convert it to such a PNG)")
+    return streamed
+
+
+def _open_checked(path: str | os.PathLike[str], max_pixels: int | None) -> Image.Image:
     limit = max_pixels or DEFAULT_MAX_PIXELS
-    path = Path(path)
+    image: Image.Image = Image.open(path)  # reads the header only
+    w, h = image.size
+    if w * h > limit:
+        image.close()
+        raise DecompressionBombError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of "
+                                     f"{limit:,} (possible decompression bomb)")
+    if w == 0 or h == 0:
+        image.close()
+        raise CorruptMediaError(f"{path}: image has zero size")
+    return image
+
+
+def _decode(image: Image.Image, exif_transpose: bool) -> Image.Image:
+    image.load()
+    if exif_transpose:  # in place: a copy would double a huge image's memory
+        ImageOps.exif_transpose(image, in_place=True)
+    return to_rgb(image)
+
+
+def _streamed_list() -> str:
+    return ", ".join(f"{fmt} ({'/'.join(sorted(modes))})" for fmt, (_, modes) in STREAMED.items())
+
+
+@contextmanager
+def _typed_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...): give each its kind."""
     try:
-        image: Image.Image = Image.open(path)  # reads the header only
-        w, h = image.size
-        if w * h > limit:
-            raise DecompressionBombError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of "
-                                         f"{limit:,} (possible decompression bomb)")
-        if w == 0 or h == 0:
-            raise CorruptMediaError(f"{path}: image has zero size")
-        image.load()
-        if exif_transpose:  # in place: a copy would double a huge image's memory
-            ImageOps.exif_transpose(image, in_place=True)
-        return to_rgb(image)
+        yield
     except (DecompressionBombError, CorruptMediaError):
         raise
     except Image.DecompressionBombError as e:  # Pillow's own hard cap (2x MAX_IMAGE_PIXELS)
         raise DecompressionBombError(f"{path}: {e}") from e
     except UnidentifiedImageError as e:
         raise UnsupportedMediaError(f"{path}: not an image Pillow can read") from e
-    except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
+    except Exception as e:
         raise CorruptMediaError(f"{path}: image is truncated or undecodable ({type(e).__name__}: {e})") from e

@@ -30,7 +30,7 @@ from PIL import Image
 
 from mffmoe.errors import MFFMoEError, UnexpectedDecodeError, VideoDecodeError
 from mffmoe.media import preprocess as preprocess_module
-from mffmoe.media.image import load_image
+from mffmoe.media.image import open_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.video import SampledFrame, VideoSampler, VideoSummary
@@ -142,7 +142,7 @@ def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max
         if kind is MediaKind.VIDEO:
             return open_video(path, n_frames, input_size)
         with _huge_image_slot(path):
-            image = load_image(path, max_pixels)
+            image = open_image(path, max_pixels)
             pixels = preprocess(image, input_size)
             width, height = image.size
             del image  # the decoded pixels go now, not when the caller is done with the item
@@ -163,7 +163,7 @@ def _huge_image_slot(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         with Image.open(path) as header:  # the header only
             huge = header.width * header.height > preprocess_module.STRIP_PIXELS
-    except Exception:  # not an image after all: load_image says why
+    except Exception:  # not an image after all: open_image says why
         huge = False
     if not huge:
         yield
