@@ -29,7 +29,7 @@ def tiny_ckpt_upstream(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_ckpt):
     from mffmoe.inference.detector import Detector
-    return Detector.from_dir(tiny_ckpt, device="cpu", batch_size=4)
+    return Detector.from_dir(tiny_ckpt, device="cpu", batch_size=4, crop="frame")  # the spec's path
 
 
 @pytest.fixture(scope="session")

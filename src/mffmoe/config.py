@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from platformdirs import user_cache_path, user_state_path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,6 +32,11 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_FRAMES = 100
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_POOLING = "mean"
+DEFAULT_CROP = "auto"            # the CLI's, scans' and the web page's; the host's endpoint keeps "frame"
+DEFAULT_FACE_MARGIN = 1.3        # the DFDC 2020 winner's 30% (faces/crops.py says why)
+DEFAULT_MIN_FACE = 32
+DEFAULT_MAX_FACES = 8
+DEFAULT_FACE_DETECTOR = "blazeface"
 #: One default engine everywhere: `auto` is torch until `mffmoe export` has calibrated a faster engine
 #: that agrees with it to 1e-4 (see mffmoe.engine.auto), so a fresh install gets the spec's numbers.
 DEFAULT_ENGINE = "auto"
@@ -121,6 +126,16 @@ class DetectorConfig(BaseModel):
                                          "height) decoded; None: Pillow's hard cap, MAX_IMAGE_PIXELS")
     early_exit: bool = False
     model_name: str = MODEL_NAME
+    crop: Literal["frame", "faces", "auto"] | None = Field(
+        None, description="frame: the spec's whole-frame input; faces: score face crops (the whole frame, "
+        "flagged out of scope, when none is found); auto: the same; None: what the weights were trained on "
+        "(their manifest's crop; the official weights: auto)")
+    face_margin: float = Field(DEFAULT_FACE_MARGIN, ge=1.0, le=3.0, description="crop side / face box side")
+    align: bool = Field(False, description="rotate each face upright by its eyes before cropping")
+    face_pooling: Literal["max", "mean", "largest"] = Field("max", description="an image's score from its faces")
+    min_face: int = Field(DEFAULT_MIN_FACE, ge=8, description="smallest face looked for (pixels, box side)")
+    max_faces: int = Field(DEFAULT_MAX_FACES, ge=1, le=64, description="most faces kept per image or frame")
+    face_detector: str = Field(DEFAULT_FACE_DETECTOR, description="face detector (mffmoe.faces registry)")
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -186,6 +201,7 @@ class MFFMoEV1Config(BaseModel):
     allow_missing_ema: bool = False
     untrained: bool = False
     max_image_pixels: int | None = None
+    crop: Literal["frame", "faces", "auto"] = "frame"  # the host stored whole-frame scores
 
     def __init__(self, **data: Any) -> None:
         unknown = sorted(set(data) - set(type(self).model_fields))
@@ -200,4 +216,4 @@ class MFFMoEV1Config(BaseModel):
                               allow_missing_ema=self.allow_missing_ema, device=self.device, engine=self.engine,
                               batch_size=self.batch_size, threshold=self.threshold,
                               frames=self.video_frames_to_sample, pooling=self.pooling,
-                              max_image_pixels=self.max_image_pixels, model_name=self.model_name)
+                              max_image_pixels=self.max_image_pixels, model_name=self.model_name, crop=self.crop)

@@ -20,6 +20,41 @@ def confidence(score: float, threshold: float) -> float:
     return score if score >= threshold else 1.0 - score
 
 
+Crop = Literal["frame", "faces"]
+
+
+class FaceResult(BaseModel):
+    """One face scored through the ensemble (faces mode)."""
+    box: list[float] = Field(description="the detector's face box [left, top, right, bottom], pixels")
+    detector_score: float = Field(description="the face detector's confidence")
+    crop_box: list[int] = Field(description="the square scored [left, top, right, bottom]; may leave the "
+                                "frame (padded black)")
+    score: float = Field(ge=0.0, le=1.0, description="ensemble P(fake) of this face")
+    expert_scores: list[float]
+    prediction: Label
+    person: int | None = Field(None, description="videos: the person this face belongs to")
+
+
+class TimelinePoint(BaseModel):
+    index: int = Field(description="the sample number (as in frame_predictions)")
+    frame_index: int
+    timestamp: float
+    score: float
+
+
+class PersonResult(BaseModel):
+    """A person followed across a video's sampled frames."""
+    person: int
+    score: float = Field(ge=0.0, le=1.0, description="the person's face scores, pooled with the video's pooling")
+    prediction: Label
+    frames: int = Field(description="sampled frames the person was seen in")
+    counted: bool = Field(description="seen in enough frames to count towards the video's score")
+    timeline: list[TimelinePoint]
+    face: FaceResult = Field(description="the representative face (the detector's surest)")
+    face_frame_index: int
+    thumbnail: str = Field(description="the representative face crop, a data: URI (JPEG)")
+
+
 class _Result(BaseModel):
     prediction: Label
     confidence: float = Field(ge=0.0, le=1.0)
@@ -33,6 +68,10 @@ class _Result(BaseModel):
     experts_run: int | None = Field(None, description="set by --early-exit: how many experts ran")
     score_interval: tuple[float, float] | None = Field(
         None, description="set by --early-exit: the range the full ensemble score must lie in")
+    crop: Crop = Field("frame", description="what was scored: the whole frame (the spec's input) or face crops")
+    in_scope: bool | None = Field(None, description="faces/auto modes: false when no face was found (the model "
+                                  "was trained on faces; the whole frame was scored instead); null in frame mode")
+    faces: list[FaceResult] | None = Field(None, description="images: the faces scored (faces mode)")
 
 
 class ImageAnalysisResult(_Result):
@@ -47,6 +86,7 @@ class FramePrediction(BaseModel):
     score: float
     prediction: Label
     expert_scores: list[float] | None = None
+    faces: list[FaceResult] | None = Field(default=None, description="faces mode: this frame's faces")
 
 
 class FrameFailure(BaseModel):
@@ -67,6 +107,7 @@ class VideoAnalysisResult(_Result):
     duration: float | None = None
     pooling: str = DEFAULT_POOLING
     metrics: dict[str, Any]
+    persons: list[PersonResult] | None = Field(None, description="faces mode: the persons seen")
 
 
 AnalysisResult = ImageAnalysisResult | VideoAnalysisResult

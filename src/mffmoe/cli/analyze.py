@@ -14,15 +14,20 @@ import typer
 
 from mffmoe.cli.checks import ReportFile, check_device, check_engine, probe_inputs
 from mffmoe.cli.options import (
+    AlignOpt,
     AllowMissingEmaOpt,
     BatchOpt,
+    CropOpt,
     DeviceOpt,
     EarlyExitOpt,
     EngineOpt,
+    FaceMarginOpt,
+    FacePoolingOpt,
     Format,
     FormatOpt,
     FramesOpt,
     MaxPixelsOpt,
+    MinFaceOpt,
     PoolingOpt,
     ThresholdOpt,
     UntrainedOpt,
@@ -34,7 +39,9 @@ from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
+    DEFAULT_FACE_MARGIN,
     DEFAULT_FRAMES,
+    DEFAULT_MIN_FACE,
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
@@ -90,6 +97,11 @@ def analyze(
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     pooling: PoolingOpt = DEFAULT_POOLING,
     max_pixels: MaxPixelsOpt = None,
+    crop: CropOpt = None,
+    face_margin: FaceMarginOpt = DEFAULT_FACE_MARGIN,
+    align: AlignOpt = False,
+    face_pooling: FacePoolingOpt = "max",
+    min_face: MinFaceOpt = DEFAULT_MIN_FACE,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
 ) -> None:
@@ -108,7 +120,9 @@ def analyze(
     try:
         config = DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                 device=device, engine=engine, early_exit=early_exit, batch_size=batch_size,
-                                threshold=threshold, frames=frames, pooling=pooling, max_image_pixels=max_pixels)
+                                threshold=threshold, frames=frames, pooling=pooling, max_image_pixels=max_pixels,
+                                crop=crop, face_margin=face_margin, align=align, face_pooling=face_pooling,
+                                min_face=min_face)
         check_engine(config.engine)
         files = expand_paths(paths)
         if not files:

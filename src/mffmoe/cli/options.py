@@ -80,4 +80,14 @@ AllowMissingEmaOpt = Annotated[bool, typer.Option(
 MaxPixelsOpt = Annotated[int | None, typer.Option(
     "--max-pixels", min=1, metavar="N", help="Refuse images over N pixels (width x height) as "
                                              "DecompressionBombError (default: Pillow's cap, about 179 MP).")]
+CropOpt = Annotated[str | None, typer.Option(
+    "--crop", metavar="[frame|faces|auto]",
+    help="frame: the spec's whole frame; faces/auto: score face crops (the frame, flagged out of scope, when "
+         "none is found). Default: what the weights were trained on (official: auto).")]
+FaceMarginOpt = Annotated[float, typer.Option(
+    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side.")]
+AlignOpt = Annotated[bool, typer.Option("--align", help="Rotate faces upright by their eyes before cropping.")]
+FacePoolingOpt = Annotated[str, typer.Option(
+    "--face-pooling", metavar="[max|mean|largest]", help="An image's score from its faces.")]
+MinFaceOpt = Annotated[int, typer.Option("--min-face", min=8, help="Smallest face looked for (pixels).")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="jsonl: one JSON object per line.")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,8 +17,17 @@ from mffmoe.engine.early_exit import interval
 from mffmoe.errors import VideoDecodeError
 from mffmoe.media.video import VideoSummary
 from mffmoe.pooling import Pooling
-from mffmoe.results import FrameFailure, FramePrediction, ImageAnalysisResult, VideoAnalysisResult, confidence, label
+from mffmoe.results import (
+    FaceResult,
+    FrameFailure,
+    FramePrediction,
+    ImageAnalysisResult,
+    VideoAnalysisResult,
+    confidence,
+    label,
+)
 
+R = TypeVar("R", ImageAnalysisResult, VideoAnalysisResult)
 UNTRAINED_NOTE = "UNTRAINED: random weights (--untrained); this score means nothing"
 
 
@@ -133,3 +142,48 @@ def video_result(path: str, summary: VideoSummary, frames: Mapping[int, ScoredFr
                  "fake_frame_ratio": float(np.mean([s >= threshold for s in frame_scores]))},
         **fields,
     )
+
+
+# --- faces mode -----------------------------------------------------------------------------------------
+NO_FACE_NOTE = ("no face found: the whole frame was scored; MFF-MoE was trained on face crops, so this "
+                "score is outside what it was built for")
+
+
+def face_results(faces: Sequence[Any], rows: np.ndarray, threshold: float,
+                 persons: Sequence[int | None] | None = None) -> list[FaceResult]:
+    """One FaceResult per scored face (`faces`: faces.finder.FaceInput; `rows`: their [F, E] experts)."""
+    out = []
+    for n, (f, row) in enumerate(zip(faces, rows, strict=True)):
+        score = ensemble_score(row)
+        out.append(FaceResult(box=[round(float(v), 2) for v in f.crop.face.box], detector_score=f.crop.face.score,
+                              crop_box=list(f.crop.crop_box), score=score,
+                              expert_scores=[float(v) for v in row if not np.isnan(v)],
+                              prediction=label(score, threshold), person=None if persons is None else persons[n]))
+    return out
+
+
+def pool_faces(rows: np.ndarray, how: str) -> tuple[float, np.ndarray]:
+    """An image's score and expert scores from its faces' rows (largest face first): `max` (one fake
+    face makes the image fake), `mean`, or `largest`."""
+    scores = [ensemble_score(r) for r in rows]
+    if how == "mean":
+        return float(np.mean(scores)), np.nanmean(rows, axis=0)
+    pick = 0 if how == "largest" else int(np.argmax(scores))
+    return scores[pick], rows[pick]
+
+
+def face_image_result(faces: Sequence[Any], rows: np.ndarray, dimensions: dict[str, int], seconds: float, *,
+                      threshold: float, untrained: bool, model_name: str, face_pooling: str) -> ImageAnalysisResult:
+    """An image scored by its faces: `score` pooled over them (`face_pooling`), each face reported."""
+    rows = np.asarray(rows, dtype=np.float64)
+    score, experts = pool_faces(rows, face_pooling)
+    notes = [UNTRAINED_NOTE] if untrained else []
+    fields = _fields(score, [v for v in experts if not np.isnan(v)], threshold, untrained, model_name, notes)
+    return ImageAnalysisResult(processing_time=seconds, dimensions=dimensions, crop="faces", in_scope=True,
+                               faces=face_results(faces, rows, threshold), **fields)
+
+
+def out_of_scope(result: R, why: str = NO_FACE_NOTE) -> R:
+    """A frame-scored result of faces/auto mode: flagged `in_scope: false`, with the reason noted."""
+    note = "; ".join(x for x in (result.note, why) if x)
+    return result.model_copy(update={"crop": "frame", "in_scope": False, "note": note})

@@ -14,6 +14,10 @@ from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine, Outcome, interval
 from mffmoe.pooling import Pooling
 
+#: A video of one batch or less is still scored in this many steps, so that its progress moves. Always,
+#: watched or not: the scores must not depend on whether anyone watches.
+SHORT_VIDEO_STEPS = 4
+
 
 def score_batch(engine: Engine, batch: torch.Tensor, batch_size: int) -> np.ndarray:
     """[N, 3, S, S] -> [N, E] per-expert P(fake), in model calls of at most `batch_size` images."""

@@ -33,20 +33,27 @@ from mffmoe.engine import create_engine
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
 from mffmoe.errors import ConfigError, MFFMoEError
-from mffmoe.inference.assemble import ScoredFrame, image_result, video_result
-from mffmoe.inference.batching import begin_video, score_batch, score_items
+from mffmoe.faces.detectors import create_detector
+from mffmoe.faces.finder import FaceFinder, FaceInput
+from mffmoe.inference.assemble import (
+    NO_FACE_NOTE,
+    ScoredFrame,
+    face_image_result,
+    image_result,
+    out_of_scope,
+    video_result,
+)
+from mffmoe.inference.batching import SHORT_VIDEO_STEPS, begin_video, score_batch, score_items
+from mffmoe.inference.faces import score_video_faces
 from mffmoe.media.image import to_rgb
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
-from mffmoe.model.checkpoint import CheckpointInfo, load_weights, untrained_model
+from mffmoe.model.checkpoint import CheckpointInfo, load_weights, trained_crop, untrained_model
 from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
 
 Progress = Callable[[int, int], None]  # (done, total)
-#: A video of one batch or less is still scored in this many steps, so that its progress moves. Always,
-#: watched or not: the scores must not depend on whether anyone watches.
-SHORT_VIDEO_STEPS = 4
 
 
 class Detector:
@@ -55,7 +62,8 @@ class Detector:
     def __init__(self, engine: Engine, info: CheckpointInfo, *, threshold: float = DEFAULT_THRESHOLD,
                  frames: int = DEFAULT_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE, pooling: str = DEFAULT_POOLING,
                  untrained: bool = False, max_image_pixels: int | None = None,
-                 model_name: str = MODEL_NAME, early_exit: bool = False) -> None:
+                 model_name: str = MODEL_NAME, early_exit: bool = False, crop: str = "frame",
+                 finder: FaceFinder | None = None, face_pooling: str = "max") -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError("threshold must be in [0, 1]")
         self.engine = engine
@@ -70,6 +78,14 @@ class Detector:
         self.max_image_pixels = max_image_pixels
         self.model_name = model_name
         self.early_exit = early_exit  # exact: see mffmoe.engine.early_exit
+        if crop not in ("frame", "faces", "auto"):
+            raise ConfigError(f"unknown crop mode {crop!r}; choose from frame, faces, auto")
+        if crop != "frame" and finder is None:
+            raise ConfigError(f"crop={crop!r} needs a face finder")
+        #: frame: the spec's whole-frame input; faces/auto: face crops, the whole frame (flagged) without one
+        self.crop = crop
+        self.finder = finder if crop != "frame" else None
+        self.face_pooling = face_pooling
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -80,10 +96,16 @@ class Detector:
             model, info = untrained_model(c.roster, c.input_size, seed=c.seed)
         else:
             model, info = load_weights(resolve_weights_dir(c.weights), allow_missing_ema=c.allow_missing_ema)
+        crop = c.crop or trained_crop(info)
+        finder = None
+        if crop != "frame":
+            finder = FaceFinder(create_detector(c.face_detector, min_face=c.min_face), margin=c.face_margin,
+                                align=c.align, min_face=c.min_face, max_faces=c.max_faces)
         engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
         return cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
                    pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
-                   model_name=c.model_name, early_exit=c.early_exit)
+                   model_name=c.model_name, early_exit=c.early_exit, crop=crop, finder=finder,
+                   face_pooling=c.face_pooling)
 
     @classmethod
     def from_dir(cls, weights: str | os.PathLike[str] | None = None, *, device: str = DEFAULT_DEVICE,
@@ -118,18 +140,20 @@ class Detector:
         start = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
         pool = self.pool if pooling is None else get_pooling(pooling)  # fails before any decoding
-        item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind)
+        item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
+                          look=self._look)
         if isinstance(item, VideoItem):
             return self._video(item, pool, threshold, progress, start)
-        return self._image(item.pixels, item.dimensions, threshold, start)
+        return self._image_item(item, threshold, start)
 
     def analyze_image(self, image: Image.Image, *, threshold: float | None = None) -> ImageAnalysisResult:
         """Analyze an in-memory PIL image (any mode; converted to RGB as files are)."""
         start = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
         image = to_rgb(image)
-        return self._image(preprocess(image, self.input_size), {"width": image.width, "height": image.height},
-                           threshold, start)
+        faces = None if self._look is None else tuple(self._look(np.asarray(image)))
+        item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0, faces)
+        return self._image_item(item, threshold, start)
 
     def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
                      pooling: str | None = None, threshold: float | None = None,
@@ -147,14 +171,17 @@ class Detector:
         def flush() -> Iterator[tuple[str, AnalysisResult | MFFMoEError]]:
             if not pending:
                 return
-            experts, share = score_items(engine, [it.pixels for it in pending], self.batch_size)
-            for it, row in zip(pending, experts, strict=True):
-                yield it.path, self._image_result(row, it.dimensions, it.seconds + share, threshold)
+            inputs = [_inputs(it) for it in pending]  # an image's faces (or its frame) share the batch
+            experts, share = score_items(engine, [t for ts in inputs for t in ts], self.batch_size)
+            at = 0
+            for it, ts in zip(pending, inputs, strict=True):
+                rows, at = experts[at:at + len(ts)], at + len(ts)
+                yield it.path, self._assemble_image(it, rows, it.seconds + share * len(ts), threshold)
             pending.clear()
 
         def decode(path: str) -> ImageItem | VideoItem | MFFMoEError:
             try:
-                return open_media(path, self.input_size, n_frames, self.max_image_pixels)
+                return open_media(path, self.input_size, n_frames, self.max_image_pixels, look=self._look)
             except MFFMoEError as e:
                 return e
 
@@ -203,14 +230,38 @@ class Detector:
         return image_result(experts, dimensions, seconds, threshold=threshold, untrained=self.random_weights,
                             model_name=self.model_name, early_exit=self.early_exit)
 
-    def _image(self, pixels: torch.Tensor, dimensions: dict[str, int], threshold: float,
-               start: float) -> ImageAnalysisResult:
-        experts = score_batch(self._engine(threshold), pixels.unsqueeze(0), self.batch_size)[0]
-        return self._image_result(experts, dimensions, time.perf_counter() - start, threshold)
+    @property
+    def _look(self) -> Callable[[np.ndarray], list[FaceInput]] | None:
+        """The faces step for decoded images (None in frame mode)."""
+        finder = self.finder
+        if finder is None:
+            return None
+        return lambda rgb: finder.find(rgb, self.input_size)
+
+    def _image_item(self, item: ImageItem, threshold: float, start: float) -> ImageAnalysisResult:
+        rows = score_batch(self._engine(threshold), torch.stack(_inputs(item)), self.batch_size)
+        return self._assemble_image(item, rows, time.perf_counter() - start, threshold)
+
+    def _assemble_image(self, item: ImageItem, rows: np.ndarray, seconds: float,
+                        threshold: float) -> ImageAnalysisResult:
+        """Faces mode with faces: scored by them; else the frame (flagged out of scope in faces mode)."""
+        if item.faces:
+            return face_image_result(item.faces, rows, item.dimensions, seconds, threshold=threshold,
+                                     untrained=self.random_weights, model_name=self.model_name,
+                                     face_pooling=self.face_pooling)
+        result = self._image_result(rows[0], item.dimensions, seconds, threshold)
+        if self.finder is None:
+            return result
+        return out_of_scope(result, item.faces_note or NO_FACE_NOTE)
 
     def _video(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
                start: float) -> VideoAnalysisResult:
         """Decoding and preprocessing run on a thread while the engine scores earlier frames."""
+        if self.finder is not None:  # faces mode (early exit decides per face crop batch, not per video)
+            return score_video_faces(item, self.finder, self.engine, input_size=self.input_size,
+                                     batch_size=self.batch_size, pool=pool, threshold=threshold,
+                                     untrained=self.random_weights, model_name=self.model_name,
+                                     progress=progress, start=start)
         scoring = begin_video(self._engine(threshold), pool, self.batch_size)
         timestamps: dict[int, float] = {}
         failures: dict[int, FrameFailure] = {}
@@ -252,3 +303,8 @@ class Detector:
         return video_result(item.path, summary, scored, failures, time.perf_counter() - start, pooling=pool,
                             threshold=threshold, untrained=self.random_weights, model_name=self.model_name,
                             early_exit=self.early_exit)
+
+
+def _inputs(item: ImageItem) -> list[torch.Tensor]:
+    """What the engine scores for an image: its face crops, or its whole frame."""
+    return [f.pixels for f in item.faces] if item.faces else [item.pixels]

@@ -20,11 +20,12 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -54,6 +55,8 @@ class ImageItem:
     width: int
     height: int
     seconds: float               # probe + decode + preprocess
+    faces: tuple[Any, ...] | None = None  # faces mode: `look`'s findings (faces.finder.FaceInput); None: not looked
+    faces_note: str | None = None               # faces mode: why faces were not looked for
 
     @property
     def dimensions(self) -> dict[str, int]:
@@ -133,20 +136,30 @@ def open_video(path: str | os.PathLike[str], n_frames: int, input_size: int | No
 
 
 def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max_pixels: int | None = None,
-               kind: MediaKind | None = None) -> ImageItem | VideoItem:
+               kind: MediaKind | None = None, look: Callable[[np.ndarray], Sequence[Any]] | None = None,
+               ) -> ImageItem | VideoItem:
     """Probe `path` (unless its `kind` is known) and decode it: an image completely, a video up to its
-    first frame. Raises a typed MFFMoEError for a file that cannot be analyzed."""
+    first frame. `look` sees a decoded image's uint8 RGB pixels before they are freed (the faces step:
+    `FaceFinder.find`); what it returns is kept as the item's `faces`. Raises a typed MFFMoEError for a
+    file that cannot be analyzed."""
     start = time.perf_counter()
     try:
         kind = kind or probe_kind(path)
         if kind is MediaKind.VIDEO:
             return open_video(path, n_frames, input_size)
+        faces: tuple[Any, ...] | None = None
+        note = None
         with _huge_image_slot(path):
             image = open_image(path, max_pixels)
             pixels = preprocess(image, input_size)
             width, height = image.size
+            if look is not None and isinstance(image, Image.Image):
+                faces = tuple(look(np.asarray(image)))
+            elif look is not None:
+                note = (f"faces were not looked for: images over {preprocess_module.STRIP_PIXELS:,} pixels are "
+                        "read in strips and never held whole")
             del image  # the decoded pixels go now, not when the caller is done with the item
-        return ImageItem(str(path), pixels, width, height, time.perf_counter() - start)
+        return ImageItem(str(path), pixels, width, height, time.perf_counter() - start, faces, note)
     except MFFMoEError:
         raise
     except Exception as e:  # a decoder bug or an exotic failure: an error that says so, not a crash

@@ -7,6 +7,7 @@ parameters are folded in here, once; inference never swaps parameters.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -129,6 +130,23 @@ def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
         raise CheckpointFormatError(f"{path}: not a valid manifest (expected a JSON object, got {_short(data)})")
     return validate_metadata(data.get("roster", list(DEFAULT_ROSTER)), data.get("input_size", DEFAULT_INPUT_SIZE),
                              str(path))
+
+
+def trained_crop(info: CheckpointInfo) -> str:
+    """The crop mode the weights were trained on, the default for inference with them: the one their
+    manifest (or safetensors metadata) records, else `auto` (the official weights were trained on faces)."""
+    crop = info.metadata.get("crop")
+    if crop is None and info.layout != "safetensors":
+        path = Path(info.source) / MANIFEST
+        if path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                data = json.loads(path.read_text())
+                crop = data.get("crop") if isinstance(data, dict) else None
+    if crop is None:
+        return "auto"
+    if crop not in ("frame", "faces", "auto"):
+        raise CheckpointFormatError(f"{info.source}: unknown crop mode {_short(crop)} in its metadata")
+    return str(crop)
 
 
 def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:

@@ -1,0 +1,185 @@
+"""A video in faces mode: faces on every sampled frame, scored in batches, grouped into persons.
+
+Decoding and face detection run on a thread (`decode_ahead`) while the engine scores earlier crops; the
+crops of all faces of consecutive frames share batches (a frame with three faces adds three crops). A
+frame without a face is scored whole, so that every sampled frame keeps the host's per-frame fields.
+
+Persons (`faces.tracks.group_persons`): position and appearance across the sampled frames. A person's
+score is its face scores pooled with the video's pooling; the video's score is the highest over the
+persons seen in enough frames (`min_person_frames`: 3 sampled frames, or all frames with faces when
+fewer), so that one stray false face cannot decide a video. With no face in any frame, the video is
+scored as in frame mode and flagged out of scope.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mffmoe.engine.base import Engine
+from mffmoe.faces.finder import FaceFinder, FaceInput
+from mffmoe.faces.tracks import TrackInput, appearance, group_persons
+from mffmoe.inference.assemble import ScoredFrame, ensemble_score, face_results, out_of_scope, video_result
+from mffmoe.inference.batching import SHORT_VIDEO_STEPS, score_batch
+from mffmoe.media.preprocess import preprocess
+from mffmoe.media.source import VideoItem, decode_ahead
+from mffmoe.pooling import Pooling
+from mffmoe.results import FrameFailure, PersonResult, TimelinePoint, VideoAnalysisResult, confidence, label
+
+PERSON_FRAMES = 3
+
+
+@dataclass
+class _Sampled:
+    frame_index: int
+    timestamp: float
+    faces: list[FaceInput]
+    looks: list[np.ndarray]            # appearance per face, for tracking
+    frame: torch.Tensor | None         # the whole frame, preprocessed, when it has no face
+    error: str | None = None
+
+
+def min_person_frames(frames_with_faces: int) -> int:
+    """Sampled frames a person needs to count towards the video's score."""
+    return max(1, min(PERSON_FRAMES, frames_with_faces))
+
+
+def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, input_size: int, batch_size: int,
+                      pool: Pooling, threshold: float, untrained: bool, model_name: str,
+                      progress: Callable[[int, int], None] | None, start: float) -> VideoAnalysisResult:
+    rows: dict[tuple[int, int], np.ndarray] = {}   # (frame_index, face number or -1 for the frame) -> [E]
+    queue: list[tuple[tuple[int, int], torch.Tensor]] = []
+    sampled: dict[int, _Sampled] = {}
+    failures: dict[int, FrameFailure] = {}
+
+    def run() -> None:
+        batch = torch.stack([t for _, t in queue])
+        rows.update(zip((k for k, _ in queue), score_batch(engine, batch, batch_size), strict=True))
+        queue.clear()
+        if progress:
+            planned = item.planned
+            progress(sum(1 for i in planned if i in sampled or i in failures), len(planned))
+
+    def samples() -> Iterator[_Sampled]:
+        for s in item.samples():
+            if s.image is None:
+                yield _Sampled(s.frame_index, s.timestamp, [], [], None, s.error or "frame not decoded")
+                continue
+            faces = finder.find(s.image, input_size)
+            looks = [appearance(f.crop.pixels) for f in faces]
+            frame = None if faces else preprocess(s.image, input_size)
+            yield _Sampled(s.frame_index, s.timestamp, faces, looks, frame)
+
+    planned = len(item.planned)  # a short video is scored in SHORT_VIDEO_STEPS steps, so its progress moves
+    step = batch_size if planned > batch_size else max(1, -(-planned // SHORT_VIDEO_STEPS))
+    queued_frames = 0
+    with item, decode_ahead(samples(), 2 * batch_size) as decoded:
+        for s in decoded:
+            if s.error is not None:
+                failures[s.frame_index] = FrameFailure(frame_index=s.frame_index, timestamp=s.timestamp,
+                                                       error=s.error)
+                continue
+            sampled[s.frame_index] = s
+            if s.frame is not None:
+                queue.append(((s.frame_index, -1), s.frame))
+            queue += [((s.frame_index, n), f.pixels) for n, f in enumerate(s.faces)]
+            queued_frames += 1
+            if len(queue) >= batch_size or queued_frames >= step:
+                run()
+                queued_frames = 0
+        if queue:
+            run()
+    summary = item.summary
+    kept = [i for i in summary.indices if i in sampled]
+    common = _Common(pool, threshold, untrained, model_name)
+    if not any(sampled[i].faces for i in kept):  # frame mode, flagged
+        frames = {i: ScoredFrame(i, sampled[i].timestamp, rows[(i, -1)]) for i in kept}
+        return out_of_scope(common.video_result(item.path, summary, frames, failures, start))
+    return _persons_result(item.path, summary, kept, sampled, rows, failures, start, common)
+
+
+@dataclass(frozen=True)
+class _Common:
+    """What every video result of one call shares."""
+    pool: Pooling
+    threshold: float
+    untrained: bool
+    model_name: str
+
+    def video_result(self, path: str, summary: Any, frames: dict[int, ScoredFrame],
+                     failures: dict[int, FrameFailure], start: float) -> VideoAnalysisResult:
+        return video_result(path, summary, frames, failures, time.perf_counter() - start, pooling=self.pool,
+                            threshold=self.threshold, untrained=self.untrained, model_name=self.model_name)
+
+
+def _persons_result(path: str, summary: Any, kept: list[int], sampled: dict[int, _Sampled],
+                    rows: dict[tuple[int, int], np.ndarray], failures: dict[int, FrameFailure], start: float,
+                    common: _Common) -> VideoAnalysisResult:
+    threshold, pool = common.threshold, common.pool
+    position = {i: n for n, i in enumerate(summary.indices)}  # the sample number, as the host's index
+    keys = [(i, n) for i in kept for n in range(len(sampled[i].faces))]
+    tracks = [TrackInput(position[i], sampled[i].faces[n].crop.face.box, sampled[i].looks[n]) for i, n in keys]
+    person_of = dict(zip(keys, group_persons(tracks), strict=True))
+    # each frame: its own score is its highest face's (or its whole frame's, without a face)
+    frames: dict[int, ScoredFrame] = {}
+    for i in kept:
+        s = sampled[i]
+        if s.faces:
+            best = max(range(len(s.faces)), key=lambda n: ensemble_score(rows[(i, n)]))
+            frames[i] = ScoredFrame(i, s.timestamp, rows[(i, best)])
+        else:
+            frames[i] = ScoredFrame(i, s.timestamp, rows[(i, -1)])
+    base = common.video_result(path, summary, frames, failures, start)
+    per_frame = {i: face_results(sampled[i].faces, np.stack([rows[(i, n)] for n in range(len(sampled[i].faces))])
+                                 if sampled[i].faces else np.zeros((0, 1)), threshold,
+                                 [person_of[(i, n)] for n in range(len(sampled[i].faces))]) for i in kept}
+    predictions = [p.model_copy(update={"faces": per_frame[p.frame_index]}) for p in base.frame_predictions]
+    persons = _persons(keys, person_of, sampled, rows, per_frame, position, pool, threshold,
+                       frames_with_faces=sum(1 for i in kept if sampled[i].faces))
+    counted = [p for p in persons if p.counted]
+    top = max(counted, key=lambda p: p.score)
+    experts = np.nanmean(np.stack([rows[k] for k in keys if person_of[k] == top.person]), axis=0)
+    note = "; ".join(x for x in (base.note, f"{len(persons)} person(s) seen; the score is person {top.person}'s")
+                     if x)
+    return base.model_copy(update={
+        "score": top.score, "prediction": label(top.score, threshold), "confidence": confidence(top.score, threshold),
+        "expert_scores": [float(v) for v in experts if not np.isnan(v)], "crop": "faces", "in_scope": True,
+        "frame_predictions": predictions, "persons": persons, "note": note,
+        "metrics": {**base.metrics, "pooled_score": top.score, "persons": len(persons),
+                    "max_person_score": max(p.score for p in persons)},
+    })
+
+
+def _persons(keys: Sequence[tuple[int, int]], person_of: dict[tuple[int, int], int], sampled: dict[int, _Sampled],
+             rows: dict[tuple[int, int], np.ndarray], per_frame: dict[int, list[Any]], position: dict[int, int],
+             pool: Pooling, threshold: float, frames_with_faces: int) -> list[PersonResult]:
+    need = min_person_frames(frames_with_faces)
+    out = []
+    for person in sorted(set(person_of.values())):
+        mine = [k for k in keys if person_of[k] == person]
+        scores = [ensemble_score(rows[k]) for k in mine]
+        score = float(np.clip(pool(scores), 0.0, 1.0))
+        rep = max(mine, key=lambda k: sampled[k[0]].faces[k[1]].crop.face.score)
+        timeline = [TimelinePoint(index=position[i], frame_index=i, timestamp=sampled[i].timestamp,
+                                  score=ensemble_score(rows[(i, n)])) for i, n in mine]
+        frames_seen = len({i for i, _ in mine})
+        out.append(PersonResult(person=person, score=score, prediction=label(score, threshold), frames=frames_seen,
+                                counted=frames_seen >= need, timeline=timeline, face=per_frame[rep[0]][rep[1]],
+                                face_frame_index=rep[0],
+                                thumbnail=_data_uri(sampled[rep[0]].faces[rep[1]])))
+    if not any(p.counted for p in out):  # tracking broke every person up: then all of them count
+        out = [p.model_copy(update={"counted": True}) for p in out]
+    return out
+
+
+def _data_uri(face: FaceInput) -> str:
+    buf = io.BytesIO()
+    face.thumbnail().save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
