@@ -199,3 +199,11 @@ def test_image_results_in_frame_mode_equal_the_spec_reference(tmp_path):
     r = d.analyze(path)
     x = spec_transform(64)(Image.open(path).convert("RGB"))
     assert abs(r.score - float(np.mean(d.engine.predict(x[None])[0]))) < 1e-6
+
+
+def test_the_server_keeps_frame_mode_unless_configured():
+    from mffmoe.server.settings import ServerSettings
+
+    assert ServerSettings().detector.crop == "frame"
+    assert ServerSettings(frames=8).detector.crop == "frame"
+    assert ServerSettings(crop="auto").detector.crop == "auto"

@@ -27,9 +27,10 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MFFMOE_", env_nested_delimiter="__", env_ignore_empty=True,
                                       extra="forbid", protected_namespaces=())
 
-    detector: DetectorConfig = Field(default_factory=DetectorConfig,
+    detector: DetectorConfig = Field(default_factory=lambda: DetectorConfig(crop="frame"),
                                      description="used when the app loads the detector itself; its `frames` "
-                                                 "is the default per video")
+                                                 "is the default per video. Its crop defaults to frame: the "
+                                                 "host's clients get the whole-frame numbers they stored")
     # Limits.
     max_upload_mb: float = Field(500.0, gt=0)
     max_frames: int = Field(1000, ge=1, description="upper bound on the `frames` form field")
@@ -62,7 +63,10 @@ class ServerSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _nest_detector(cls, data: Any) -> Any:
-        return nest_detector_fields(data)
+        data = nest_detector_fields(data)
+        if isinstance(data, dict) and isinstance(data.get("detector"), dict):
+            data["detector"].setdefault("crop", "frame")  # the host's endpoint: frame unless configured
+        return data
 
     @model_validator(mode="after")
     def _frames_within_limit(self) -> ServerSettings:
