@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mffmoe.faces.base import Face, FaceDetector, iou, register_detector, suppress
+from mffmoe.faces.crops import cut_padded
 
 #: A pass finds faces down to about this fraction of the side of the square it looks at.
 FINDS_DOWN_TO = 1 / 7.5
@@ -81,7 +82,7 @@ class BlazeFace(FaceDetector):
         cx, cy = face.centre
         side = int(round(3 * face.size))
         left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-        square = _padded(rgb, left, top, side)
+        square = cut_padded(rgb, (left, top, left + side, top + side))
         again = [f for f in self._pass(square, left, top) if f.score >= self.threshold]
         best = max(again, key=lambda f: iou(f.box, face.box), default=None)
         return best if best is not None and iou(best.box, face.box) > 0.3 else None
@@ -125,16 +126,6 @@ def _quiet_stderr() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             os.close(devnull)
-
-
-def _padded(rgb: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
-    """The `side` x `side` square at (left, top), black where it leaves the image."""
-    out = np.zeros((side, side, 3), dtype=np.uint8)
-    h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = max(0, left), max(0, top), min(w, left + side), min(h, top + side)
-    if x1 > x0 and y1 > y0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = rgb[y0:y1, x0:x1]
-    return out
 
 
 def _starts(length: int, tile: int) -> list[int]:

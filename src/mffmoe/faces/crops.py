@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mffmoe.faces.base import Box, Face
+from mffmoe.faces.base import Face
 
 DEFAULT_MARGIN = 1.3
 DEFAULT_MAX_FACES = 8
@@ -70,21 +70,22 @@ def crop_face(rgb: np.ndarray, face: Face, margin: float = DEFAULT_MARGIN, align
     box = crop_box(face, margin)
     angle = eye_angle(face) if align else 0.0
     if angle == 0.0:
-        return FaceCrop(face, box, _cut(rgb, box), 0.0)
+        return FaceCrop(face, box, cut_padded(rgb, box), 0.0)
     # rotate a region big enough for the rotated square about the face centre, then cut the centre
     left, top, right, bottom = box
     side = right - left
     reach = int(math.ceil(side * math.sqrt(2) / 2)) + 2
     cx, cy = (left + right) / 2, (top + bottom) / 2
     region_box = (int(round(cx)) - reach, int(round(cy)) - reach, int(round(cx)) + reach, int(round(cy)) + reach)
-    region = Image.fromarray(_cut(rgb, region_box))
+    region = Image.fromarray(cut_padded(rgb, region_box))
     rotated = region.rotate(angle, resample=Image.Resampling.BICUBIC, center=(cx - region_box[0], cy - region_box[1]))
     off_x, off_y = left - region_box[0], top - region_box[1]
     pixels = np.asarray(rotated)[off_y:off_y + side, off_x:off_x + side]
     return FaceCrop(face, box, np.ascontiguousarray(pixels), angle)
 
 
-def _cut(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def cut_padded(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The (left, top, right, bottom) region of a uint8 HxWx3 image, black where it leaves the image."""
     left, top, right, bottom = box
     h, w = rgb.shape[:2]
     out = np.zeros((bottom - top, right - left, 3), dtype=np.uint8)
@@ -92,7 +93,3 @@ def _cut(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     if x1 > x0 and y1 > y0:
         out[y0 - top:y1 - top, x0 - left:x1 - left] = rgb[y0:y1, x0:x1]
     return out
-
-
-def box_list(box: Box | tuple[int, int, int, int]) -> list[float]:
-    return [round(float(v), 2) for v in box]

@@ -2,7 +2,6 @@
 preprocess. One `FaceFinder` serves images and video frames, the CLI, the server and scans alike."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,6 @@ class FaceFinder:
         self.align = align
         self.min_face = min_face
         self.max_faces = max_faces
-        self._lock = threading.Lock()
 
     def crops(self, rgb: np.ndarray) -> list[FaceCrop]:
         """The kept faces' crops (uint8), largest face first."""

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from mffmoe.faces.base import Box, iou
 
 _HIST_BINS = 8
 _CHROMA_R = (0.15, 0.75)  # r = R / (R + G + B): skin and most scenes fall well inside
@@ -101,17 +101,6 @@ def appearance(crop_rgb: np.ndarray) -> np.ndarray:
     grey /= max(float(np.linalg.norm(grey)), 1e-12)
     out = np.concatenate([hist, grey]) / np.sqrt(2.0)
     return out / max(float(np.linalg.norm(out)), 1e-12)
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (left, top, right, bottom) boxes; 0 for empty boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _as_box(b: Box) -> Box:
