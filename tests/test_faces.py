@@ -143,6 +143,19 @@ def test_auto_mode_without_a_face_scores_the_frame_and_says_so(tmp_path):
     assert auto.score == frame.score  # the same arithmetic as frame mode
 
 
+def test_a_call_can_choose_its_crop_mode(faces_detector, scene_path):
+    from mffmoe.errors import ConfigError
+    from mffmoe.inference.detector import Detector
+
+    frame_detector = Detector.untrained(TINY, 64, engine="torch", crop="frame")
+    assert frame_detector.finder is None  # frame mode builds no face detector
+    per_call = frame_detector.analyze(scene_path, crop="faces")
+    assert per_call.crop == "faces" and per_call.score == faces_detector.analyze(scene_path).score
+    assert faces_detector.analyze(scene_path, crop="frame").score == frame_detector.analyze(scene_path).score
+    with pytest.raises(ConfigError, match="unknown crop mode"):
+        frame_detector.analyze(scene_path, crop="face")
+
+
 def test_faces_mode_in_analyze_many_matches_analyze(faces_detector, scene_path, tmp_path):
     free = tmp_path / "free.png"
     face_free_scene(1, 320, 240).save(free)

@@ -7,6 +7,7 @@ in the engine wrapper `mffmoe.engine.early_exit`.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,7 +64,7 @@ class Detector:
                  frames: int = DEFAULT_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE, pooling: str = DEFAULT_POOLING,
                  untrained: bool = False, max_image_pixels: int | None = None,
                  model_name: str = MODEL_NAME, early_exit: bool = False, crop: str = "frame",
-                 finder: FaceFinder | None = None, face_pooling: str = "max") -> None:
+                 finder: FaceFinder | Callable[[], FaceFinder] | None = None, face_pooling: str = "max") -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError("threshold must be in [0, 1]")
         self.engine = engine
@@ -78,13 +79,14 @@ class Detector:
         self.max_image_pixels = max_image_pixels
         self.model_name = model_name
         self.early_exit = early_exit  # exact: see mffmoe.engine.early_exit
-        if crop not in ("frame", "faces", "auto"):
-            raise ConfigError(f"unknown crop mode {crop!r}; choose from frame, faces, auto")
-        if crop != "frame" and finder is None:
-            raise ConfigError(f"crop={crop!r} needs a face finder")
         #: frame: the spec's whole-frame input; faces/auto: face crops, the whole frame (flagged) without one
-        self.crop = crop
-        self.finder = finder if crop != "frame" else None
+        self.crop = _check_crop(crop)
+        # a finder, or how to build one the first time a call asks for faces (`crop=` on a call)
+        self._finder: FaceFinder | None = finder if isinstance(finder, FaceFinder) else None
+        self._make_finder = None if isinstance(finder, FaceFinder) else finder
+        self._finder_lock = threading.Lock()
+        if crop != "frame":
+            self.finder_for(crop)  # fails now, not on the first call
         self.face_pooling = face_pooling
 
     # -- construction ----------------------------------------------------------------------------
@@ -97,10 +99,10 @@ class Detector:
         else:
             model, info = load_weights(resolve_weights_dir(c.weights), allow_missing_ema=c.allow_missing_ema)
         crop = c.crop or trained_crop(info)
-        finder = None
-        if crop != "frame":
-            finder = FaceFinder(create_detector(c.face_detector, min_face=c.min_face), margin=c.face_margin,
-                                align=c.align, min_face=c.min_face, max_faces=c.max_faces)
+
+        def finder() -> FaceFinder:
+            return FaceFinder(create_detector(c.face_detector, min_face=c.min_face), margin=c.face_margin,
+                              align=c.align, min_face=c.min_face, max_faces=c.max_faces)
         engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
         return cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
                    pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
@@ -131,38 +133,67 @@ class Detector:
     def input_size(self) -> int:
         return self.engine.input_size
 
+    @property
+    def finder(self) -> FaceFinder | None:
+        """The face finder of the default crop mode (None in frame mode)."""
+        return self.finder_for(self.crop)
+
+    def finder_for(self, crop: str | None) -> FaceFinder | None:
+        """The face finder for `crop` (None: the default mode): None for frame, built on first use else."""
+        crop = self.crop if crop is None else _check_crop(crop)
+        if crop == "frame":
+            return None
+        with self._finder_lock:
+            if self._finder is None:
+                if self._make_finder is None:
+                    raise ConfigError(f"crop={crop!r} needs a face finder")
+                self._finder = self._make_finder()
+            return self._finder
+
+    def close(self) -> None:
+        """Release the face detector's resources (the engine holds none that need closing)."""
+        if self._finder is not None:
+            self._finder.close()
+
     # -- public API ------------------------------------------------------------------------------
     def analyze(self, path: str | os.PathLike[str], *, frames: int | None = None, pooling: str | None = None,
                 threshold: float | None = None, progress: Progress | None = None,
-                kind: MediaKind | None = None) -> AnalysisResult:
+                kind: MediaKind | None = None, crop: str | None = None) -> AnalysisResult:
         """Analyze one image or video file (type judged by content, unless the caller has probed it
-        already and passes its `kind`). Raises a typed MFFMoEError."""
+        already and passes its `kind`); `crop` overrides the detector's crop mode for this call.
+        Raises a typed MFFMoEError."""
         start = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
         pool = self.pool if pooling is None else get_pooling(pooling)  # fails before any decoding
+        finder = self.finder_for(crop)
         item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
-                          look=self._look)
+                          look=self.look(finder))
         if isinstance(item, VideoItem):
-            return self._video(item, pool, threshold, progress, start)
-        return self._image_item(item, threshold, start)
+            return self._video(item, pool, threshold, progress, start, finder)
+        return self._image_item(item, threshold, start, finder)
 
-    def analyze_image(self, image: Image.Image, *, threshold: float | None = None) -> ImageAnalysisResult:
+    def analyze_image(self, image: Image.Image, *, threshold: float | None = None,
+                      crop: str | None = None) -> ImageAnalysisResult:
         """Analyze an in-memory PIL image (any mode; converted to RGB as files are)."""
         start = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
+        finder = self.finder_for(crop)
         image = to_rgb(image)
-        faces = None if self._look is None else tuple(self._look(np.asarray(image)))
+        look = self.look(finder)
+        faces = None if look is None else tuple(look(np.asarray(image)))
         item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0, faces)
-        return self._image_item(item, threshold, start)
+        return self._image_item(item, threshold, start, finder)
 
     def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
                      pooling: str | None = None, threshold: float | None = None,
-                     on_video_progress: Progress | None = None, workers: int = 2,
+                     on_video_progress: Progress | None = None, workers: int = 2, crop: str | None = None,
                      ) -> Iterator[tuple[str, AnalysisResult | MFFMoEError]]:
         """Analyze many files in input order. Files are decoded ahead on worker threads and images are
         batched together through the engine; a failed file yields its error and the rest go on."""
         threshold = self.threshold if threshold is None else threshold
         pool = self.pool if pooling is None else get_pooling(pooling)
+        finder = self.finder_for(crop)
+        look = self.look(finder)
         n_frames = frames or self.frames
         engine = self._engine(threshold)
         todo = [str(p) for p in paths]
@@ -176,12 +207,12 @@ class Detector:
             at = 0
             for it, ts in zip(pending, inputs, strict=True):
                 rows, at = experts[at:at + len(ts)], at + len(ts)
-                yield it.path, self._assemble_image(it, rows, it.seconds + share * len(ts), threshold)
+                yield it.path, self._assemble_image(it, rows, it.seconds + share * len(ts), threshold, finder)
             pending.clear()
 
         def decode(path: str) -> ImageItem | VideoItem | MFFMoEError:
             try:
-                return open_media(path, self.input_size, n_frames, self.max_image_pixels, look=self._look)
+                return open_media(path, self.input_size, n_frames, self.max_image_pixels, look=look)
             except MFFMoEError as e:
                 return e
 
@@ -207,7 +238,7 @@ class Detector:
                     yield path, item
                     continue
                 try:
-                    yield path, self._video(item, pool, threshold, on_video_progress, time.perf_counter())
+                    yield path, self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder)
                 except MFFMoEError as e:
                     yield path, e
             yield from flush()
@@ -230,35 +261,34 @@ class Detector:
         return image_result(experts, dimensions, seconds, threshold=threshold, untrained=self.random_weights,
                             model_name=self.model_name, early_exit=self.early_exit)
 
-    @property
-    def _look(self) -> Callable[[np.ndarray], list[FaceInput]] | None:
-        """The faces step for decoded images (None in frame mode)."""
-        finder = self.finder
+    def look(self, finder: FaceFinder | None) -> Callable[[np.ndarray], list[FaceInput]] | None:
+        """The faces step for decoded images, as `open_media(look=...)` takes it (None in frame mode)."""
         if finder is None:
             return None
         return lambda rgb: finder.find(rgb, self.input_size)
 
-    def _image_item(self, item: ImageItem, threshold: float, start: float) -> ImageAnalysisResult:
+    def _image_item(self, item: ImageItem, threshold: float, start: float,
+                    finder: FaceFinder | None) -> ImageAnalysisResult:
         rows = score_batch(self._engine(threshold), torch.stack(_inputs(item)), self.batch_size)
-        return self._assemble_image(item, rows, time.perf_counter() - start, threshold)
+        return self._assemble_image(item, rows, time.perf_counter() - start, threshold, finder)
 
-    def _assemble_image(self, item: ImageItem, rows: np.ndarray, seconds: float,
-                        threshold: float) -> ImageAnalysisResult:
+    def _assemble_image(self, item: ImageItem, rows: np.ndarray, seconds: float, threshold: float,
+                        finder: FaceFinder | None) -> ImageAnalysisResult:
         """Faces mode with faces: scored by them; else the frame (flagged out of scope in faces mode)."""
         if item.faces:
             return face_image_result(item.faces, rows, item.dimensions, seconds, threshold=threshold,
                                      untrained=self.random_weights, model_name=self.model_name,
                                      face_pooling=self.face_pooling)
         result = self._image_result(rows[0], item.dimensions, seconds, threshold)
-        if self.finder is None:
+        if finder is None:
             return result
         return out_of_scope(result, item.faces_note or NO_FACE_NOTE)
 
     def _video(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
-               start: float) -> VideoAnalysisResult:
+               start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
         """Decoding and preprocessing run on a thread while the engine scores earlier frames."""
-        if self.finder is not None:  # faces mode (early exit decides per face crop batch, not per video)
-            return score_video_faces(item, self.finder, self.engine, input_size=self.input_size,
+        if finder is not None:  # faces mode (early exit decides per face crop batch, not per video)
+            return score_video_faces(item, finder, self.engine, input_size=self.input_size,
                                      batch_size=self.batch_size, pool=pool, threshold=threshold,
                                      untrained=self.random_weights, model_name=self.model_name,
                                      progress=progress, start=start)
@@ -303,6 +333,12 @@ class Detector:
         return video_result(item.path, summary, scored, failures, time.perf_counter() - start, pooling=pool,
                             threshold=threshold, untrained=self.random_weights, model_name=self.model_name,
                             early_exit=self.early_exit)
+
+
+def _check_crop(crop: str) -> str:
+    if crop not in ("frame", "faces", "auto"):
+        raise ConfigError(f"unknown crop mode {crop!r}; choose from frame, faces, auto")
+    return crop
 
 
 def _inputs(item: ImageItem) -> list[torch.Tensor]:
