@@ -33,15 +33,15 @@ def test_registry_lists_blazeface_and_refuses_unknown_names():
 @pytest.mark.slow
 def test_recall_on_real_faces_pasted_into_scenes_and_no_false_faces(blazeface):
     """Real faces (astronaut, Grace Hopper, LFW) at 32-400 px, rotated up to 20 degrees, flipped, one to
-    four per 1280x720 scene. Measured: recall 0.91 over 100 scenes, no false face on 50 face-free scenes
-    (docs/faces.md); the issue's target is 0.95, not met yet."""
+    four per 1280x720 scene. Measured: recall 0.967 on these 40 scenes (87/90), 0.978 on 100 and on 100
+    others, in bf16 and fp32 alike; no false face on 50 face-free scenes (docs/faces.md)."""
     found = total = false = 0
     for seed in range(40):
         scene = face_scene(seed)
         boxes = [f.box for f in blazeface.detect(np.asarray(scene.image))]
         hit, wrong = matches(boxes, scene.faces)
         found, total, false = found + hit, total + len(scene.faces), false + wrong
-    assert total >= 60 and found / total >= 0.88, (found, total)
+    assert total >= 60 and found / total >= 0.95, (found, total)
     assert false <= 1, false
     free = sum(len(blazeface.detect(np.asarray(face_free_scene(seed)))) for seed in range(20))
     assert free == 0

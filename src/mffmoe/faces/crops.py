@@ -7,9 +7,10 @@ with black, so the face stays centred (clipping would shift it). With `align`, t
 about the face centre so that the eyes are level (BlazeFace's eye keypoints), the crop cut from the
 rotated frame. The crop then goes through the spec's preprocessing like any image.
 
-Faces kept (`select_faces`): at least `min_size` pixels (the box's larger side) and at least half the
-size of the largest face in the frame (SBI's rule: background faces are not what the image is about),
-largest first, at most `max_faces`.
+Faces kept (`select_faces`): at least `min_size` pixels (the box's larger side; `FaceFinder` asks for
+`BOX_SLACK x --min-face`, because BlazeFace's box runs from the brows to the chin, about 3/4 of a face's
+height with the forehead) and at least half the size of the largest face in the frame (SBI's rule:
+background faces are not what the image is about), largest first, at most `max_faces`.
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class FaceCrop:
     crop_box: tuple[int, int, int, int]
     pixels: np.ndarray
     angle: float = 0.0
+
+
+#: A face of --min-face pixels (forehead to chin) gets a detector box about this much smaller.
+BOX_SLACK = 0.7
 
 
 def select_faces(faces: list[Face], min_size: float = 0.0, max_faces: int = DEFAULT_MAX_FACES,

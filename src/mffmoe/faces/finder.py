@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mffmoe.faces.base import FaceDetector
-from mffmoe.faces.crops import DEFAULT_MARGIN, DEFAULT_MAX_FACES, FaceCrop, crop_face, select_faces
+from mffmoe.faces.crops import BOX_SLACK, DEFAULT_MARGIN, DEFAULT_MAX_FACES, FaceCrop, crop_face, select_faces
 from mffmoe.faces.detectors import create_detector
 from mffmoe.media.preprocess import preprocess
 
@@ -40,7 +40,7 @@ class FaceFinder:
 
     def crops(self, rgb: np.ndarray) -> list[FaceCrop]:
         """The kept faces' crops (uint8), largest face first."""
-        faces = select_faces(self.detector.detect(rgb), min_size=self.min_face * 0.8, max_faces=self.max_faces)
+        faces = select_faces(self.detector.detect(rgb), min_size=self.min_face * BOX_SLACK, max_faces=self.max_faces)
         return [crop_face(rgb, f, self.margin, self.align) for f in faces]
 
     def find(self, rgb: np.ndarray, input_size: int) -> list[FaceInput]:
