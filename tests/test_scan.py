@@ -23,7 +23,7 @@ from mffmoe.scan.decode import DecodeConfig
 from mffmoe.scan.local_runner import LocalRunner
 from mffmoe.scan.sources import list_inputs
 from mffmoe.scan.store import ParquetStore, open_store
-from scan_helpers import assert_same_rows, crashing_decode, make_collection
+from scan_helpers import assert_same_result, assert_same_rows, crashing_decode, make_collection, make_face_collection
 
 FRAMES = 4
 TESTS_DIR = Path(__file__).parent
@@ -104,6 +104,7 @@ def test_rows_equal_analyze(local_scan, detector):
         assert row["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
         assert row["expert_scores"] == pytest.approx(expected.expert_scores, abs=1e-6)
         assert (row["width"], row["height"]) == (expected.dimensions["width"], expected.dimensions["height"])
+        assert (row["crop"], row["in_scope"], row["note"]) == (expected.crop, expected.in_scope, expected.note)
         if expected.media_type == "video":
             assert row["frames_analyzed"] == expected.frames_analyzed
             assert row["frames_failed"] == expected.frames_failed
@@ -120,6 +121,7 @@ def test_one_row_per_input_with_identity(local_scan, collection):
         assert row["content_hash"] == hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest()
         assert row["size"] == Path(row["path"]).stat().st_size
         assert row["weights_hash"] and row["frames_requested"] == FRAMES and row["pooling"] == "mean"
+        assert row["crop_requested"] == "auto" and row["face_settings"]  # the weights' own mode (no manifest crop)
     assert not Path(str(out) + ".parts").exists()  # parts folded into the single file at the end
     assert pq.read_table(out).num_rows == len(rows)
 
@@ -148,6 +150,115 @@ def test_bad_files_are_error_rows(local_scan, collection):
     assert summary.verdicts["ERROR"] == len(made["broken"])
     assert sum(summary.failures.values()) == len(made["broken"])
     assert summary.verdicts["REAL"] + summary.verdicts["FAKE"] == summary.inputs - len(made["broken"])
+
+
+# -- faces mode -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def face_collection(tmp_path_factory) -> dict[str, Path]:
+    return make_face_collection(tmp_path_factory.mktemp("scan-faces") / "media")
+
+
+@pytest.fixture(scope="module")
+def face_scans(face_collection, weights, tmp_path_factory) -> dict[str, list[dict]]:
+    """The face collection scanned in each crop mode."""
+    root = face_collection["scene"].parent
+    out = tmp_path_factory.mktemp("scan-faces-out")
+    scans = {}
+    for crop in ("auto", "faces", "frame"):
+        summary = run_scan(options(root, out / f"{crop}.parquet", weights, crop=crop), progress=False)
+        assert summary.out_of_scope == (0 if crop == "frame" else 1)  # the face-free image
+        scans[crop] = read_results(out / f"{crop}.parquet").to_pylist()
+    return scans
+
+
+@pytest.mark.parametrize("crop", ["auto", "faces"])
+def test_faces_mode_rows_equal_analyze(face_scans, face_collection, detector, crop):
+    rows = {Path(r["path"]).name: r for r in face_scans[crop]}
+    assert set(rows) == {p.name for p in face_collection.values()}
+    for row in rows.values():
+        expected = detector.analyze(row["path"], crop=crop)
+        assert row["error_type"] is None, row
+        assert row["crop_requested"] == crop and row["face_settings"] is not None
+        assert (row["media_type"], row["prediction"], row["crop"], row["in_scope"], row["note"]) == (
+            expected.media_type, expected.prediction, expected.crop, expected.in_scope, expected.note)
+        assert row["score"] == pytest.approx(expected.score, abs=1e-6)
+        assert row["expert_scores"] == pytest.approx(expected.expert_scores, abs=1e-6)
+        if expected.media_type == "video":
+            faces = [f.score for p in expected.frame_predictions for f in p.faces or []]
+            assert row["persons"] == len(expected.persons or [])
+            assert row["frames_analyzed"] == expected.frames_analyzed
+        else:
+            faces = [f.score for f in expected.faces or []]
+            assert row["persons"] is None
+        assert row["face_count"] == len(faces)
+        assert row["max_face_score"] == (pytest.approx(max(faces), abs=1e-6) if faces else None)
+    scene, free, video = rows["scene.png"], rows["free.png"], rows["two.mp4"]
+    assert (scene["crop"], scene["in_scope"], scene["face_count"]) == ("faces", True, 2)
+    assert scene["score"] == pytest.approx(scene["max_face_score"], abs=1e-9)  # face pooling: max
+    assert (free["crop"], free["in_scope"], free["face_count"], free["max_face_score"]) == ("frame", False, 0, None)
+    assert "no face found" in free["note"]
+    assert (video["crop"], video["in_scope"]) == ("faces", True) and video["persons"] >= 2
+
+
+def test_frame_mode_rows_are_unchanged(face_scans, detector):
+    for row in face_scans["frame"]:
+        expected = detector.analyze(row["path"], crop="frame")
+        assert row["score"] == pytest.approx(expected.score, abs=1e-6)
+        assert (row["crop_requested"], row["crop"], row["in_scope"], row["face_settings"]) == ("frame", "frame",
+                                                                                            None, None)
+        assert row["face_count"] is None and row["max_face_score"] is None and row["persons"] is None
+        assert row["note"] == expected.note
+
+
+def test_faces_mode_results_equal_analyze_in_full(face_collection, weights, detector):
+    """Straight from the runner, before rows: the whole result (faces, persons, timelines, thumbnails)."""
+    from mffmoe.config import DetectorConfig
+
+    config = DetectorConfig(weights=weights, frames=FRAMES, batch_size=4, crop="faces")
+    runner = LocalRunner(detector, DecodeConfig.of(config, detector.input_size), workers=1)
+    paths = [str(p) for p in face_collection.values()]
+    done = {f.path: f.outcome for f in runner.run(paths)}
+    for path in paths:
+        assert_same_result(done[path].model_dump(), detector.analyze(path, crop="faces").model_dump(), where=path)
+    persons = done[str(face_collection["video"])].persons
+    assert len([p for p in persons if p.counted]) == 2
+    assert all(p.thumbnail.startswith("data:image/jpeg") for p in persons)
+
+
+def test_cli_scan_takes_the_face_options(tmp_path, monkeypatch):
+    import mffmoe.scan.job as job
+    from mffmoe.scan.progress import ScanSummary
+
+    seen = []
+    monkeypatch.setattr(job, "run_scan", lambda o, **k: seen.append(o.detector) or ScanSummary())
+    base = ["scan", str(tmp_path), "--out", str(tmp_path / "r.jsonl"), "--untrained"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    extra = ["--crop", "faces", "--face-margin", "1.5", "--align", "--face-pooling", "mean", "--min-face", "40"]
+    assert CliRunner().invoke(app, base + extra).exit_code == 0
+    assert seen[0].crop is None  # the weights' own mode
+    assert (seen[1].crop, seen[1].face_margin, seen[1].align, seen[1].face_pooling, seen[1].min_face) == (
+        "faces", 1.5, True, "mean", 40)
+    assert CliRunner().invoke(app, base + ["--crop", "face"]).exit_code == 2
+
+
+def test_resume_in_another_crop_mode_reuses_no_row(face_collection, weights, tmp_path):
+    root = face_collection["scene"].parent
+    out = tmp_path / "r.jsonl"
+    first = run_scan(options(root, out, weights, crop="frame"), progress=False)
+    with pytest.raises(ResultsMismatchError, match="crop_requested"):
+        run_scan(options(root, out, weights, crop="auto"), progress=False)
+    faces_out = tmp_path / "faces.jsonl"
+    run_scan(options(root, faces_out, weights, crop="faces"), progress=False)
+    with pytest.raises(ResultsMismatchError, match="face_settings"):  # the same mode, other face settings
+        run_scan(options(root, faces_out, weights, crop="faces", face_margin=1.5), progress=False)
+    # Results of scans from before crop modes (no crop columns) were whole frames: they resume in frame mode.
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    out.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("crop_requested", "crop")}) + "\n"
+                           for r in rows))
+    again = run_scan(options(root, out, weights, crop="frame"), progress=False)
+    assert (again.skipped, again.analyzed) == (first.inputs, 0)
+    with pytest.raises(ResultsMismatchError, match="crop_requested"):
+        run_scan(options(root, out, weights, crop="faces"), progress=False)
 
 
 # -- resume -----------------------------------------------------------------------------------------

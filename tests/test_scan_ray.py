@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mffmoe.cli import app
 from mffmoe.scan import ScanOptions, read_results, run_scan
-from scan_helpers import assert_same_rows, make_collection
+from scan_helpers import assert_same_rows, make_collection, make_face_collection
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -55,6 +55,18 @@ def test_ray_scan_gives_the_same_rows_as_a_local_scan(ray_cluster, collection, t
     assert (again.skipped, again.analyzed, again.written) == (local.inputs, 0, 0)
 
 
+def test_ray_scan_in_faces_mode_gives_the_same_rows_as_a_local_scan(ray_cluster, tiny_ckpt, tmp_path):
+    made = make_face_collection(tmp_path / "faces")
+    root = made["scene"].parent
+    run_scan(options(root, tmp_path / "ray.parquet", tiny_ckpt, ray="", replicas=1, crop="faces"), progress=False)
+    run_scan(options(root, tmp_path / "local.parquet", tiny_ckpt, workers=1, crop="faces"), progress=False)
+    rows = read_results(tmp_path / "ray.parquet").to_pylist()
+    assert_same_rows(rows, read_results(tmp_path / "local.parquet").to_pylist())
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert (by_name["scene.png"]["face_count"], by_name["free.png"]["in_scope"]) == (2, False)
+    assert by_name["two.mp4"]["crop"] == "faces" and by_name["two.mp4"]["persons"] >= 2
+
+
 def test_scan_interrupted_on_ray_resumes_locally(ray_cluster, collection, tiny_ckpt, tmp_path):
     root, _ = collection
     out = tmp_path / "results"
@@ -96,7 +108,8 @@ def test_decoder_crash_on_ray_becomes_an_error_row(ray_cluster, collection, tiny
     crash = tmp_path / "crash.png"
     shutil.copyfile(made["images"][2], crash)
     paths = [str(made["images"][0]), str(crash), str(made["videos"][1]), str(made["broken"][0])]
-    config = DetectorConfig(weights=tiny_ckpt, engine="torch", device="cpu", batch_size=4, frames=FRAMES)
+    config = DetectorConfig(weights=tiny_ckpt, engine="torch", device="cpu", batch_size=4, frames=FRAMES,
+                            crop="frame")
     info = weights_info(config)
     spec = ReplicaSpec(config, weights_hash=weights_hash(info))
     runner = RayRunner(spec, DecodeConfig.of(config, info.input_size), replicas=1,

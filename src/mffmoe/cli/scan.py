@@ -9,12 +9,17 @@ import typer
 
 from mffmoe.cli.checks import check_device, check_engine, check_output_path
 from mffmoe.cli.options import (
+    AlignOpt,
     AllowMissingEmaOpt,
     BatchOpt,
+    CropOpt,
     DeviceOpt,
     EngineOpt,
+    FaceMarginOpt,
+    FacePoolingOpt,
     FramesOpt,
     MaxPixelsOpt,
+    MinFaceOpt,
     PoolingOpt,
     StoreFormat,
     ThresholdOpt,
@@ -26,7 +31,9 @@ from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
+    DEFAULT_FACE_MARGIN,
     DEFAULT_FRAMES,
+    DEFAULT_MIN_FACE,
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
@@ -68,6 +75,11 @@ def scan(
         "--retry-errors", help="Analyze again inputs whose stored row is an error (by default a resumed scan "
                                "skips them).")] = False,
     max_pixels: MaxPixelsOpt = None,
+    crop: CropOpt = None,
+    face_margin: FaceMarginOpt = DEFAULT_FACE_MARGIN,
+    align: AlignOpt = False,
+    face_pooling: FacePoolingOpt = "max",
+    min_face: MinFaceOpt = DEFAULT_MIN_FACE,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
     summary_json: Annotated[Path | None, typer.Option(
@@ -85,7 +97,9 @@ def scan(
             source=source, out=out,
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
-                                    frames=frames, pooling=pooling, max_image_pixels=max_pixels),
+                                    frames=frames, pooling=pooling, max_image_pixels=max_pixels, crop=crop,
+                                    face_margin=face_margin, align=align, face_pooling=face_pooling,
+                                    min_face=min_face),
             fmt=fmt.value, workers=workers, hash_threads=hash_threads, ray=ray_address or ("" if ray else None),
             replicas=replicas, replica_cpus=replica_cpus, retry_errors=retry_errors)
         check_engine(options.detector.engine)  # before any work

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from mffmoe.config import DetectorConfig, config_error, nest_detector_fields, resolve_weights_dir
 from mffmoe.errors import ScanSourceError
-from mffmoe.model.checkpoint import CheckpointInfo, read_info
+from mffmoe.model.checkpoint import CheckpointInfo, read_info, trained_crop
 from mffmoe.scan.decode import DecodeConfig
 from mffmoe.scan.plan import Action, Planner, check_identity
 from mffmoe.scan.progress import ScanProgress, ScanSummary
@@ -76,25 +76,35 @@ def weights_info(config: DetectorConfig) -> CheckpointInfo:
     return read_info(where, allow_missing_ema=config.allow_missing_ema)
 
 
-def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str]:
-    """The runner and the weights identity."""
+def resolve_crop(config: DetectorConfig, info: CheckpointInfo) -> DetectorConfig:
+    """`config` with its crop mode made explicit: None means what the weights were trained on (as
+    `Detector.from_config` resolves it), so that decoders, replicas and assembling agree."""
+    if config.crop is not None:
+        return config
+    return config.model_copy(update={"crop": trained_crop(info)})
+
+
+def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str, DetectorConfig]:
+    """The runner, the weights identity and the detector configuration (its crop mode resolved)."""
     if o.ray is None:
         from mffmoe.inference.detector import Detector
         from mffmoe.scan.local_runner import LocalRunner
 
         detector = Detector.from_config(o.detector)
-        cfg = DecodeConfig.of(o.detector, detector.input_size)
-        return LocalRunner(detector, cfg, o.workers, o.hash_threads), weights_hash(detector.info)
+        config = o.detector.model_copy(update={"crop": detector.crop})
+        cfg = DecodeConfig.of(config, detector.input_size)
+        return LocalRunner(detector, cfg, o.workers, o.hash_threads), weights_hash(detector.info), config
 
     from mffmoe.scan.ray_runner import RayRunner, ReplicaSpec
 
     # The driver only needs the checkpoint's identity; the replicas load the model where they run.
     info = weights_info(o.detector)
     identity = weights_hash(info)
-    replica = o.detector if o.detector.untrained else o.detector.model_copy(update={"weights": Path(info.source)})
+    config = resolve_crop(o.detector, info)
+    replica = config if config.untrained else config.model_copy(update={"weights": Path(info.source)})
     spec = ReplicaSpec(replica, weights_hash=identity)
-    runner = RayRunner(spec, DecodeConfig.of(o.detector, info.input_size), o.ray, o.replicas, o.replica_cpus)
-    return runner, identity
+    runner = RayRunner(spec, DecodeConfig.of(config, info.input_size), o.ray, o.replicas, o.replica_cpus)
+    return runner, identity, config
 
 
 def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | None = None,
@@ -102,7 +112,6 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
     """Run (or resume) a scan. Raises MFFMoEError subclasses for setup problems; bad files are rows."""
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    d = o.detector
     store = open_store(o.out, o.fmt)
     store.check_path()  # before a model loads
     owned = [os.path.abspath(p) for p in store.paths]
@@ -112,9 +121,11 @@ def run_scan(o: ScanOptions, console: Console | None = None, progress: bool | No
     inputs = [p for p in list_inputs(o.source)
               if not any(p == q or p.startswith(q + os.sep) for q in owned)]
     summary = ScanSummary(inputs=len(inputs), out=str(o.out))
-    runner, identity = _make_runner(o)
+    runner, identity, d = _make_runner(o)
+    assert d.crop is not None  # resolved by _make_runner
     settings = ScanSettings(model=d.model_name, weights_hash=identity, engine=d.engine, frames=d.frames,
-                            pooling=d.pooling, threshold=d.threshold)
+                            pooling=d.pooling, threshold=d.threshold, crop=d.crop,
+                            face_settings=ScanSettings.face_settings_of(d, d.crop))
 
     with store, runner, ScanProgress(console, progress) as bar:
         summary.runner = runner.describe()

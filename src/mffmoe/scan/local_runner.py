@@ -23,9 +23,8 @@ from typing import Any
 import torch
 
 from mffmoe.errors import DecoderCrashError, ErrorInfo
-from mffmoe.inference.batching import score_items
 from mffmoe.inference.detector import Detector
-from mffmoe.scan.assemble import Assembler, Finished
+from mffmoe.scan.assemble import Assembler, Finished, score_parts
 from mffmoe.scan.decode import DecodeConfig, Part, decode_file
 from mffmoe.scan.sources import HashedInput, hash_inputs
 
@@ -186,7 +185,7 @@ class LocalRunner:
     def run(self, todo: list[str]) -> Generator[Finished, None, None]:
         if not todo:
             return
-        assembler = Assembler.for_detector(self.detector)
+        assembler = Assembler.for_detector(self.detector, self.cfg.crop)
         pending = deque(todo)
         out: queue.Queue = queue.Queue(maxsize=self.queue_parts)
         stop = threading.Event()
@@ -209,13 +208,9 @@ class LocalRunner:
                     w.outstanding.append(path)
 
         def score() -> Iterator[Finished]:
-            pixels = [p.pixels for p in batch if p.pixels is not None]  # all: only parts with pixels are batched
-            experts, share = score_items(self.detector.engine, pixels, self.detector.batch_size)
             done = list(batch)
             batch.clear()
-            for part, row in zip(done, experts, strict=True):
-                part.pixels, part.experts = None, row
-                part.seconds += share
+            for part in score_parts(self.detector, done):
                 yield from assembler.add(part)
 
         complete = False
@@ -235,7 +230,7 @@ class LocalRunner:
                 if kind == "part":
                     if payload.pixels is not None:
                         batch.append(payload)
-                        if len(batch) >= self.detector.batch_size:
+                        if sum(p.inputs for p in batch) >= self.detector.batch_size:
                             yield from score()
                     else:
                         yield from assembler.add(payload)

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from mffmoe.errors import ResultsMismatchError
-from mffmoe.scan.schema import IDENTITY_COLUMNS, ScanSettings
+from mffmoe.scan.schema import IDENTITY_COLUMNS, IDENTITY_DEFAULTS, ScanSettings
 from mffmoe.scan.sources import HashedInput
 
 
@@ -33,7 +33,8 @@ def check_identity(previous: pa.Table, settings: ScanSettings) -> None:
     want = settings.identity()
     found = {}
     for column in IDENTITY_COLUMNS:
-        values = set(previous.column(column).unique().to_pylist())
+        default = IDENTITY_DEFAULTS.get(column)
+        values = {default if v is None else v for v in previous.column(column).unique().to_pylist()}
         if values != {want[column]}:
             found[column] = sorted(values, key=str)
     if found:

@@ -35,6 +35,7 @@ class ScanSummary:
     duplicates: int = 0    # same content as another input of this run: analyzed once
     analyzed: int = 0      # decoded and scored (failures included)
     unreadable: int = 0    # could not be read to hash
+    out_of_scope: int = 0  # faces/auto mode: rows written without a face (the whole frame was scored)
     verdicts: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -57,11 +58,13 @@ class ScanSummary:
             self.failures[row["error_type"]] += 1
         else:
             self.verdicts[row["prediction"]] += 1
+            self.out_of_scope += int(row.get("in_scope") is False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": self.inputs, "skipped": self.skipped, "copied": self.copied,
                 "duplicates": self.duplicates, "analyzed": self.analyzed, "unreadable": self.unreadable,
-                "written": self.written, "verdicts": dict(self.verdicts), "failures": dict(self.failures),
+                "out_of_scope": self.out_of_scope, "written": self.written, "verdicts": dict(self.verdicts),
+                "failures": dict(self.failures),
                 "seconds": self.seconds, "scan_seconds": self.scan_seconds,
                 "files_per_second": self.files_per_second, "runner": self.runner, "out": self.out}
 
@@ -73,6 +76,8 @@ class ScanSummary:
         t.add_row("duplicates (analyzed once)", f"{self.duplicates} in this run, {self.copied} from earlier rows")
         verdicts = ", ".join(f"{k}: {self.verdicts[k]}" for k in ("REAL", "FAKE", "ERROR") if self.verdicts[k])
         t.add_row("rows written", f"{self.written}" + (f" ({verdicts})" if verdicts else ""))
+        if self.out_of_scope:
+            t.add_row("out of scope (no face found)", f"{self.out_of_scope} (the whole frame was scored)")
         if self.failures:
             t.add_row("failures by type", ", ".join(f"{k}: {v}" for k, v in self.failures.most_common()))
         t.add_row("runner", self.runner)

@@ -23,9 +23,8 @@ import numpy as np
 
 from mffmoe.config import DetectorConfig
 from mffmoe.errors import DecoderCrashError, ErrorInfo, ScanError
-from mffmoe.inference.batching import score_items
 from mffmoe.inference.detector import Detector
-from mffmoe.scan.assemble import Assembler, Finished
+from mffmoe.scan.assemble import Assembler, Finished, score_parts
 from mffmoe.scan.cores import claim_cores
 from mffmoe.scan.decode import DecodeConfig, decode_file, from_columns, to_columns
 from mffmoe.scan.schema import weights_hash
@@ -72,11 +71,7 @@ class Replica:
         parts = from_columns(batch, self.input_size)
         todo = [p for p in parts if p.pixels is not None]
         if todo:
-            pixels = [p.pixels for p in todo if p.pixels is not None]
-            experts, share = score_items(self.detector.engine, pixels, self.detector.batch_size)
-            for part, row in zip(todo, experts, strict=True):
-                part.pixels, part.experts = None, row
-                part.seconds += share
+            score_parts(self.detector, todo)
         return to_columns(parts)
 
 

@@ -1,8 +1,9 @@
 """One row per input: the columns of RESULTS and how a result or an error becomes a row.
 
 Rows are flat (Parquet- and SQL-friendly): the fields of `mffmoe analyze`'s result that matter for a
-collection, the error for failures, and the identity of the model and settings that made the row, so a
-resumed scan can tell whether a row still counts.
+collection (in faces/auto mode also what was scored, whether the input was in scope, its faces' count and
+highest score, a video's persons), the error for failures, and the identity of the model and settings
+that made the row (the crop mode included), so a resumed scan can tell whether a row still counts.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from mffmoe._util.fs import sha256_file
+from mffmoe.config import DetectorConfig
 from mffmoe.errors import ErrorInfo
 from mffmoe.model.checkpoint import CheckpointInfo
 from mffmoe.results import AnalysisResult, VideoAnalysisResult
@@ -30,14 +32,28 @@ class ScanSettings:
     frames: int
     pooling: str
     threshold: float
+    crop: str = "frame"                 # the crop mode, resolved (frame | faces | auto)
+    face_settings: str | None = None    # faces/auto: the face finder's and face pooling's settings
 
     def identity(self) -> dict[str, Any]:
         return {"weights_hash": self.weights_hash, "frames_requested": self.frames,
-                "pooling": self.pooling, "threshold": self.threshold}
+                "pooling": self.pooling, "threshold": self.threshold, "crop_requested": self.crop,
+                "face_settings": self.face_settings}
+
+    @classmethod
+    def face_settings_of(cls, config: DetectorConfig, crop: str) -> str | None:
+        """What else decides a row in faces/auto mode, as one comparable string (None in frame mode)."""
+        if crop == "frame":
+            return None
+        return json.dumps({"detector": config.face_detector, "margin": config.face_margin, "align": config.align,
+                           "min_face": config.min_face, "max_faces": config.max_faces,
+                           "face_pooling": config.face_pooling}, sort_keys=True)
 
 
 #: Columns whose values must equal the current settings for a stored row to be reused.
-IDENTITY_COLUMNS = ("weights_hash", "frames_requested", "pooling", "threshold")
+IDENTITY_COLUMNS = ("weights_hash", "frames_requested", "pooling", "threshold", "crop_requested", "face_settings")
+#: What a stored row's null means in an identity column (rows of scans from before crop modes: whole frames).
+IDENTITY_DEFAULTS: dict[str, Any] = {"crop_requested": "frame"}
 
 SCHEMA = pa.schema([
     pa.field("path", pa.string(), nullable=False),
@@ -55,6 +71,11 @@ SCHEMA = pa.schema([
     pa.field("height", pa.int32()),
     pa.field("duration", pa.float64()),
     pa.field("note", pa.string()),
+    pa.field("crop", pa.string()),                  # what was scored: frame | faces
+    pa.field("in_scope", pa.bool_()),               # faces/auto: false when no face was found; null in frame mode
+    pa.field("face_count", pa.int32()),             # faces/auto: faces scored (videos: over all sampled frames)
+    pa.field("max_face_score", pa.float64()),       # faces/auto: the highest face's P(fake)
+    pa.field("persons", pa.int32()),                # faces/auto, videos: persons seen
     pa.field("error_type", pa.string()),            # typed error class, e.g. CorruptMediaError
     pa.field("error_kind", pa.string()),            # its short kind, e.g. undecodable_media
     pa.field("error_message", pa.string()),
@@ -66,6 +87,8 @@ SCHEMA = pa.schema([
     pa.field("frames_requested", pa.int32()),
     pa.field("pooling", pa.string()),
     pa.field("threshold", pa.float64()),
+    pa.field("crop_requested", pa.string()),        # the crop mode of the scan: frame | faces | auto
+    pa.field("face_settings", pa.string()),         # faces/auto: face finder and face pooling settings (JSON)
     pa.field("scanned_at", pa.timestamp("us", tz="UTC")),
 ])
 COLUMNS = tuple(SCHEMA.names)
@@ -83,18 +106,31 @@ def make_row(path: str, content_hash: str | None, size: int | None, outcome: Ana
     row.update(path=path, content_hash=content_hash, size=size, duplicate_of=duplicate_of,
                processing_time=float(seconds), model=settings.model, weights_hash=settings.weights_hash,
                engine=settings.engine, frames_requested=settings.frames, pooling=settings.pooling,
-               threshold=settings.threshold, scanned_at=now())
+               threshold=settings.threshold, crop_requested=settings.crop, face_settings=settings.face_settings,
+               scanned_at=now())
     if isinstance(outcome, ErrorInfo):
         row.update(error_type=outcome.type, error_kind=outcome.kind, error_message=outcome.message)
         return row
     row.update(media_type=outcome.media_type, prediction=outcome.prediction, score=outcome.score,
                confidence=outcome.confidence, expert_scores=[float(s) for s in outcome.expert_scores],
                width=outcome.dimensions.get("width"), height=outcome.dimensions.get("height"),
-               note=outcome.note, model=outcome.model)
+               note=outcome.note, model=outcome.model, crop=outcome.crop, in_scope=outcome.in_scope)
     if isinstance(outcome, VideoAnalysisResult):
         row.update(frames_analyzed=outcome.frames_analyzed, frames_failed=outcome.frames_failed,
                    frame_count=outcome.frame_count, duration=outcome.duration)
+    if settings.crop != "frame":
+        faces = face_scores(outcome)
+        row.update(face_count=len(faces), max_face_score=max(faces) if faces else None)
+        if isinstance(outcome, VideoAnalysisResult):
+            row["persons"] = len(outcome.persons or [])
     return row
+
+
+def face_scores(result: AnalysisResult) -> list[float]:
+    """The scores of every face a result scored: an image's faces, a video's faces over its frames."""
+    if isinstance(result, VideoAnalysisResult):
+        return [f.score for p in result.frame_predictions for f in p.faces or []]
+    return [f.score for f in result.faces or []]
 
 
 def copy_row(row: dict[str, Any], path: str, source_path: str) -> dict[str, Any]:
