@@ -17,9 +17,10 @@ INPUT_SIZE = 64
 
 
 def tiny_detector(directory: Path) -> Detector:
-    """A real detector on a random checkpoint in the official layout (tiny roster, 64 px)."""
+    """A real detector on a random checkpoint in the official layout (tiny roster, 64 px). Its default
+    crop is frame, as the server's; a request's `crop` field builds the face finder on first use."""
     make_random_checkpoint(directory, TINY_ROSTER, input_size=INPUT_SIZE)
-    return Detector.from_dir(directory, device="cpu", batch_size=8)
+    return Detector.from_dir(directory, device="cpu", batch_size=8, crop="frame")
 
 
 def sample_media(directory: Path) -> dict[str, Path]:
@@ -29,6 +30,35 @@ def sample_media(directory: Path) -> dict[str, Path]:
         "png": make_image(directory / "face.png", 96, 80, seed=3),
         "video": make_video(directory / "clip.mp4", seconds=2.0, fps=10, width=96, height=64),
     }
+
+
+def face_media(directory: Path) -> dict[str, Path]:
+    """Media with real faces (mffmoe.testing.faces): an image with two faces, an image without one, and
+    a video of two faces crossing a generated background (two persons)."""
+    import numpy as np
+
+    from mffmoe.testing.faces import background, face_free_scene, face_scene, face_sources
+    from mffmoe.testing.media import encode_video
+
+    directory.mkdir(parents=True, exist_ok=True)
+    image, free = directory / "two-faces.png", directory / "no-face.png"
+    face_scene(11, 640, 480, n_faces=2, sizes=(90, 160)).image.save(image)
+    face_free_scene(3, 320, 240).save(free)
+    astronaut, hopper = face_sources()[:2]
+    bg = background(640, 360, np.random.default_rng(0))
+    heads = [s.image.crop(s.head).resize((110, 120)) for s in (astronaut, hopper)]
+    frames = []
+    for t in range(FACE_VIDEO_FRAMES):
+        frame = bg.copy()
+        frame.paste(heads[0], (40 + 40 * t, 40))    # left to right, higher
+        frame.paste(heads[1], (490 - 40 * t, 130))  # right to left, lower
+        frames.append(np.asarray(frame))
+    video = encode_video(directory / "two-persons.mp4", frames, fps=6)
+    return {"faces": image, "no_face": free, "video": video}
+
+
+#: Frames of `face_media`'s video (all of them are sampled with frames=FACE_VIDEO_FRAMES).
+FACE_VIDEO_FRAMES = 12
 
 
 @contextmanager

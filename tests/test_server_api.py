@@ -23,7 +23,16 @@ from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
 from mffmoe.testing.checkpoints import TINY_ROSTER
 from mffmoe.testing.media import make_image
-from server_helpers import GatedDetector, assert_error, sample_media, tiny_detector, uploads_left, wait_until
+from server_helpers import (
+    FACE_VIDEO_FRAMES,
+    GatedDetector,
+    assert_error,
+    face_media,
+    sample_media,
+    tiny_detector,
+    uploads_left,
+    wait_until,
+)
 
 KEY = "k3y-\u00e9-secret"
 
@@ -89,7 +98,10 @@ def test_docs_and_openapi_are_offline(client):
     for path in ("/analyze", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/health", "/stats", "/models"):
         assert path in spec["paths"], path
     form = spec["paths"]["/analyze"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["required"] == ["media"] and {"model", "mediaId", "userId", "frames"} <= set(form["properties"])
+    assert form["required"] == ["media"] and {"model", "mediaId", "userId", "frames", "crop"} <= set(form["properties"])
+    assert form["properties"]["crop"]["enum"] == ["frame", "faces", "auto"]
+    jobs_form = spec["paths"]["/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert jobs_form == form and "422" in spec["paths"]["/jobs"]["post"]["responses"]
     assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
 
 
@@ -185,6 +197,7 @@ def test_decompression_bomb_is_422(detector, settings, tmp_path):
     ({"files": {"media": ("a.jpg", b"\xff\xd8\xff")}, "data": {"frames": "many"}}, 400, "invalid_request"),
     ({"files": {"media": ("a.jpg", b"\xff\xd8\xff")}, "data": {"frames": "0"}}, 400, "invalid_request"),
     ({"files": {"media": ("a.jpg", b"\xff\xd8\xff")}, "data": {"model": "other-model"}}, 400, "unknown_model"),
+    ({"files": {"media": ("a.jpg", b"\xff\xd8\xff")}, "data": {"crop": "bogus"}}, 422, "unknown_crop"),
     ({"content": b"--b\r\nContent-Disposition: form-data; name=\"media\"; filename=\"a.jpg\"\r\n\r\n\xff\xd8\xff",
       "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 400, "invalid_request"),  # cut short
     ({"content": b"\x00garbage", "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 400,
@@ -214,6 +227,114 @@ def test_over_limit_upload_is_413(detector, settings, media):
                                                           "Content-Length": str(10**9)})
         assert_error(huge, 413, "payload_too_large")
     assert uploads_left(settings) == []
+
+
+# -- crop: frame, faces, auto -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> dict[str, Path]:
+    return face_media(tmp_path_factory.mktemp("faces"))
+
+
+def _same_result(data: dict, expected: dict) -> None:
+    """The library's result as served: equal but for the time it took."""
+    assert {k: v for k, v in data.items() if k != "processing_time"} == \
+           {k: v for k, v in expected.items() if k != "processing_time"}
+
+
+def test_crop_faces_scores_each_face(client, detector, faces, settings):
+    r = post_file(client, faces["faces"], crop="faces", model="MFF-MOE-V1", mediaId="m", userId="u")
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["crop"] == "faces" and data["in_scope"] is True and len(data["faces"]) == 2
+    assert data["score"] == max(f["score"] for f in data["faces"])
+    for f in data["faces"]:
+        x0, y0, x1, y1 = f["box"]
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480 and f["prediction"] in ("REAL", "FAKE")
+    _same_result(data, detector.analyze(faces["faces"], crop="faces").model_dump(mode="json"))
+    assert uploads_left(settings) == []
+
+
+def test_without_the_crop_field_the_whole_frame_is_scored_as_before(client, detector, faces):
+    data = post_file(client, faces["faces"], model="MFF-MOE-V1", mediaId="m", userId="u").json()["data"]
+    assert data["crop"] == "frame" and data["in_scope"] is None and data["faces"] is None and data["note"] is None
+    _same_result(data, detector.analyze(faces["faces"], crop="frame").model_dump(mode="json"))
+    # the field, blank or in another case, means the same
+    for same in ("", " Frame "):
+        again = post_file(client, faces["faces"], crop=same).json()["data"]
+        assert again["crop"] == "frame" and again["score"] == data["score"]
+
+
+def test_crop_auto_without_a_face_scores_the_frame_and_says_so(client, detector, faces):
+    data = post_file(client, faces["no_face"], crop="auto").json()["data"]
+    assert data["crop"] == "frame" and data["in_scope"] is False and "no face" in data["note"]
+    assert data["score"] == pytest.approx(detector.analyze(faces["no_face"], crop="frame").score, abs=1e-9)
+
+
+@pytest.mark.parametrize("endpoint", ["/analyze", "/jobs"])
+def test_unknown_crop_is_a_422_with_the_error_body(client, faces, settings, endpoint):
+    r = post_file(client, faces["faces"], endpoint, crop="face")
+    detail = assert_error(r, 422, "unknown_crop")
+    assert "frame, faces, auto" in detail["message"] and "'face'" in detail["message"]
+    assert uploads_left(settings) == []
+    assert client.get("/stats").json()["analyses"]["done"] == 0  # nothing was queued
+
+
+def test_jobs_follow_persons_through_a_video_in_faces_mode(client, detector, faces, settings):
+    r = post_file(client, faces["video"], "/jobs", crop="faces", frames=FACE_VIDEO_FRAMES)
+    assert r.status_code == 202, r.text
+    final = wait_job(client, r.json()["job_id"], timeout=60)
+    assert final["status"] == "done" and final["crop"] == "faces", final
+    data = final["result"]["data"]
+    assert data["crop"] == "faces" and data["in_scope"] is True
+    counted = [p for p in data["persons"] if p["counted"]]
+    assert len(counted) == 2 and data["score"] == max(p["score"] for p in counted)
+    for p in counted:
+        assert p["thumbnail"].startswith("data:image/jpeg;base64,") and len(p["timeline"]) == p["frames"]
+    assert all(fp["faces"] is not None for fp in data["frame_predictions"])
+    assert sum(len(fp["faces"]) for fp in data["frame_predictions"]) >= 2 * FACE_VIDEO_FRAMES - 2
+    expected = detector.analyze(faces["video"], frames=FACE_VIDEO_FRAMES, crop="faces")
+    assert data["score"] == pytest.approx(expected.score, abs=1e-9)
+    # the frame the page shows for a point of the chart is kept, as in frame mode
+    index = data["frame_predictions"][3]["frame_index"]
+    assert client.get(f"/jobs/{final['job_id']}/frames/{index}").status_code == 200
+    # without the field the job is scored on whole frames, and says which mode it asked for
+    plain = wait_job(client, post_file(client, faces["video"], "/jobs", frames=4).json()["job_id"], timeout=60)
+    assert plain["crop"] == "frame" and plain["result"]["data"]["persons"] is None
+    assert uploads_left(settings) == []
+
+
+def test_the_servers_crop_is_frame_unless_configured():
+    assert ServerSettings().detector.crop == "frame"
+    # as `mffmoe serve` builds it: a detector configuration that does not name a crop
+    assert ServerSettings(detector=DetectorConfig(frames=5)).detector.crop == "frame"
+    assert ServerSettings(detector=DetectorConfig(crop="auto")).detector.crop == "auto"
+    assert ServerSettings(detector=DetectorConfig(crop=None)).detector.crop is None  # asked: the weights' own
+
+
+def test_the_default_crop_is_the_servers_setting(detector, settings, faces):
+    settings.detector = DetectorConfig(crop="auto")
+    with TestClient(create_app(detector, settings)) as c:
+        data = post_file(c, faces["faces"]).json()["data"]
+        assert data["crop"] == "faces" and len(data["faces"]) == 2
+        assert post_file(c, faces["faces"], crop="frame").json()["data"]["crop"] == "frame"
+
+
+def test_a_job_database_from_before_the_crop_field_opens(settings):
+    import sqlite3
+
+    columns = ", ".join(f"{n} TEXT" + (" PRIMARY KEY" if n == "id" else "")
+                        for n in JobRecord.model_fields if n != "crop")
+    with sqlite3.connect(settings.db_path) as db:
+        db.execute(f"CREATE TABLE jobs ({columns})")
+        db.execute("INSERT INTO jobs (id, status, created, done) VALUES ('old', 'done', 1.7e9, 1)")
+    store = JobStore(settings.db_path)
+    try:
+        old = store.get("old")
+        assert old is not None and old.crop is None
+        store.put(JobRecord(id="new", crop="faces"))
+        assert store.get("new").crop == "faces"
+    finally:
+        store.close()
 
 
 # -- auth -------------------------------------------------------------------------------------------

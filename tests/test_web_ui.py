@@ -1,8 +1,11 @@
 """The web page in a real headless Chromium (Playwright for Python driving Debian's `chromium`).
 
 What a person sees is asserted: the key prompt, the verdict and confidence, one bar per expert, the
-video's progress, the per-frame chart with its threshold line, and the time of a clicked point.
-The server runs on 127.0.0.1 and the test fails if the page requests anything from elsewhere.
+video's progress, the per-frame chart with its threshold line, and the time of a clicked point; in faces
+mode (the page's default) the face boxes with their scores over the image and over a video's frame, the
+switch to whole-frame results and back, and one chart line per person. The server runs on 127.0.0.1 and
+the test fails if the page requests anything from elsewhere (the page shows the chosen file itself
+through a blob: URL, which is no request to anywhere).
 Set MFFMOE_SCREENSHOT_DIR to keep screenshots of the page.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 
 from mffmoe.server.app import create_app
 from mffmoe.server.settings import ServerSettings
-from server_helpers import live_server, sample_media, tiny_detector
+from server_helpers import FACE_VIDEO_FRAMES, face_media, live_server, sample_media, tiny_detector
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -73,15 +76,16 @@ def shot(page, tmp_path: Path, name: str) -> None:
 
 def test_page_analyses_an_image_and_a_video(setup, tmp_path):
     detector, media, settings = setup
-    expected_image = detector.analyze(media["image"])
-    expected_video = detector.analyze(media["video"], frames=FRAMES)
+    # the page asks for crop=auto: without a face, the whole frame is scored and flagged out of scope
+    expected_image = detector.analyze(media["image"], crop="auto")
+    expected_video = detector.analyze(media["video"], frames=FRAMES, crop="auto")
     app = create_app(SlowProgress(detector), settings)
     with live_server(app) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 1300})
             foreign: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith((url, "data:")) else foreign.append(r.url))
+            page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else foreign.append(r.url))
             page.set_default_timeout(20_000)
             page.goto(f"{url}/ui")
 
@@ -112,6 +116,8 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
                 assert width / track == pytest.approx(score, abs=0.01)
                 assert f"{score:.3f}" in bar.text_content()
             assert page.is_hidden("#timeline")
+            assert page.is_visible("#scope") and "no face" in page.text_content("#scope")  # out of scope, said so
+            assert page.query_selector_all("#image-overlay .face-box") == []
             shot(page, tmp_path, "ui-image")
 
             # A video: progress while it runs, then the chart with the threshold line.
@@ -174,7 +180,7 @@ def test_a_short_video_shows_moving_progress_and_a_clicked_point_shows_its_frame
     frames = 8
     old_batch, detector.batch_size = detector.batch_size, 16  # one batch: one progress report, at the end
     try:
-        expected = detector.analyze(media["video"], frames=frames)
+        expected = detector.analyze(media["video"], frames=frames, crop="auto")
         app = create_app(SlowProgress(detector, pause=1.5), settings)
         with live_server(app) as url, sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -237,7 +243,7 @@ def test_a_short_video_shows_moving_progress_and_a_clicked_point_shows_its_frame
                         for (let k = 0; k < px.length; k += 4) sum += px[k] + px[k + 1] + px[k + 2];
                         return [img.naturalWidth, img.naturalHeight, sum];
                     }"""))
-                assert [s[:2] for s in seen] == [[96, 64], [96, 64]]
+                assert [s[:2] for s in seen] == [[96, 64], [96, 64]]  # small frames are kept as they are
                 assert seen[0][2] != seen[1][2]  # two different frames
                 shot(page, tmp_path, "ui-short-video")
                 keep = Path("/tmp/mffmoe-ui-short-video.png")
@@ -246,6 +252,126 @@ def test_a_short_video_shows_moving_progress_and_a_clicked_point_shows_its_frame
                 browser.close()
     finally:
         detector.batch_size = old_batch
+
+
+def _boxes(page, overlay: str) -> list[dict]:
+    """Each face box drawn in `overlay`: its score, label and place relative to the picture under it."""
+    return page.evaluate("""(sel) => {
+        const overlay = document.querySelector(sel);
+        const pic = overlay.parentElement.querySelector('img').getBoundingClientRect();
+        return [...overlay.querySelectorAll('.face-box')].map((b) => {
+            const r = b.getBoundingClientRect();
+            return {score: parseFloat(b.dataset.score), label: b.textContent, cls: b.className,
+                    left: r.left - pic.left, top: r.top - pic.top, right: r.right - pic.left,
+                    bottom: r.bottom - pic.top, width: pic.width, height: pic.height};
+        });
+    }""", overlay)
+
+
+def _assert_boxes_match(boxes: list[dict], faces, dims: dict) -> None:
+    assert len(boxes) == len(faces) >= 1
+    for b, f in zip(boxes, faces, strict=True):
+        assert b["score"] == pytest.approx(f.score, abs=1e-9) and f"{f.score:.3f}" in b["label"]
+        assert ("fake" if f.prediction == "FAKE" else "real") in b["cls"].split()
+        sx, sy = b["width"] / dims["width"], b["height"] / dims["height"]  # the picture as displayed
+        x0, y0, x1, y1 = f.box
+        expected = [max(0, x0) * sx, max(0, y0) * sy, min(dims["width"], x1) * sx, min(dims["height"], y1) * sy]
+        got = [b["left"], b["top"], b["right"], b["bottom"]]
+        assert got == pytest.approx(expected, abs=1.5), (got, expected)
+
+
+def test_faces_boxes_the_switch_and_persons(setup, tmp_path):
+    detector, _, settings = setup
+    faces = face_media(tmp_path / "faces")
+    with_faces = detector.analyze(faces["faces"], crop="auto")
+    whole = detector.analyze(faces["faces"], crop="frame")
+    video = detector.analyze(faces["video"], frames=FACE_VIDEO_FRAMES, crop="auto")
+    assert with_faces.crop == "faces" and len(with_faces.faces) == 2 and video.persons
+    with live_server(create_app(detector, settings)) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1300})
+            foreign: list[str] = []
+            posts: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else foreign.append(r.url))
+            page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+            page.set_default_timeout(20_000)
+            page.goto(f"{url}/ui")
+            page.evaluate(f"() => sessionStorage.setItem('mffmoe.apiKey', {json.dumps(KEY)})")
+            page.reload()
+            page.wait_for_selector("#upload-panel:not([hidden])")
+            assert page.get_attribute("#crop-faces", "aria-pressed") == "true"  # faces (auto) by default
+
+            # An image with two faces: a box over each, coloured by its verdict, labelled with its score.
+            page.set_input_files("#file", str(faces["faces"]))
+            page.wait_for_selector("#result[data-crop='faces']:not([hidden])")
+            page.wait_for_selector("#image-view:not([hidden]) #image-overlay .face-box")
+            assert page.text_content("#verdict") == with_faces.prediction
+            assert f"P(fake) {with_faces.score:.3f}" in page.text_content("#score-line")
+            _assert_boxes_match(_boxes(page, "#image-overlay"), with_faces.faces, with_faces.dimensions)
+            items = page.query_selector_all("#face-list li")
+            assert [float(i.get_attribute("data-score")) for i in items] == \
+                pytest.approx([f.score for f in with_faces.faces], abs=1e-9)
+            assert page.text_content("#faces-title") == "Faces (2)" and page.is_hidden("#scope")
+            shot(page, tmp_path, "ui-faces")
+
+            # The switch: whole-frame results for the same file (analysed again), then faces again (kept).
+            page.click("#crop-frame")
+            page.wait_for_selector("#result[data-crop='frame']:not([hidden])")
+            assert page.get_attribute("#crop-frame", "aria-pressed") == "true"
+            assert f"P(fake) {whole.score:.3f}" in page.text_content("#score-line")
+            assert page.text_content("#verdict") == whole.prediction
+            assert page.query_selector_all("#image-overlay .face-box") == [] and page.is_hidden("#faces-panel")
+            assert page.is_visible("#image-view") and "scored: whole frame" in page.text_content("#meta")
+            assert len([u for u in posts if u.endswith("/jobs")]) == 2
+            page.click("#crop-faces")
+            page.wait_for_selector("#result[data-crop='faces']:not([hidden])")
+            page.wait_for_selector("#image-overlay .face-box")
+            assert f"P(fake) {with_faces.score:.3f}" in page.text_content("#score-line")
+            assert len(_boxes(page, "#image-overlay")) == 2
+            assert len([u for u in posts if u.endswith("/jobs")]) == 2  # shown from the page's copy
+
+            # A video with two people: a line per person, a legend with their faces and scores, and the
+            # boxes of the clicked frame's faces over it.
+            page.fill("#frames", str(FACE_VIDEO_FRAMES))
+            page.set_input_files("#file", str(faces["video"]))
+            page.wait_for_selector("#timeline:not([hidden])")
+            page.wait_for_selector("#result[data-crop='faces']:not([hidden])")
+            assert page.is_hidden("#image-view")
+            lines = page.query_selector_all("#chart path.person-line")
+            assert [int(e.get_attribute("data-person")) for e in lines] == [q.person for q in video.persons]
+            for line, person in zip(lines, video.persons, strict=True):
+                assert line.get_attribute("d").count("L") == len(person.timeline) - 1  # a point per sighting
+                dots = page.query_selector_all(f"#chart circle.person-pt[data-person='{person.person}']")
+                assert len(dots) == len(person.timeline)
+            assert len({e.get_attribute("stroke") for e in lines}) == len(lines)  # a colour each
+            legend = page.query_selector_all("#chart-legend li.person")
+            assert len(legend) == len(video.persons)
+            for li, person in zip(legend, video.persons, strict=True):
+                assert f"{person.score:.3f}" in li.text_content()
+                assert li.query_selector("img").get_attribute("src") == person.thumbnail
+            assert page.text_content("#faces-title") == f"Persons ({len(video.persons)})"
+            assert len(page.query_selector_all("#chart circle.pt")) == FACE_VIDEO_FRAMES  # the frame line stays
+            target = video.frame_predictions[1]  # before the two cross
+            # A person's point selects its frame (they lie over the frame line's: a frame's score is its
+            # highest face's); the last person's is drawn on top.
+            top = [q for q in video.persons if any(t.index == target.index for t in q.timeline)][-1]
+            page.click(f"#chart circle.person-pt[data-index='{target.index}'][data-person='{top.person}']")
+            page.wait_for_selector(f"#frame-image[data-frame='{target.frame_index}']:not([hidden])")
+            page.wait_for_function("document.querySelectorAll('#frame-overlay .face-box').length > 0")
+            _assert_boxes_match(_boxes(page, "#frame-overlay"), target.faces, video.dimensions)
+            assert all(f"P{f.person} {f.score:.3f}" in page.text_content("#frame-info") for f in target.faces)
+            shot(page, tmp_path, "ui-persons")
+
+            # In whole-frame mode the same video has the frame line only.
+            page.click("#crop-frame")
+            page.wait_for_selector("#result[data-crop='frame']:not([hidden])")
+            assert page.query_selector_all("#chart path.person-line") == [] and page.is_hidden("#chart-legend")
+            assert len(page.query_selector_all("#chart circle.pt")) == FACE_VIDEO_FRAMES
+            assert not foreign, foreign
+        finally:
+            browser.close()
+    assert not list(settings.upload_dir.glob("*"))
 
 
 def test_docs_page_asks_for_the_key_instead_of_failing(setup, tmp_path):

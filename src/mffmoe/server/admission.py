@@ -16,7 +16,7 @@ from mffmoe.errors import MFFMoEError
 from mffmoe.media.probe import probe_kind
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.jobs import Job, JobManager
-from mffmoe.server.models import JobRecord
+from mffmoe.server.models import CROP_MODES, JobRecord
 from mffmoe.server.uploads import RequestBody, receive_upload
 
 #: Names a request may use for the served model, after `_normalise_model`.
@@ -39,6 +39,16 @@ def frames_field(value: str | None, limit: int) -> int | None:
     return frames
 
 
+def crop_field(value: str | None, default: str | None) -> str | None:
+    """The `crop` form field: frame, faces or auto; missing or blank: `default` (the server's setting)."""
+    if value is None or value.strip() == "":
+        return default
+    crop = value.strip().lower()
+    if crop not in CROP_MODES:
+        raise ApiError(422, "unknown_crop", f"crop must be one of {', '.join(CROP_MODES)}; got {value!r}")
+    return crop
+
+
 async def accept(request: Request, jobs: JobManager, *, persist: bool) -> Job:
     """Receive the upload (refused at once when the queue is full), check the form and the media type,
     take a queue slot and queue the job. Raises ApiError, answered after the body is settled."""
@@ -56,6 +66,7 @@ async def _accept(request: Request, body: RequestBody, jobs: JobManager, *, pers
         upload = await receive_upload(body, request.headers.get("content-type", ""), upload_dir=settings.upload_dir)
     try:
         frames = frames_field(upload.fields.get("frames"), settings.max_frames)
+        crop = crop_field(upload.fields.get("crop"), settings.detector.crop) or jobs.detector.crop
         model = upload.fields.get("model") or served
         if _normalise_model(model) not in {_normalise_model(served), *MODEL_ALIASES}:
             raise ApiError(400, "unknown_model", f"model {model!r} is not served here; this server runs {served!r}")
@@ -63,7 +74,7 @@ async def _accept(request: Request, body: RequestBody, jobs: JobManager, *, pers
             kind = await anyio.to_thread.run_sync(probe_kind, upload.path)
         except MFFMoEError as e:
             raise from_mffmoe(e, {str(upload.path): upload.filename}) from None
-        record = JobRecord(filename=upload.filename, size=upload.size, frames=frames, model=served,
+        record = JobRecord(filename=upload.filename, size=upload.size, frames=frames, crop=crop, model=served,
                            media_id=upload.fields.get("mediaId"), user_id=upload.fields.get("userId"),
                            total=1 if kind.value == "image" else None)
         job = Job(record, upload, persist=persist, media_type=kind.value)

@@ -229,7 +229,8 @@ class JobManager:
             job.update(done=done, total=total)
 
         try:
-            result = self.detector.analyze(job.upload.path, frames=job.record.frames, progress=progress)
+            result = self.detector.analyze(job.upload.path, frames=job.record.frames, progress=progress,
+                                          crop=job.record.crop)
             envelope = {"success": True, "model_used": self.detector.model_name,
                         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
                         "data": result.model_dump(mode="json")}

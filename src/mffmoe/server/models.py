@@ -90,6 +90,8 @@ class JobRecord(BaseModel):
     user_id: str | None = None
     model: str | None = None
     frames: int | None = None
+    crop: str | None = Field(default=None, description="the crop mode asked for: frame, faces or auto "
+                             "(the result's `crop` says what was scored)")
     done: int = Field(default=0, exclude=True)          # served as progress
     total: int | None = Field(default=None, exclude=True)
     result: Annotated[dict[str, Any], DocumentedAs(AnalyzeResponse)] | None = Field(
@@ -118,6 +120,9 @@ class JobAccepted(BaseModel):
     links: dict[str, str]
 
 
+#: Values of the `crop` form field (the detector's crop modes).
+CROP_MODES = ("frame", "faces", "auto")
+
 #: The multipart form shared by /analyze and /jobs (parsed by hand, so declared here for the docs).
 UPLOAD_FORM: dict[str, Any] = {
     "requestBody": {
@@ -131,6 +136,15 @@ UPLOAD_FORM: dict[str, Any] = {
                 "mediaId": {"type": "string"},
                 "userId": {"type": "string"},
                 "frames": {"type": "integer", "minimum": 1, "description": "frames sampled per video"},
+                "crop": {"type": "string", "enum": list(CROP_MODES),
+                         "description": "what is scored: `frame`, the whole frame (the spec's input); "
+                                        "`faces`, each face found, cropped (the image's score is its "
+                                        "highest face's, a video's comes from the persons followed; with no "
+                                        "face the whole frame is scored and the result says `in_scope: "
+                                        "false`); `auto`, the same as faces. Missing: the server's "
+                                        "configured default (frame unless configured, so the host's "
+                                        "clients get the numbers they stored). Any other value: 422 "
+                                        "`unknown_crop`"},
             }}}},
     }
 }
@@ -139,6 +153,6 @@ UPLOAD_FORM: dict[str, Any] = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "empty upload or bad form", 401: "missing or wrong X-API-Key", 404: "unknown job",
             408: "upload too slow (timeout, idle or rate limit)", 413: "upload over --max-upload-mb",
-            415: "not an image or a video", 422: "undecodable media",
+            415: "not an image or a video", 422: "undecodable media, or an unknown crop mode",
             503: "queue full (see Retry-After)"}
     return {c: {"model": ErrorBody, "description": text.get(c, "")} for c in codes}

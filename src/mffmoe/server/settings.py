@@ -64,8 +64,12 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _nest_detector(cls, data: Any) -> Any:
         data = nest_detector_fields(data)
-        if isinstance(data, dict) and isinstance(data.get("detector"), dict):
-            data["detector"].setdefault("crop", "frame")  # the host's endpoint: frame unless configured
+        if isinstance(data, dict):  # the host's endpoint: frame unless configured
+            nested = data.get("detector")
+            if isinstance(nested, dict):
+                nested.setdefault("crop", "frame")
+            elif isinstance(nested, DetectorConfig) and "crop" not in nested.model_fields_set:
+                data["detector"] = nested.model_copy(update={"crop": "frame"})  # e.g. built by `mffmoe serve`
         return data
 
     @model_validator(mode="after")

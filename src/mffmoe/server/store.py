@@ -1,7 +1,8 @@
 """Job records in an embedded SQLite database, so finished results survive a restart.
 
 The table is derived from `JobRecord`: one column per field, typed from its annotation, models and
-dicts stored as JSON. One connection guarded by a lock (writes are few: one per state change); WAL so
+dicts stored as JSON; a column added to JobRecord since a database was made is added to it on
+opening. One connection guarded by a lock (writes are few: one per state change); WAL so
 readers never wait for a writer. Progress is kept in memory while a job runs and written with its
 final state.
 """
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from mffmoe.errors import ConfigError
 from mffmoe.server.models import ErrorDetail, JobRecord, JobStatus
 
 UNFINISHED = (JobStatus.queued.value, JobStatus.running.value)
@@ -70,6 +72,16 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A database written before a field was added to JobRecord gets its column (NULL in old rows)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, (sql, _) in _DEFS.items():
+            if name not in have:
+                if sql.endswith("NOT NULL"):
+                    raise ConfigError(f"{self.path}: the job table lacks the required column {name!r}")
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {sql}")
 
     def close(self) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ log = logging.getLogger("mffmoe.server")
 #: At most this many thumbnails per job (evenly spread over the sampled frames).
 MAX_PER_JOB = 200
 #: Longest side in pixels.
-SIZE = 160
+SIZE = 320
 QUALITY = 80
 
 

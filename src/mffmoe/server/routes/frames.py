@@ -15,7 +15,7 @@ router = APIRouter(prefix="/jobs", dependencies=[Depends(require_api_key)])
 
 @router.get("/{job_id}/frames/{frame_index}", summary="A small JPEG of one scored frame of a video job",
             response_class=FileResponse,
-            responses={200: {"content": {"image/jpeg": {}}, "description": "at most 160 px on its longest side"},
+            responses={200: {"content": {"image/jpeg": {}}, "description": "at most 320 px on its longest side"},
                        **error_responses(401, 404)})
 async def frame(job_id: str, frame_index: int, jobs: ManagerDep) -> FileResponse:
     if await anyio.to_thread.run_sync(jobs.get, job_id) is None:

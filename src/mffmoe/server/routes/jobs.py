@@ -33,7 +33,7 @@ def _find(jobs: JobManager, job_id: str) -> JobRecord:
 
 @router.post("", status_code=202, summary="Queue an analysis; returns a job id at once",
              response_model=JobAccepted, openapi_extra=UPLOAD_FORM,
-             responses=error_responses(400, 401, 408, 413, 415, 503))
+             responses=error_responses(400, 401, 408, 413, 415, 422, 503))
 async def create_job(request: Request, jobs: ManagerDep) -> JSONResponse:
     job = await accept(request, jobs, persist=True)
     links = {"self": f"/jobs/{job.id}", "events": f"/jobs/{job.id}/events"}

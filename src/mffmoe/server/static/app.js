@@ -78,16 +78,19 @@ $("key-form").addEventListener("submit", (ev) => {
 $("forget-key").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); location.reload(); });
 
 // -- upload ---------------------------------------------------------------------------------------
-function upload(file) {
+function upload(file, crop, isCurrent) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
     form.append("media", file, file.name);
+    form.append("crop", crop);
     const frames = parseInt($("frames").value, 10);
     if (frames > 0) form.append("frames", String(frames));
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/jobs");
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
-    xhr.upload.onprogress = (e) => { if (e.lengthComputable) setStatus(`Uploading ${file.name}… ${pct(e.loaded / e.total)}`, e.loaded, e.total); };
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable && isCurrent()) setStatus(`Uploading ${file.name}… ${pct(e.loaded / e.total)}`, e.loaded, e.total);
+    };
     xhr.onload = () => {
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
@@ -128,31 +131,83 @@ async function follow(jobId, onEvent) {
   }
 }
 
-async function analyse(file) {
+// -- what is analysed, and in which mode --------------------------------------------------------
+// The switch chooses what is scored: "auto" (faces where found, else the whole frame, flagged) or
+// "frame". Switching re-analyses the same file in the other mode, once: each mode's result (for the
+// frame count asked) is kept for the file shown, so switching back shows it at once. A new file starts
+// with no results.
+const CROP_NAMES = { auto: "faces", frame: "whole frame" };
+const current = { file: null, crop: "auto", results: {}, pending: {}, token: 0, imageUrl: null };
+
+function setCrop(crop) {
+  current.crop = crop;
+  for (const b of document.querySelectorAll("#crop-switch button")) {
+    b.setAttribute("aria-pressed", String(b.dataset.crop === crop));
+  }
+}
+
+function analyse(file) {
+  current.file = file;
+  current.results = {};
+  current.pending = {};
+  if (current.imageUrl) URL.revokeObjectURL(current.imageUrl);
+  current.imageUrl = null;  // made when an image result is shown (the server judges the type by content)
+  return run(current.crop);
+}
+
+async function run(crop) {
+  const token = ++current.token;
+  const file = current.file;
+  const isCurrent = () => token === current.token;
+  const key = `${crop}/${$("frames").value}`;  // a result holds for its mode and frame count
+  stopClock();
   show("error", false);
   show("result", false);
+  const cached = current.results[key];
+  if (cached) { show("status-panel", false); render(cached.envelope, cached.jobId); return; }
   try {
-    const accepted = await upload(file);
-    setStatus("Queued…");
-    let final = null;
-    await follow(accepted.job_id, (event, job) => {
-      const p = job.progress;
-      if (job.status === "queued") setStatus("Queued…");
-      else if (job.status === "running") {
-        startClock();
-        if (p.total && p.total > 1) setStatus(`Analysing frames: ${p.done} / ${p.total}`, p.done, p.total);
-        else setStatus("Analysing…");
-      }
-      if (["done", "failed", "cancelled"].includes(event)) final = job;
-    });
-    stopClock();
-    if (!final) throw new Error("The progress stream ended early.");
-    if (final.status !== "done") throw new Error(final.error ? final.error.message : `job ${final.status}`);
+    // A run of this file in this mode may be under way already (switched away and back): wait for it.
+    // Its progress shows while this file and mode are selected.
+    if (!current.pending[key]) current.pending[key] = job(file, crop, () => file === current.file && crop === current.crop);
+    else setStatus(`Analysing (${CROP_NAMES[crop]})…`);
+    const done = await current.pending[key];
+    if (file === current.file) current.results[key] = done;
+    if (!isCurrent()) return;
     show("status-panel", false);
-    render(final.result, final.job_id);
+    render(done.envelope, done.jobId);
   } catch (e) {
-    showError(e.message);
+    if (file === current.file) delete current.pending[key];
+    if (isCurrent()) showError(e.message);
   }
+}
+
+async function job(file, crop, isCurrent) {
+  const accepted = await upload(file, crop, isCurrent);
+  if (isCurrent()) setStatus("Queued…");
+  let final = null;
+  await follow(accepted.job_id, (event, job) => {
+    const p = job.progress;
+    if (["done", "failed", "cancelled"].includes(event)) final = job;
+    if (!isCurrent()) return;
+    if (job.status === "queued") setStatus("Queued…");
+    else if (job.status === "running") {
+      startClock();
+      if (p.total && p.total > 1) setStatus(`Analysing frames: ${p.done} / ${p.total}`, p.done, p.total);
+      else setStatus(`Analysing (${CROP_NAMES[crop]})…`);
+    }
+  });
+  if (isCurrent()) stopClock();
+  if (!final) throw new Error("The progress stream ended early.");
+  if (final.status !== "done") throw new Error(final.error ? final.error.message : `job ${final.status}`);
+  return { envelope: final.result, jobId: final.job_id };
+}
+
+for (const b of document.querySelectorAll("#crop-switch button")) {
+  b.addEventListener("click", () => {
+    if (b.dataset.crop === current.crop) return;
+    setCrop(b.dataset.crop);
+    if (current.file) run(current.crop);
+  });
 }
 
 const drop = $("drop");
@@ -181,17 +236,135 @@ function render(envelope, jobId) {
     parts.push(`${r.frames_analyzed} frames analysed` + (r.frames_failed ? ` (${r.frames_failed} failed)` : ""));
     if (r.duration) parts.push(`${fmt(r.duration, 2)} s`);
   }
+  parts.push(scoredWhat(r));
   parts.push(`processed in ${fmt(r.processing_time, 2)} s`, `model ${envelope.model_used}`);
   $("meta").textContent = parts.filter(Boolean).join(" · ");
+  $("result").dataset.crop = r.crop || "frame";
+  // No face found (faces mode): the whole frame was scored, outside what the model was trained on.
+  const outOfScope = r.in_scope === false;
+  $("scope-text").textContent = r.note || "no face was found, so the whole frame was scored.";
+  show("scope", outOfScope);
   $("note").textContent = r.note || "";
-  show("note", !!r.note);
+  show("note", !!r.note && !outOfScope);
   renderExperts(r.expert_scores, r.threshold);
   $("raw").textContent = JSON.stringify(envelope, null, 2);
   const isVideo = r.media_type === "video";
   show("timeline", isVideo);
   show("result", true);
-  if (isVideo) renderChart(r.frame_predictions, r.threshold, r.duration, jobId);
+  renderImage(isVideo ? null : r);
+  renderFaceList(r);
+  if (isVideo) renderChart(r, jobId);
 }
+
+function scoredWhat(r) {
+  if (r.crop !== "faces") return r.in_scope === false ? "scored: whole frame (no face found)" : "scored: whole frame";
+  if (r.media_type === "video") return `scored: faces (${(r.persons || []).length} person(s))`;
+  return `scored: faces (${(r.faces || []).length})`;
+}
+
+// -- faces: boxes over a picture, and the list -------------------------------------------------------
+// Boxes are placed in percent of the analysed picture's size (the result's `dimensions`) inside a box
+// that wraps the <img> exactly, so they follow the picture at any displayed size.
+function drawBoxes(overlay, faces, dims, labelOf) {
+  overlay.textContent = "";
+  if (!faces || !dims || !dims.width || !dims.height) return;
+  faces.forEach((f, i) => {
+    const [x0, y0, x1, y1] = f.box.map(Number);
+    const l = Math.max(0, x0), t = Math.max(0, y0);
+    const r = Math.min(dims.width, x1), b = Math.min(dims.height, y1);
+    if (r <= l || b <= t) return;
+    const box = document.createElement("div");
+    box.className = `face-box ${f.prediction === "FAKE" ? "fake" : "real"}`;
+    box.style.left = `${(100 * l / dims.width).toFixed(3)}%`;
+    box.style.top = `${(100 * t / dims.height).toFixed(3)}%`;
+    box.style.width = `${(100 * (r - l) / dims.width).toFixed(3)}%`;
+    box.style.height = `${(100 * (b - t) / dims.height).toFixed(3)}%`;
+    box.dataset.score = String(f.score);
+    box.dataset.index = String(i);
+    if (f.person !== null && f.person !== undefined) box.dataset.person = String(f.person);
+    const label = document.createElement("span");
+    label.className = "face-label";
+    label.textContent = `${labelOf(f, i)} ${fmt(f.score)}`;
+    box.title = `${labelOf(f, i)}: P(fake) ${fmt(f.score)}, ${f.prediction} (face detector ${fmt(f.detector_score, 2)})`;
+    box.append(label);
+    overlay.append(box);
+  });
+}
+
+// Persons are named by their id, as the result (and its note) numbers them.
+function personName(id) { return `Person ${id}`; }
+function faceName(face, i) {
+  return face.person !== null && face.person !== undefined ? `P${face.person}` : `Face ${i + 1}`;
+}
+
+function renderImage(r) {
+  const img = $("media-image");
+  $("image-overlay").textContent = "";
+  if (!r || !current.file) { show("image-view", false); return; }
+  if (!current.imageUrl) current.imageUrl = URL.createObjectURL(current.file);
+  const draw = () => { show("image-view", true); drawBoxes($("image-overlay"), r.faces, r.dimensions, faceName); };
+  img.onerror = () => show("image-view", false);  // a type the browser cannot show (the result stands)
+  if (img.getAttribute("src") === current.imageUrl && img.complete && img.naturalWidth) {
+    img.onload = null;
+    draw();
+  } else {
+    img.onload = draw;
+    img.src = current.imageUrl;
+  }
+}
+
+function listItem(list, cls, name, score, prediction, extra) {
+  const li = document.createElement("li");
+  li.className = `face-item ${cls}`;
+  li.dataset.score = String(score);
+  const n = document.createElement("span");
+  n.className = "face-name";
+  n.textContent = name;
+  const v = document.createElement("span");
+  v.className = `face-score ${prediction === "FAKE" ? "fake" : "real"}`;
+  v.textContent = `${fmt(score)} ${prediction}`;
+  li.append(n, v);
+  if (extra) {
+    const x = document.createElement("span");
+    x.className = "muted small";
+    x.textContent = extra;
+    li.append(x);
+  }
+  list.append(li);
+  return li;
+}
+
+function renderFaceList(r) {
+  const list = $("face-list");
+  list.textContent = "";
+  const persons = r.media_type === "video" ? r.persons : null;
+  const faces = r.media_type === "image" ? r.faces : null;
+  if (r.crop !== "faces" || !(persons || faces)) { show("faces-panel", false); return; }
+  $("faces-title").textContent = persons ? `Persons (${persons.length})` : `Faces (${faces.length})`;
+  if (faces) {
+    faces.forEach((f, i) => {
+      const [x0, y0, x1, y1] = f.box;
+      listItem(list, "face", `Face ${i + 1}`, f.score, f.prediction,
+        `${Math.round(x1 - x0)}×${Math.round(y1 - y0)} px at (${Math.round(x0)}, ${Math.round(y0)})`);
+    });
+  } else {
+    persons.forEach((p, k) => {
+      const li = listItem(list, "person", personName(p.person), p.score, p.prediction,
+        `seen in ${p.frames} frame(s)` + (p.counted ? "" : " · too few frames to count"));
+      li.dataset.person = String(p.person);
+      const thumb = document.createElement("img");
+      thumb.className = "face-thumb";
+      thumb.alt = personName(p.person);
+      thumb.src = p.thumbnail;
+      thumb.style.borderColor = personColour(k);
+      li.prepend(thumb);
+    });
+  }
+  show("faces-panel", true);
+}
+
+const PERSON_COLOURS = ["#7b1fa2", "#ef6c00", "#00838f", "#ad1457", "#5d4037", "#283593", "#9e9d24", "#00695c"];
+function personColour(k) { return PERSON_COLOURS[k % PERSON_COLOURS.length]; }
 
 function renderExperts(scores, threshold) {
   const box = $("experts");
@@ -247,7 +420,7 @@ function dataUrl(blob) {
   });
 }
 
-async function showFrame(jobId, f) {
+async function showFrame(jobId, f, dims) {
   const img = $("frame-image");
   const want = `${jobId}/${f.frame_index}`;
   img.dataset.want = want;
@@ -266,15 +439,23 @@ async function showFrame(jobId, f) {
     img.removeAttribute("src");
     delete img.dataset.frame;
   }
+  // This frame's faces (faces mode) over its picture: the thumbnail keeps the frame's proportions.
+  drawBoxes($("frame-overlay"), src ? f.faces : null, dims, faceName);
+  show("frame-box", !!src);
   show("frame-image", !!src);
   show("frame-missing", !src);
 }
 
-function renderChart(frames, threshold, duration, jobId) {
+function renderChart(r, jobId) {
+  const frames = r.frame_predictions, threshold = r.threshold, duration = r.duration;
+  const persons = r.crop === "faces" && r.persons ? r.persons : [];
   const svg = $("chart");
   svg.textContent = "";
+  svg.classList.toggle("with-persons", persons.length > 0);
+  show("frame-box", false);
   show("frame-image", false);
   show("frame-missing", false);
+  $("frame-overlay").textContent = "";
   // T leaves room above the plot for the threshold's legend, so it never covers a point.
   const W = 760, H = 270, L = 44, R = 16, T = 26, B = 34;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -297,10 +478,29 @@ function renderChart(frames, threshold, duration, jobId) {
   const legend = W - R - 92;
   svg.append(el("line", { class: "threshold", x1: legend, x2: legend + 20, y1: 10, y2: 10 }));
   svg.append(el("text", { class: "threshold-label", x: legend + 26, y: 14 }, `threshold ${threshold.toFixed(2)}`));
-  const d = frames.map((f, i) => `${i ? "L" : "M"}${x(f.timestamp).toFixed(1)},${y(f.score).toFixed(1)}`).join(" ");
-  svg.append(el("path", { class: "curve", d }));
+  const path = (points) => points.map((p, i) => `${i ? "L" : "M"}${x(p.timestamp).toFixed(1)},${y(p.score).toFixed(1)}`).join(" ");
+  // The frame line: the whole frame's score (frame mode), or each frame's highest face (faces mode,
+  // drawn faint under the persons' lines).
+  svg.append(el("path", { class: "curve", d: path(frames) }));
   const cursor = el("line", { class: "cursor", x1: 0, x2: 0, y1: T, y2: H - B, visibility: "hidden" });
   svg.append(cursor);
+  const byIndex = new Map(frames.map((f) => [f.index, f]));
+  const select = (f) => {
+    svg.querySelectorAll(".selected").forEach((p) => p.classList.remove("selected"));
+    svg.querySelectorAll(`circle[data-index="${f.index}"]`).forEach((p) => p.classList.add("selected"));
+    cursor.setAttribute("x1", x(f.timestamp));
+    cursor.setAttribute("x2", x(f.timestamp));
+    cursor.setAttribute("visibility", "visible");
+    let text = `Frame ${f.frame_index} at ${fmt(f.timestamp, 2)} s ` +
+      `(sample ${f.index + 1} of ${frames.length}): P(fake) ${fmt(f.score)}, ${f.prediction}`;
+    if (f.faces) {
+      text += f.faces.length
+        ? ` · ${f.faces.map((face, i) => `${faceName(face, i)} ${fmt(face.score)}`).join(", ")}`
+        : " · no face in this frame";
+    }
+    $("frame-info").textContent = text;
+    if (jobId) showFrame(jobId, f, r.dimensions);
+  };
   const radius = frames.length > 150 ? 2.5 : 4.5;
   frames.forEach((f) => {
     const pt = el("circle", {
@@ -308,19 +508,66 @@ function renderChart(frames, threshold, duration, jobId) {
       "data-index": f.index, "data-time": f.timestamp,
     });
     pt.append(el("title", {}, `${fmt(f.timestamp, 2)} s: ${fmt(f.score)}`));
-    pt.addEventListener("click", () => {
-      svg.querySelectorAll(".pt.selected").forEach((p) => p.classList.remove("selected"));
-      pt.classList.add("selected");
-      cursor.setAttribute("x1", x(f.timestamp));
-      cursor.setAttribute("x2", x(f.timestamp));
-      cursor.setAttribute("visibility", "visible");
-      $("frame-info").textContent = `Frame ${f.frame_index} at ${fmt(f.timestamp, 2)} s ` +
-        `(sample ${f.index + 1} of ${frames.length}): P(fake) ${fmt(f.score)}, ${f.prediction}`;
-      if (jobId) showFrame(jobId, f);
-    });
+    pt.addEventListener("click", () => select(f));
     svg.append(pt);
   });
+  // One line per person, from its timeline; its points select their frame too.
+  persons.forEach((p, k) => {
+    const colour = personColour(k);
+    const line = el("path", { class: "person-line", d: path(p.timeline), "data-person": p.person, stroke: colour });
+    line.append(el("title", {}, `${personName(p.person)}: P(fake) ${fmt(p.score)}`));
+    svg.append(line);
+    p.timeline.forEach((tp) => {
+      const dot = el("circle", {
+        class: "person-pt", cx: x(tp.timestamp), cy: y(tp.score), r: Math.max(2, radius - 1.5),
+        fill: colour, "data-person": p.person, "data-index": tp.index,
+      });
+      dot.append(el("title", {}, `${personName(p.person)} at ${fmt(tp.timestamp, 2)} s: ${fmt(tp.score)}`));
+      const f = byIndex.get(tp.index);
+      if (f) dot.addEventListener("click", () => select(f));
+      svg.append(dot);
+    });
+  });
+  renderLegend(persons);
   $("frame-info").textContent = "Click a point to see that frame.";
+}
+
+// Below the chart in faces mode: each person's line colour, face, score and verdict.
+function renderLegend(persons) {
+  const box = $("chart-legend");
+  box.textContent = "";
+  if (!persons.length) { show("chart-legend", false); return; }
+  const entry = (cls, colour, label, thumb) => {
+    const li = document.createElement("li");
+    li.className = `legend-item ${cls}`;
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    if (colour) sw.style.background = colour;
+    li.append(sw);
+    if (thumb) {
+      const img = document.createElement("img");
+      img.className = "legend-thumb";
+      img.src = thumb;
+      img.alt = label;
+      li.append(img);
+    }
+    const text = document.createElement("span");
+    text.textContent = label;
+    li.append(text);
+    box.append(li);
+    return li;
+  };
+  persons.forEach((p, k) => {
+    const li = entry("person", personColour(k), personName(p.person), p.thumbnail);
+    li.dataset.person = String(p.person);
+    li.dataset.score = String(p.score);
+    const v = document.createElement("span");
+    v.className = `face-score ${p.prediction === "FAKE" ? "fake" : "real"}`;
+    v.textContent = `${fmt(p.score)} ${p.prediction}`;
+    li.append(v);
+  });
+  entry("frame", null, "each frame's highest face", null);
+  show("chart-legend", true);
 }
 
 connect();
