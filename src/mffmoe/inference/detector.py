@@ -34,7 +34,6 @@ from mffmoe.engine import create_engine
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
 from mffmoe.errors import ConfigError, MFFMoEError
-from mffmoe.faces.detectors import create_detector
 from mffmoe.faces.finder import FaceFinder, FaceInput
 from mffmoe.inference.assemble import (
     NO_FACE_NOTE,
@@ -101,8 +100,8 @@ class Detector:
         crop = c.crop or trained_crop(info)
 
         def finder() -> FaceFinder:
-            return FaceFinder(create_detector(c.face_detector, min_face=c.min_face), margin=c.face_margin,
-                              align=c.align, min_face=c.min_face, max_faces=c.max_faces)
+            return FaceFinder(c.face_detector, margin=c.face_margin, align=c.align, min_face=c.min_face,
+                              max_faces=c.max_faces)
         engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
         return cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
                    pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,

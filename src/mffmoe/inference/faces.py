@@ -36,7 +36,9 @@ PERSON_FRAMES = 3
 
 
 @dataclass
-class _Sampled:
+class SampledFrame:
+    """A sampled video frame in faces mode: its kept faces (with appearance, for tracking), or its whole
+    frame when it has none."""
     frame_index: int
     timestamp: float
     faces: list[FaceInput]
@@ -55,7 +57,7 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
                       progress: Callable[[int, int], None] | None, start: float) -> VideoAnalysisResult:
     rows: dict[tuple[int, int], np.ndarray] = {}   # (frame_index, face number or -1 for the frame) -> [E]
     queue: list[tuple[tuple[int, int], torch.Tensor]] = []
-    sampled: dict[int, _Sampled] = {}
+    sampled: dict[int, SampledFrame] = {}
     failures: dict[int, FrameFailure] = {}
 
     def run() -> None:
@@ -66,15 +68,15 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
             planned = item.planned
             progress(sum(1 for i in planned if i in sampled or i in failures), len(planned))
 
-    def samples() -> Iterator[_Sampled]:
+    def samples() -> Iterator[SampledFrame]:
         for s in item.samples():
             if s.image is None:
-                yield _Sampled(s.frame_index, s.timestamp, [], [], None, s.error or "frame not decoded")
+                yield SampledFrame(s.frame_index, s.timestamp, [], [], None, s.error or "frame not decoded")
                 continue
             faces = finder.find(s.image, input_size)
             looks = [appearance(f.crop.pixels) for f in faces]
             frame = None if faces else preprocess(s.image, input_size)
-            yield _Sampled(s.frame_index, s.timestamp, faces, looks, frame)
+            yield SampledFrame(s.frame_index, s.timestamp, faces, looks, frame)
 
     planned = len(item.planned)  # a short video is scored in SHORT_VIDEO_STEPS steps, so its progress moves
     step = batch_size if planned > batch_size else max(1, -(-planned // SHORT_VIDEO_STEPS))
@@ -95,13 +97,22 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
                 queued_frames = 0
         if queue:
             run()
-    summary = item.summary
+    return faces_video_result(item.path, item.summary, sampled, rows, failures, start, pool=pool,
+                              threshold=threshold, untrained=untrained, model_name=model_name)
+
+
+def faces_video_result(path: str, summary: Any, sampled: dict[int, SampledFrame],
+                       rows: dict[tuple[int, int], np.ndarray], failures: dict[int, FrameFailure], start: float, *,
+                       pool: Pooling, threshold: float, untrained: bool, model_name: str) -> VideoAnalysisResult:
+    """A faces-mode video's result from its scored samples (`rows`: (frame index, face number, or -1 for
+    the whole frame) -> experts): persons when any frame has a face, else the frames, flagged out of scope.
+    Scans build their video results with it too."""
     kept = [i for i in summary.indices if i in sampled]
     common = _Common(pool, threshold, untrained, model_name)
     if not any(sampled[i].faces for i in kept):  # frame mode, flagged
         frames = {i: ScoredFrame(i, sampled[i].timestamp, rows[(i, -1)]) for i in kept}
-        return out_of_scope(common.video_result(item.path, summary, frames, failures, start))
-    return _persons_result(item.path, summary, kept, sampled, rows, failures, start, common)
+        return out_of_scope(common.video_result(path, summary, frames, failures, start))
+    return _persons_result(path, summary, kept, sampled, rows, failures, start, common)
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,7 @@ class _Common:
                             threshold=self.threshold, untrained=self.untrained, model_name=self.model_name)
 
 
-def _persons_result(path: str, summary: Any, kept: list[int], sampled: dict[int, _Sampled],
+def _persons_result(path: str, summary: Any, kept: list[int], sampled: dict[int, SampledFrame],
                     rows: dict[tuple[int, int], np.ndarray], failures: dict[int, FrameFailure], start: float,
                     common: _Common) -> VideoAnalysisResult:
     threshold, pool = common.threshold, common.pool
@@ -156,7 +167,7 @@ def _persons_result(path: str, summary: Any, kept: list[int], sampled: dict[int,
     })
 
 
-def _persons(keys: Sequence[tuple[int, int]], person_of: dict[tuple[int, int], int], sampled: dict[int, _Sampled],
+def _persons(keys: Sequence[tuple[int, int]], person_of: dict[tuple[int, int], int], sampled: dict[int, SampledFrame],
              rows: dict[tuple[int, int], np.ndarray], per_frame: dict[int, list[Any]], position: dict[int, int],
              pool: Pooling, threshold: float, frames_with_faces: int) -> list[PersonResult]:
     need = min_person_frames(frames_with_faces)

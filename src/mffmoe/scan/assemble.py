@@ -32,7 +32,7 @@ from mffmoe.inference.detector import Detector
 
 # The end of `score_video_faces` (persons from the sampled frames' faces): private there, used here so a
 # scan's video equals analyze's. A public helper there (the tail of score_video_faces) would replace them.
-from mffmoe.inference.faces import _Common, _persons_result, _Sampled
+from mffmoe.inference.faces import SampledFrame, faces_video_result
 from mffmoe.media.video import VideoSummary
 from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure
@@ -52,7 +52,7 @@ class Finished:
 @dataclass
 class _Video:
     scored: dict[int, ScoredFrame] = field(default_factory=dict)          # frame mode
-    sampled: dict[int, _Sampled] = field(default_factory=dict)            # faces mode
+    sampled: dict[int, SampledFrame] = field(default_factory=dict)            # faces mode
     rows: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # faces mode: (frame, face or -1)
     failures: dict[int, FrameFailure] = field(default_factory=dict)
     end: dict[str, Any] | None = None
@@ -179,7 +179,7 @@ class Assembler:
             return
         faces = faces_of(m["faces"], part.thumbs)
         looks = [np.asarray(f["look"], dtype=np.float64) for f in m["faces"]]
-        video.sampled[i] = _Sampled(i, m["timestamp"], faces, looks, None)
+        video.sampled[i] = SampledFrame(i, m["timestamp"], faces, looks, None)
         if faces:
             video.rows.update(((i, n), experts[n]) for n in range(len(faces)))
         else:
@@ -191,18 +191,13 @@ class Assembler:
         if "error" in end:
             return ErrorInfo(**end["error"])
         summary = VideoSummary.from_dict(end["summary"])
-        common = _Common(self.pooling, self.threshold, self.untrained, self.model_name)
         start = time.perf_counter() - video.seconds  # results take their time as `now - start`
         try:
             if not self.faces:
                 return video_result(path, summary, video.scored, video.failures, video.seconds, pooling=self.pooling,
                                     threshold=self.threshold, untrained=self.untrained, model_name=self.model_name)
-            # as score_video_faces ends
-            kept = [i for i in summary.indices if i in video.sampled]
-            sampled, rows = video.sampled, video.rows
-            if not any(sampled[i].faces for i in kept):  # frame mode, flagged
-                frames = {i: ScoredFrame(i, sampled[i].timestamp, rows[(i, -1)]) for i in kept}
-                return out_of_scope(common.video_result(path, summary, frames, video.failures, start))
-            return _persons_result(path, summary, kept, sampled, rows, video.failures, start, common)
+            return faces_video_result(path, summary, video.sampled, video.rows, video.failures, start,
+                                      pool=self.pooling, threshold=self.threshold, untrained=self.untrained,
+                                      model_name=self.model_name)
         except MFFMoEError as e:
             return ErrorInfo.of(e)

@@ -31,7 +31,6 @@ from mffmoe.config import (
     DetectorConfig,
 )
 from mffmoe.errors import ErrorInfo, MFFMoEError, VideoDecodeError
-from mffmoe.faces.detectors import create_detector
 from mffmoe.faces.finder import THUMBNAIL, FaceFinder, FaceInput
 from mffmoe.faces.tracks import appearance
 from mffmoe.media.preprocess import preprocess
@@ -103,9 +102,8 @@ def finder_for(cfg: DecodeConfig) -> FaceFinder | None:
     with _FINDERS_LOCK:
         finder = _FINDERS.get(key)
         if finder is None:
-            finder = _FINDERS[key] = FaceFinder(create_detector(cfg.face_detector, min_face=cfg.min_face),
-                                                margin=cfg.face_margin, align=cfg.align, min_face=cfg.min_face,
-                                                max_faces=cfg.max_faces)
+            finder = _FINDERS[key] = FaceFinder(cfg.face_detector, margin=cfg.face_margin, align=cfg.align,
+                                                min_face=cfg.min_face, max_faces=cfg.max_faces)
         return finder
 
 
