@@ -16,6 +16,7 @@ from mffmoe.cli.options import (
     EngineOpt,
     FramesOpt,
     MaxPixelsOpt,
+    MinFaceOpt,
     PoolingOpt,
     ThresholdOpt,
     UntrainedOpt,
@@ -27,6 +28,7 @@ from mffmoe.config import (
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
     DEFAULT_FRAMES,
+    DEFAULT_MIN_FACE,
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
@@ -66,6 +68,11 @@ def serve(
     max_pixels: MaxPixelsOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
+    crop: Annotated[str, typer.Option(
+        "--crop", metavar="[frame|faces|auto]",
+        help="What a request without a crop field gets: frame (the host's numbers, default), faces or auto. "
+             "The web page always asks for what its switch shows.")] = "frame",
+    min_face: MinFaceOpt = DEFAULT_MIN_FACE,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the detector over HTTP: /analyze (host-compatible), /jobs, /ui web page, /docs.
@@ -85,7 +92,7 @@ def serve(
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
                                     frames=frames, pooling=pooling, early_exit=early_exit,
-                                    max_image_pixels=max_pixels),
+                                    max_image_pixels=max_pixels, crop=crop, min_face=min_face),
             max_upload_mb=max_upload_mb, max_frames=max_frames, queue_size=queue_size, workers=workers,
             job_ttl_hours=job_ttl_hours, **storage)
         check_options(settings.detector.engine, settings.detector.device)  # before the model loads
