@@ -96,7 +96,9 @@ def test_init_starts_from_raw_weights_and_ema_state(data, tmp_path):
             "--workers", 0, "--device", "cpu")
     steps = read_log(out)[-1]["step"]
     pth, state = _tensors(out)
-    assert json.loads((out / "mffmoe.json").read_text())["roster"] == list(TINY_ROSTER)
+    manifest = json.loads((out / "mffmoe.json").read_text())
+    assert manifest["roster"] == list(TINY_ROSTER)
+    assert manifest["crop"] == "auto"  # --init's trained mode (no manifest crop: the official weights', auto)
     raw = {k: v for k, v in init_pth.items() if not k.startswith(("ema_list", "ema_state"))}
     for k, v in raw.items():
         if v.is_floating_point() and "running_" not in k:  # BatchNorm statistics do move in training

@@ -151,3 +151,85 @@ def test_load_unfolded_without_state_needs_permission(tmp_path):
         load_unfolded(tmp_path)
     _, emas, info = load_unfolded(tmp_path, allow_missing_ema=True)
     assert emas is None and not info.ema
+
+
+# --- face crops (--crop faces|auto) ----------------------------------------------------------------
+class _CountingDetector:
+    """A stand-in face detector: one face at a fixed place in images at least 48 px wide, none in smaller
+    ones; counts its calls."""
+
+    calls = 0
+
+    def detect(self, rgb):
+        from mffmoe.faces.base import Face
+        type(self).calls += 1
+        return [Face((8.0, 8.0, 40.0, 40.0), 0.9)] if rgb.shape[1] >= 48 else []
+
+    def close(self):
+        pass
+
+
+def test_face_samples_are_cached_crops_and_frames_without_faces_stay_whole(tmp_path):
+    from mffmoe.faces.base import Face
+    from mffmoe.faces.crops import crop_face
+    from mffmoe.faces.finder import FaceFinder
+    from mffmoe.media.image import load_image
+    from mffmoe.testing.media import make_image
+    from mffmoe.testing.planted import synth_frame, write_video
+    from mffmoe.train.data import FaceCropping, prepare_samples
+
+    big = make_image(tmp_path / "big.png", 64, 64, seed=1)
+    small = make_image(tmp_path / "small.png", 32, 32, seed=2)
+    rng = np.random.default_rng(0)
+    video = write_video(tmp_path / "v.mp4", [synth_frame(rng, 64, 64, True, t=t) for t in range(6)])
+    items = [LabeledPath(str(big), 1), LabeledPath(str(small), 0), LabeledPath(str(video), 1)]
+    finder = FaceFinder(_CountingDetector(), margin=1.3)  # type: ignore[arg-type]
+    faces = FaceCropping(finder, tmp_path / "faces")
+    samples, failures = prepare_samples(items, 3, tmp_path / "frames", workers=2, faces=faces)
+    assert failures == [] and _CountingDetector.calls == 1 + 1 + 3
+    by_group = {}
+    for s in samples:
+        by_group.setdefault(s.group, []).append(s)
+    (b,), (w,) = by_group[str(big)], by_group[str(small)]
+    assert b.face == 0 and b.source.startswith(str(tmp_path / "faces")) and b.label == 1
+    face = Face((8.0, 8.0, 40.0, 40.0), 0.9)
+    assert np.array_equal(np.asarray(Image.open(b.source)), crop_face(np.asarray(load_image(big)), face, 1.3).pixels)
+    assert (w.source, w.face) == (str(small), None)  # no face: the whole frame, as inference scores it
+    v = by_group[str(video)]
+    assert [s.face for s in v] == [0, 0, 0] and len({s.frame_index for s in v}) == 3
+    # found once: a second preparation reads the cached crops
+    again, _ = prepare_samples(items, 3, tmp_path / "frames", workers=1, faces=faces)
+    assert again == samples and _CountingDetector.calls == 5
+
+
+def test_validation_pools_the_faces_of_a_frame_by_their_highest_score():
+    from mffmoe.train.trainer import _pool_faces
+    labels, groups = np.array([1, 1, 1, 0]), np.array(["a", "a", "a", "b"])
+    frames = np.array([-1, -1, 5, -1])
+    probs = np.array([[0.2, 0.9], [0.7, 0.1], [0.4, 0.4], [0.3, 0.3]])
+    lab, grp, pooled = _pool_faces(labels, groups, frames, probs)
+    rows = {(g, tuple(p)) for g, p in zip(grp, pooled, strict=True)}
+    assert rows == {("a", (0.7, 0.9)), ("a", (0.4, 0.4)), ("b", (0.3, 0.3))} and sorted(lab) == [0, 1, 1]
+
+
+def test_the_crop_mode_defaults_to_the_inits_and_is_checked_in_the_manifest(tmp_path):
+    import json
+
+    from mffmoe.errors import CheckpointFormatError
+    from mffmoe.model.checkpoint import read_info, trained_face_options
+    from mffmoe.train.trainer import resolve_config
+    init = make_random_checkpoint(tmp_path / "init", TINY_ROSTER, 32)
+    base = {"data": str(tmp_path), "experts": list(TINY_ROSTER)}
+    assert resolve_config({**base, "out": str(tmp_path / "a")}, resume=False).crop == "frame"
+    assert resolve_config({**base, "out": str(tmp_path / "b"), "init": str(init)}, resume=False).crop == "auto"
+    manifest = init / "mffmoe.json"
+    data = json.loads(manifest.read_text()) if manifest.exists() else {"roster": list(TINY_ROSTER), "input_size": 32}
+    manifest.write_text(json.dumps({**data, "crop": "frame"}))
+    assert resolve_config({**base, "out": str(tmp_path / "c"), "init": str(init)}, resume=False).crop == "frame"
+    assert resolve_config({**base, "out": str(tmp_path / "d"), "init": str(init), "crop": "faces"},
+                          resume=False).crop == "faces"
+    manifest.write_text(json.dumps({**data, "crop": "faces", "face_margin": 5, "align": True}))
+    with pytest.raises(CheckpointFormatError, match="face_margin"):
+        trained_face_options(read_info(init))
+    manifest.write_text(json.dumps({**data, "crop": "faces", "face_margin": 1.5, "align": True}))
+    assert trained_face_options(read_info(init)) == {"face_margin": 1.5, "align": True}

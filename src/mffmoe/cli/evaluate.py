@@ -14,8 +14,10 @@ from mffmoe.cli.checks import check_options
 from mffmoe.cli.options import (
     AllowMissingEmaOpt,
     BatchOpt,
+    CropOpt,
     DeviceOpt,
     EngineOpt,
+    FacePoolingOpt,
     FramesOpt,
     PoolingOpt,
     ReportFormat,
@@ -32,6 +34,18 @@ from mffmoe.config import (
     DEFAULT_THRESHOLD,
 )
 from mffmoe.errors import ConfigError, MFFMoEError
+
+# Face settings default to None here: "what the weights were trained with" (their manifest), else the
+# detector's defaults, so evaluation cuts the crops training cut.
+FaceMarginDefaultOpt = Annotated[float | None, typer.Option(
+    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: the weights' trained "
+                                            "margin, else 1.3).")]
+AlignDefaultOpt = Annotated[bool | None, typer.Option(
+    "--align/--no-align", help="Rotate faces upright by their eyes before cropping (default: as the weights "
+                               "were trained, else off).")]
+MinFaceDefaultOpt = Annotated[int | None, typer.Option(
+    "--min-face", min=8, help="Smallest face looked for, pixels (default: the weights' trained value, else "
+                              "32).")]
 
 
 def print_metrics(report: dict[str, Any], console: Console) -> None:
@@ -56,6 +70,16 @@ def print_metrics(report: dict[str, Any], console: Console) -> None:
             console.print(f"note: {m['note']}", highlight=False)
 
 
+def crop_line(report: dict[str, Any]) -> str:
+    """"crop: faces (margin 1.3, ...; 2 file(s) without a face, scored whole)" for the table report."""
+    line = f"crop: {report['crop']}"
+    o = report.get("face_options")
+    if o:
+        line += (f" (margin {o['face_margin']:g}, align {'on' if o['align'] else 'off'}, min face {o['min_face']}, "
+                 f"face pooling {o['face_pooling']}; {report['n_no_face']} file(s) without a face, scored whole)")
+    return line
+
+
 def evaluate(
     data: Annotated[str, typer.Option(
         "--data", "-d", help="Folder with real/ and fake/, or a CSV path,label.")],
@@ -75,24 +99,37 @@ def evaluate(
     engine: EngineOpt = DEFAULT_ENGINE,
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     allow_missing_ema: AllowMissingEmaOpt = False,
+    crop: CropOpt = None,
+    face_margin: FaceMarginDefaultOpt = None,
+    align: AlignDefaultOpt = None,
+    face_pooling: FacePoolingOpt = "max",
+    min_face: MinFaceDefaultOpt = None,
 ) -> None:
     """Score labelled data: ACC, AUC, EER, AP for the ensemble and each expert (frame and video level for videos).
 
+    Files are scored in `--crop` mode (default: what the weights were trained on), so in faces mode on
+    the same face crops training and `analyze` use; the report says which mode was used.
     Exits 1 when some files failed (they are listed and left out of the metrics)."""
     from mffmoe.config import DetectorConfig
     from mffmoe.datasets import read_dataset
-    from mffmoe.evaluation.evaluate import score_items, summarize, write_scores
+    from mffmoe.evaluation.evaluate import crop_report, score_items, summarize, trained_detector_fields, write_scores
     from mffmoe.inference.detector import Detector
 
     try:
+        given = {k: v for k, v in dict(face_margin=face_margin, align=align, min_face=min_face).items()
+                 if v is not None}
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device, engine=engine,
-                                batch_size=batch_size, threshold=threshold, frames=frames, pooling=pooling)
+                                batch_size=batch_size, threshold=threshold, frames=frames, pooling=pooling,
+                                crop=crop, face_pooling=face_pooling, **given)
         check_options(config.engine, config.device)
         if scores_out.is_dir():
             raise ConfigError(f"--scores {scores_out}: is a directory; give a CSV file name")
         if plots is not None and plots.exists() and not plots.is_dir():
             raise ConfigError(f"--plots {plots}: is a file, not a directory")
         items = read_dataset(data)
+        trained = trained_detector_fields(weights, allow_missing_ema)  # the weights' face settings
+        if trained:
+            config = DetectorConfig(**{**config.model_dump(), **trained, **given})
         detector = Detector.from_config(config)
     except MFFMoEError as e:
         raise fail(str(e)) from None
@@ -102,6 +139,8 @@ def evaluate(
                              progress=lambda d, t: bar.update(task, completed=d))
     report = summarize(scores, detector.info.roster, threshold, fpr)
     report["weights"] = detector.info.source
+    report.update(crop_report(detector, scores))
+    detector.close()
     report["scores_csv"] = [str(p) for p in write_scores(scores, scores_out, detector.info.roster, threshold)]
     if plots is not None:
         from mffmoe.evaluation.plots import write_plots
@@ -111,6 +150,7 @@ def evaluate(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         print_metrics(report, Console(width=160))
+        one_line(crop_line(report), None)
         one_line(f"scores: {', '.join(report['scores_csv'])}" + (f"; plots: {plots}" if plots is not None else ""),
                  None)
     for f in report["failures"]:

@@ -101,6 +101,17 @@ def train(
         "--save-every", min=0, help="Also checkpoint every N steps (default: epoch ends only).")] = None,
     allow_missing_ema: Annotated[bool | None, typer.Option(
         "--allow-missing-ema", help="Accept an --init without .state (EMA restarts).")] = None,
+    crop: Annotated[str | None, typer.Option(
+        "--crop", metavar="[frame|faces|auto]",
+        help="frame: whole frames; faces/auto: the face crops inference scores (an image or frame without a "
+             "face: the whole frame), found once at the start. Recorded in the checkpoint, whose inference "
+             "then defaults to it. Default: --init's trained mode, else frame.")] = None,
+    face_margin: Annotated[float | None, typer.Option(
+        "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: 1.3).")] = None,
+    align: Annotated[bool | None, typer.Option(
+        "--align/--no-align", help="Rotate faces upright by their eyes before cropping (default: off).")] = None,
+    min_face: Annotated[int | None, typer.Option(
+        "--min-face", min=8, help="Smallest face looked for, pixels (default: 32).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     device: DeviceOpt = DEFAULT_DEVICE,
@@ -119,7 +130,8 @@ def train(
     options = dict(data=data, val=val, val_split=val_split, init=init, input_size=input_size, epochs=epochs,
                    batch_size=batch_size, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
                    warmup_epochs=warmup_epochs, ema_decay=ema_decay, frames_per_video=frames_per_video,
-                   seed=seed, amp=amp, save_every=save_every, allow_missing_ema=allow_missing_ema)
+                   seed=seed, amp=amp, save_every=save_every, allow_missing_ema=allow_missing_ema, crop=crop,
+                   face_margin=face_margin, align=align, min_face=min_face)
     given.update({k: v for k, v in options.items() if v is not None})
     try:
         if experts:
@@ -149,7 +161,7 @@ def train(
         one_line(f"interrupted; continue with: mffmoe train --out {out} --resume", None)
         raise typer.Exit(130) from None
     last = result.records[-1] if result.records else {}
-    err.print(f"weights: {out} (step {result.global_step}"
+    err.print(f"weights: {out} (step {result.global_step}, crop {trainer.config.crop}"
               + (f", val AUC {number(last.get('val_auc'))}" if "val_auc" in last else "") + ")"
               + (f"; best: {out / 'best'}" if (out / "best").exists() else "")
               + f"; log: {out / 'metrics.jsonl'}", soft_wrap=True, highlight=False)

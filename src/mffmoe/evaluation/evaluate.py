@@ -5,6 +5,12 @@ Levels: the top-level metrics use one score per file (an image's score, a video'
 (every scored frame of those videos, labelled as its video) are added, as DeepfakeBench reports
 them. Each level has the ensemble's metrics and each expert's. Files that fail are listed, kept out
 of the metrics, and counted (`n_failed`).
+
+Crop mode: items are scored through the detector in its crop mode (or the one `score_items` is given), so
+in faces/auto mode on the same face crops `analyze` scores and training cut. The report's `crop` says
+which mode was used, `face_options` the crop settings, `n_no_face` how many files were scored on the
+whole frame because no face was found. Unless given, the face settings default to what the weights
+were trained with (their manifest: `trained_detector_fields`), like the crop mode itself.
 """
 from __future__ import annotations
 
@@ -44,15 +50,18 @@ class ItemScore:
     expert_scores: list[float] = field(default_factory=list)
     frames: list[FrameScore] = field(default_factory=list)
     error: ErrorInfo | None = None
+    crop: str | None = None                   # what was scored: "frame" or "faces" (None when the file failed)
+    in_scope: bool | None = None              # faces/auto modes: False when no face was found
 
 
 def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | None = None,
                 pooling: str | None = None, progress: Callable[[int, int], None] | None = None,
-                ) -> list[ItemScore]:
-    """Run `detector.analyze_many` over the items (input order kept; failures recorded, not raised)."""
+                crop: str | None = None) -> list[ItemScore]:
+    """Run `detector.analyze_many` over the items (input order kept; failures recorded, not raised), in
+    crop mode `crop` (None: the detector's)."""
     out: list[ItemScore] = []
     labels = [it.label for it in items]
-    results = detector.analyze_many([it.path for it in items], frames=frames, pooling=pooling)
+    results = detector.analyze_many([it.path for it in items], frames=frames, pooling=pooling, crop=crop)
     for n, (label, (path, result)) in enumerate(zip(labels, results, strict=True), 1):
         if isinstance(result, MFFMoEError):
             out.append(ItemScore(path, label, error=ErrorInfo.of(result)))
@@ -60,10 +69,33 @@ def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | 
             frames_ = [FrameScore(f.frame_index, f.timestamp, f.score, list(f.expert_scores or []))
                        for f in (result.frame_predictions if isinstance(result, VideoAnalysisResult) else [])]
             out.append(ItemScore(path, label, result.media_type, result.score, list(result.expert_scores),
-                                 frames_))
+                                 frames_, crop=result.crop, in_scope=result.in_scope))
         if progress:
             progress(n, len(items))
     return out
+
+
+def crop_report(detector: Detector, scores: Sequence[ItemScore], crop: str | None = None) -> dict[str, Any]:
+    """The report's crop fields: the mode used (`crop`, None: the detector's), its face settings, and how
+    many files had no face (scored whole)."""
+    mode = detector.crop if crop is None else crop
+    out: dict[str, Any] = {"crop": mode}
+    finder = detector.finder_for(mode)
+    if finder is not None:
+        out["face_options"] = {"face_margin": finder.margin, "align": finder.align, "min_face": finder.min_face,
+                               "max_faces": finder.max_faces, "face_pooling": detector.face_pooling}
+        out["n_no_face"] = sum(1 for s in scores if s.error is None and s.in_scope is False)
+    return out
+
+
+def trained_detector_fields(weights: str | os.PathLike[str] | None, allow_missing_ema: bool = False,
+                            ) -> dict[str, Any]:
+    """The face settings (`face_margin`, `align`, `min_face`) the weights' manifest records, as
+    DetectorConfig fields: evaluation's defaults, so the crops match training's (empty when none)."""
+    from mffmoe.config import resolve_weights_dir
+    from mffmoe.model.checkpoint import read_info, trained_face_options
+
+    return trained_face_options(read_info(resolve_weights_dir(weights), allow_missing_ema=allow_missing_ema))
 
 
 def _level(labels: Sequence[int], scores: np.ndarray, roster: Sequence[str], threshold: float,
@@ -107,15 +139,17 @@ def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], rost
     experts = [f"expert_{j}" for j in range(len(roster))]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "kind", "score", "prediction", *experts, "frames_analyzed", "error"])
+        w.writerow(["path", "label", "kind", "score", "prediction", *experts, "frames_analyzed", "crop",
+                    "error"])
         for s in scores:
             if s.error is not None:
-                w.writerow([s.path, s.label, "", "", "", *[""] * len(experts), "",
+                w.writerow([s.path, s.label, "", "", "", *[""] * len(experts), "", "",
                             f"{s.error.type}: {s.error.message}"])
                 continue
             assert s.score is not None  # scored: no error
             w.writerow([s.path, s.label, s.kind, repr(s.score), "FAKE" if s.score >= threshold else "REAL",
-                        *[repr(v) for v in s.expert_scores], len(s.frames) if s.kind == "video" else "", ""])
+                        *[repr(v) for v in s.expert_scores], len(s.frames) if s.kind == "video" else "",
+                        s.crop or "", ""])
     written = [path]
     if any(s.frames for s in scores):
         frames_path = path.with_name(path.stem + "_frames.csv")
@@ -132,16 +166,30 @@ def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], rost
 
 def evaluate(data: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
              frames: int | None = None, threshold: float = DEFAULT_THRESHOLD, target_fpr: float = DEFAULT_TARGET_FPR,
-             detector: Detector | None = None, **detector_fields: Any) -> tuple[dict[str, Any], list[ItemScore]]:
+             detector: Detector | None = None, crop: str | None = None,
+             **detector_fields: Any) -> tuple[dict[str, Any], list[ItemScore]]:
     """Library entry point: score a `real/`+`fake/` folder or a CSV and compute the report. The detector
-    is `detector`, or built from `weights`, `threshold` and the other DetectorConfig fields."""
+    is `detector`, or built from `weights`, `threshold` and the other DetectorConfig fields (face settings
+    not given: the weights' trained ones). `crop`: the mode (None: the detector's default, i.e. what the
+    weights were trained on)."""
     from mffmoe.datasets import read_dataset
     from mffmoe.inference.detector import Detector
 
     items = read_dataset(data)
+    owned = detector is None
     if detector is None:
-        detector = Detector.from_config(DetectorConfig(weights=weights, threshold=threshold, **detector_fields))
-    scores = score_items(detector, items, frames=frames)
-    report = summarize(scores, detector.info.roster, threshold, target_fpr)
-    report["weights"] = detector.info.source
+        if not detector_fields.get("untrained"):
+            detector_fields = {**trained_detector_fields(weights, bool(detector_fields.get("allow_missing_ema"))),
+                               **detector_fields}
+        detector = Detector.from_config(DetectorConfig(weights=weights, threshold=threshold, crop=crop,
+                                                       **detector_fields))
+        crop = None
+    try:
+        scores = score_items(detector, items, frames=frames, crop=crop)
+        report = summarize(scores, detector.info.roster, threshold, target_fpr)
+        report["weights"] = detector.info.source
+        report.update(crop_report(detector, scores, crop))
+    finally:
+        if owned:
+            detector.close()
     return report, scores

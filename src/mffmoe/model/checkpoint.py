@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,41 @@ def trained_crop(info: CheckpointInfo) -> str:
     return str(crop)
 
 
+#: The face-crop settings a trained checkpoint's manifest may record, by their DetectorConfig names, with
+#: the check each value must pass (`trained_face_options`).
+FACE_OPTIONS: dict[str, Callable[[Any], bool]] = {
+    "face_margin": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 1.0 <= v <= 3.0,
+    "align": lambda v: isinstance(v, bool),
+    "min_face": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 8,
+}
+
+
+def trained_face_options(info: CheckpointInfo) -> dict[str, Any]:
+    """The face-crop settings (`face_margin`, `align`, `min_face`; DetectorConfig's names) the weights were
+    trained with, as their manifest records them (`mffmoe train --crop faces|auto` writes them): the
+    defaults for inference with them. Empty for weights without them (official files, frame-trained runs,
+    .safetensors); an invalid value is a CheckpointFormatError."""
+    if info.layout == "safetensors":
+        return {}
+    path = Path(info.source) / MANIFEST
+    data: Any = None
+    if path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    for key, ok in FACE_OPTIONS.items():
+        if key in data:
+            if not ok(data[key]):
+                raise CheckpointFormatError(f"{path}: invalid {key} {_short(data[key])}")
+            out[key] = data[key]
+    return out
+
+
 def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
+    """`mffmoe.json`: roster, input size, and what else the writer records (training: `crop`, the face
+    settings of FACE_OPTIONS when it trained on faces, `trained`)."""
     data = {"roster": list(roster), "input_size": int(input_size), **extra}
     with atomic_write(directory / MANIFEST, "w") as f:
         f.write(json.dumps(data, indent=2) + "\n")

@@ -5,16 +5,25 @@ and video frames through `mffmoe.media.source` as the detector does (same frame 
 applied), so a model is trained on exactly the tensors `mffmoe analyze` will feed it. Sampled video
 frames are decoded once and kept as lossless PNGs in a cache, so epochs after the first do not decode
 video again. A file that cannot be read is reported and left out; it never stops a batch or a run.
+
+Face crops (`--crop faces|auto`): the detector's own faces step (`mffmoe.faces.finder.FaceFinder`: detect,
+keep by `select_faces`, `crop_face`) runs once per image and per sampled video frame when the run starts;
+each kept face's crop is kept as a lossless PNG and becomes one sample (labelled as its file), which then
+goes through the augmentations and `preprocess` exactly as a whole image does. An image or frame where no
+face is kept is one whole-frame sample, as inference then scores the whole frame; so is an image too large
+for inference to look for faces in (over `preprocess.STRIP_PIXELS`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,21 +32,25 @@ from PIL import Image
 from mffmoe._util.fs import atomic_write
 from mffmoe.datasets import FAKE, REAL, LabeledPath
 from mffmoe.errors import DatasetError, MFFMoEError
-from mffmoe.media.image import load_image
+from mffmoe.media.image import load_image, open_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.source import open_video
 from mffmoe.train.augment import Augment
+
+if TYPE_CHECKING:
+    from mffmoe.faces.finder import FaceFinder
 
 
 @dataclass(frozen=True)
 class Sample:
     """One training/validation example: an image file, or one cached frame of a video (`group`)."""
 
-    source: str              # file to decode (the image, or the cached frame PNG)
+    source: str              # file to decode (the image, the cached frame PNG, or the cached face crop PNG)
     label: int
     group: str               # the original media file (video-level pooling)
     frame_index: int | None = None
+    face: int | None = None  # faces mode: which kept face of the image/frame (0: the largest); None: whole frame
 
 
 def require_both_classes(items: Sequence[LabeledPath] | Sequence[Sample], what: str) -> None:
@@ -97,19 +110,75 @@ def extract_frames(path: str | os.PathLike[str], n_frames: int,
     return [(i, str(folder / name)) for i, name in frames], failed
 
 
+# --- face crops ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FaceCropping:
+    """Where face samples come from: the finder inference builds for these settings, and the folder
+    their crops are kept in (one subfolder per image or frame, marked done by its index.json)."""
+
+    finder: FaceFinder
+    cache_dir: Path
+
+    def key(self) -> str:
+        f = self.finder
+        settings = f"{type(f.detector).__name__}:{f.margin!r}:{f.align}:{f.min_face}:{f.max_faces}"
+        return hashlib.sha1(settings.encode()).hexdigest()[:8]
+
+
+_FINDER_LOCK = threading.Lock()  # one face detection at a time: the detectors are not known to be thread-safe
+
+
+def face_crops(path: str, faces: FaceCropping) -> list[str] | None:
+    """The kept faces' crops of the image (or cached frame) at `path` as PNGs, largest first, found once
+    and cached: [] when no face is kept, None when inference would not look (an image too large to be
+    decoded whole). Raises the decoder's MFFMoEError."""
+    folder = faces.cache_dir / f"{_cache_key(Path(path))}-{faces.key()}"
+    index = folder / "index.json"
+    if index.exists():
+        return [str(folder / name) for name in json.loads(index.read_text())["faces"]]
+    image = open_image(path)
+    if not isinstance(image, Image.Image):  # read in strips: inference scores such an image whole
+        return None
+    rgb = np.asarray(image)
+    with _FINDER_LOCK:
+        crops = faces.finder.crops(rgb)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k, crop in enumerate(crops):
+        name = f"face-{k:02d}.png"
+        Image.fromarray(crop.pixels).save(folder / name, compress_level=1)
+        names.append(name)
+    with atomic_write(index, "w") as f:
+        f.write(json.dumps({"source": str(path), "faces": names,
+                            "boxes": [list(c.crop_box) for c in crops]}))
+    return [str(folder / name) for name in names]
+
+
+def _face_samples(base: Sample, faces: FaceCropping | None) -> list[Sample]:
+    """Faces mode: one sample per kept face of `base`'s image/frame, else `base` itself (whole frame)."""
+    if faces is None:
+        return [base]
+    crops = face_crops(base.source, faces)
+    if not crops:
+        return [base]
+    return [Sample(src, base.label, base.group, base.frame_index, k) for k, src in enumerate(crops)]
+
+
 def prepare_samples(items: Sequence[LabeledPath], frames_per_video: int, cache_dir: Path, workers: int = 2,
-                    progress: Callable[[int, int], None] | None = None,
+                    progress: Callable[[int, int], None] | None = None, faces: FaceCropping | None = None,
                     ) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """Items -> samples: an image is one sample, a video its sampled frames. Files that are neither,
-    or videos with no decodable frame, are returned as (path, error) and left out."""
+    """Items -> samples: an image is one sample, a video its sampled frames; with `faces`, each image or
+    frame gives one sample per kept face instead (none kept: the whole frame). Files that are neither, or
+    videos with no decodable frame, are returned as (path, error) and left out."""
     def one(item: LabeledPath) -> tuple[list[Sample], str | None]:
         try:
             if probe_kind(item.path) is MediaKind.IMAGE:
-                return [Sample(item.path, item.label, item.path)], None
+                return _face_samples(Sample(item.path, item.label, item.path), faces), None
             frames, _failed = extract_frames(item.path, frames_per_video, cache_dir)
             if not frames:
                 return [], f"none of the sampled frames could be decoded ({'; '.join(_failed[:3])})"
-            return [Sample(src, item.label, item.path, idx) for idx, src in frames], None
+            return [s for idx, src in frames
+                    for s in _face_samples(Sample(src, item.label, item.path, idx), faces)], None
         except MFFMoEError as e:
             return [], f"{type(e).__name__}: {e}"
 

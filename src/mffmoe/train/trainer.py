@@ -8,6 +8,12 @@ Checkpoints go to `OUT/checkpoints/step-N/` (official `.pth` + `.state` + `mffmo
 state) written in a temporary folder and renamed when complete, so an interruption never leaves a
 half-written checkpoint; the newest one is hard-linked into OUT itself, which `mffmoe analyze
 --weights OUT` then loads as is (and the best by validation AUC into OUT/best/).
+
+Crop mode (`crop`): `frame` trains on whole frames (the spec's input); `faces` and `auto` (the same in
+training, as in inference) on the face crops the detector's faces step cuts (see `train.data`), found
+once when the run starts. The manifest records the mode and, for faces, the crop settings, so inference
+with the weights defaults to what they were trained on (`checkpoint.trained_crop`,
+`checkpoint.trained_face_options`). Default: `--init`'s trained mode when fine-tuning, else `frame`.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,7 +34,15 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from mffmoe._util.fs import atomic_replace_dir
-from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER, EMA_DECAY
+from mffmoe.config import (
+    DEFAULT_FACE_DETECTOR,
+    DEFAULT_FACE_MARGIN,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_MAX_FACES,
+    DEFAULT_MIN_FACE,
+    DEFAULT_ROSTER,
+    EMA_DECAY,
+)
 from mffmoe.datasets import read_dataset
 from mffmoe.errors import TrainingError
 from mffmoe.evaluation.metrics import auc_or_none, binary_metrics
@@ -36,7 +50,9 @@ from mffmoe.model.checkpoint import (
     LAYOUTS,
     MANIFEST,
     load_unfolded,
+    read_info,
     save_official,
+    trained_crop,
     write_manifest,
 )
 from mffmoe.model.ema import ExponentialMovingAverage
@@ -45,6 +61,7 @@ from mffmoe.train.augment import Augment, parse_augmentations
 from mffmoe.train.data import (
     Batch,
     EpochOrder,
+    FaceCropping,
     Sample,
     SampleDataset,
     collate,
@@ -62,6 +79,9 @@ SAMPLES_FILE = "samples.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 PATH_FIELDS = ("data", "val", "init", "out")
+FACES_CACHE = "faces"
+#: How validation pools the faces of one image or frame: inference's default `face_pooling`.
+FACE_POOLING = "max"
 
 
 class TrainConfig(BaseModel):
@@ -89,6 +109,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     amp: bool = True                          # mixed precision (fp16 + grad scaling), CUDA only
     save_every: int = Field(0, ge=0)          # also checkpoint every N steps (0: at epoch ends only)
+    crop: Literal["frame", "faces", "auto"] | None = None  # None: --init's trained mode, else frame
+    face_margin: float = Field(DEFAULT_FACE_MARGIN, ge=1.0, le=3.0)
+    align: bool = False
+    min_face: int = Field(DEFAULT_MIN_FACE, ge=8)
 
     #: May differ on --resume (they do not change what is computed).
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"amp"})
@@ -151,11 +175,11 @@ def resolve_config(given: dict[str, Any], resume: bool) -> TrainConfig:
                                 f"choose another --out")
         if "data" not in given:
             raise TrainingError("--data is required")
-        return TrainConfig(**given)
+        return with_crop(TrainConfig(**given))
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         raise TrainingError(f"nothing to resume: {out} holds no checkpoint (looked in {out / CHECKPOINTS})")
-    saved = TrainConfig(**load_train_state(ckpt)["config"])
+    saved = TrainConfig(**{"crop": "frame", **load_train_state(ckpt)["config"]})  # runs from before crop: frames
     saved_values = saved.model_dump()
     conflicts = [f"--{k.replace('_', '-')} {v!r} (run has {saved_values[k]!r})" for k, v in given.items()
                  if k not in {"out"} | TrainConfig.RUNTIME and k in saved_values and v != saved_values[k]]
@@ -163,6 +187,29 @@ def resolve_config(given: dict[str, Any], resume: bool) -> TrainConfig:
         raise TrainingError("--resume continues the saved run with its own settings; these differ: "
                             + "; ".join(conflicts))
     return saved.model_copy(update={"out": str(out), **{k: v for k, v in given.items() if k in TrainConfig.RUNTIME}})
+
+
+def default_crop(init: str | None) -> str:
+    """The crop mode a run trains on when none is given: what `init`'s weights were trained on (the official
+    weights: auto, i.e. faces), else the spec's whole frame."""
+    if not init:
+        return "frame"
+    return trained_crop(read_info(init, allow_missing_ema=True))
+
+
+def with_crop(config: TrainConfig) -> TrainConfig:
+    """`config` with its crop mode decided (saved so, a resumed run keeps it)."""
+    if config.crop is not None:
+        return config
+    return config.model_copy(update={"crop": default_crop(config.init)})
+
+
+def manifest_crop(config: TrainConfig) -> dict[str, Any]:
+    """What the manifest records about the input the weights were trained on (DetectorConfig's names)."""
+    crop = config.crop or "frame"
+    if crop == "frame":
+        return {"crop": crop}
+    return {"crop": crop, "face_margin": config.face_margin, "align": config.align, "min_face": config.min_face}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -189,7 +236,7 @@ class Trainer:
                  observer: Observer | None = None) -> None:
         from mffmoe.engine.device import resolve_device
 
-        self.config = config
+        self.config = config = with_crop(config)
         self.out = Path(config.out)
         self.device = resolve_device(device)
         self.workers = max(0, workers)
@@ -213,17 +260,34 @@ class Trainer:
             train_items, val_items = split(items, c.val_split, c.seed)
         cache = self.out / "frames"
         failures: list[tuple[str, str]] = []
-        train, bad = prepare_samples(train_items, c.frames_per_video, cache, max(1, self.workers),
-                                     lambda d, t: self.obs.on_prepare("train data", d, t))
-        failures += bad
-        val, bad = prepare_samples(val_items, c.frames_per_video, cache, max(1, self.workers),
-                                   lambda d, t: self.obs.on_prepare("validation data", d, t))
-        failures += bad
+        faces = self._face_cropping()
+        try:
+            train, bad = prepare_samples(train_items, c.frames_per_video, cache, max(1, self.workers),
+                                         lambda d, t: self.obs.on_prepare("train data", d, t), faces)
+            failures += bad
+            val, bad = prepare_samples(val_items, c.frames_per_video, cache, max(1, self.workers),
+                                       lambda d, t: self.obs.on_prepare("validation data", d, t), faces)
+            failures += bad
+        finally:
+            if faces is not None:
+                faces.finder.close()
         require_both_classes(train, "the training set")
         if val:
             require_both_classes(val, "the validation set")
         save_samples(path, train=train, val=val)
         return train, val, failures
+
+    def _face_cropping(self) -> FaceCropping | None:
+        """The faces step inference runs for these settings (None in frame mode)."""
+        c = self.config
+        if c.crop in (None, "frame"):
+            return None
+        from mffmoe.faces.detectors import create_detector
+        from mffmoe.faces.finder import FaceFinder
+
+        finder = FaceFinder(create_detector(DEFAULT_FACE_DETECTOR, min_face=c.min_face), margin=c.face_margin,
+                            align=c.align, min_face=c.min_face, max_faces=DEFAULT_MAX_FACES)
+        return FaceCropping(finder, self.out / FACES_CACHE)
 
     def _model(self, resume_from: Path | None) -> tuple[MFFMoE, list[dict[str, Any]] | None]:
         c = self.config
@@ -420,6 +484,8 @@ class Trainer:
         labels = np.array([s.label for s in samples])[ok]
         groups = np.array([s.group for s in samples])[ok]
         probs = probs[ok]
+        frames = np.array([-1 if s.frame_index is None else s.frame_index for s in samples])[ok]
+        labels, groups, probs = _pool_faces(labels, groups, frames, probs)
         uniq, inverse = np.unique(groups, return_inverse=True)
         item_probs = np.zeros((len(uniq), probs.shape[1]))
         np.add.at(item_probs, inverse, probs)
@@ -447,7 +513,7 @@ class Trainer:
         tmp = root / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
         save_official(model, emas, tmp, layout="official")
-        write_manifest(tmp, model.roster, model.input_size,
+        write_manifest(tmp, model.roster, model.input_size, **manifest_crop(self.config),
                        trained={"epochs_done": pos.epoch, "step": pos.global_step,
                                 **({"val_auc": record.get("val_auc")} if record and "val_auc" in record else {})})
         state = {
@@ -478,6 +544,19 @@ class Trainer:
         keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= global_step]
         if len(keep) != len(lines):
             path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _pool_faces(labels: np.ndarray, groups: np.ndarray, frames: np.ndarray, probs: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row per image or video frame: the faces of one (FACE_POOLING: each expert's highest P(fake),
+    as inference's default face pooling scores an image). Rows without faces pass unchanged."""
+    keys = [f"{g}\0{f}" for g, f in zip(groups, frames, strict=True)]
+    if len(set(keys)) == len(keys):
+        return labels, groups, probs
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    pooled = np.full((len(uniq), probs.shape[1]), -np.inf)
+    np.maximum.at(pooled, inverse, probs)
+    return labels[first], groups[first], pooled
 
 
 def train(config: TrainConfig, resume: bool = False, **kwargs: Any) -> TrainResult:
