@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,8 @@ DEFAULT_FACE_MARGIN = 1.3        # the DFDC 2020 winner's 30% (faces/crops.py sa
 DEFAULT_MIN_FACE = 32
 DEFAULT_MAX_FACES = 8
 DEFAULT_FACE_DETECTOR = "blazeface"
+#: The face settings a DetectorConfig may leave to the weights' manifest, and their defaults without one.
+FACE_DEFAULTS: dict[str, Any] = {"face_margin": DEFAULT_FACE_MARGIN, "align": False, "min_face": DEFAULT_MIN_FACE}
 #: One default engine everywhere: `auto` is torch until `mffmoe export` has calibrated a faster engine
 #: that agrees with it to 1e-4 (see mffmoe.engine.auto), so a fresh install gets the spec's numbers.
 DEFAULT_ENGINE = "auto"
@@ -130,10 +133,13 @@ class DetectorConfig(BaseModel):
         None, description="frame: the spec's whole-frame input; faces: score face crops (the whole frame, "
         "flagged out of scope, when none is found); auto: the same; None: what the weights were trained on "
         "(their manifest's crop; the official weights: auto)")
-    face_margin: float = Field(DEFAULT_FACE_MARGIN, ge=1.0, le=3.0, description="crop side / face box side")
-    align: bool = Field(False, description="rotate each face upright by its eyes before cropping")
+    face_margin: float | None = Field(None, ge=1.0, le=3.0, description="crop side / face box side (None: "
+                                      "the weights' trained margin, else 1.3)")
+    align: bool | None = Field(None, description="rotate each face upright by its eyes before cropping (None: "
+                               "as the weights were trained, else off)")
     face_pooling: Literal["max", "mean", "largest"] = Field("max", description="an image's score from its faces")
-    min_face: int = Field(DEFAULT_MIN_FACE, ge=8, description="smallest face looked for (pixels, box side)")
+    min_face: int | None = Field(None, ge=8, description="smallest face looked for (pixels, box side; None: the "
+                                 "weights' trained value, else 32)")
     max_faces: int = Field(DEFAULT_MAX_FACES, ge=1, le=64, description="most faces kept per image or frame")
     face_detector: str = Field(DEFAULT_FACE_DETECTOR, description="face detector (mffmoe.faces registry)")
 
@@ -158,6 +164,19 @@ class DetectorConfig(BaseModel):
         if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
             raise ValueError(f"unknown device {value!r}; choose from auto, cpu, cuda")
         return value
+
+    def with_trained(self, trained: Mapping[str, Any]) -> DetectorConfig:
+        """This configuration with what it leaves open (None: the crop mode and face settings) taken from
+        `trained`, what the weights were trained with (`model.checkpoint.trained_settings`), else the
+        defaults (crop `auto`: the official weights were trained on faces)."""
+        defaults = {"crop": "auto", **FACE_DEFAULTS}
+        update = {k: trained.get(k, d) for k, d in defaults.items() if getattr(self, k) is None}
+        return DetectorConfig(**{**self.model_dump(), **update}) if update else self
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the crop mode and face settings are all explicit (see `with_trained`)."""
+        return all(getattr(self, k) is not None for k in ("crop", *FACE_DEFAULTS))
 
 
 #: DetectorConfig's field names, for settings models that accept them flat (`ScanOptions(frames=8)`).

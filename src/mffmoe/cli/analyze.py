@@ -39,9 +39,7 @@ from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
-    DEFAULT_FACE_MARGIN,
     DEFAULT_FRAMES,
-    DEFAULT_MIN_FACE,
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
@@ -98,10 +96,10 @@ def analyze(
     pooling: PoolingOpt = DEFAULT_POOLING,
     max_pixels: MaxPixelsOpt = None,
     crop: CropOpt = None,
-    face_margin: FaceMarginOpt = DEFAULT_FACE_MARGIN,
-    align: AlignOpt = False,
+    face_margin: FaceMarginOpt = None,
+    align: AlignOpt = None,
     face_pooling: FacePoolingOpt = "max",
-    min_face: MinFaceOpt = DEFAULT_MIN_FACE,
+    min_face: MinFaceOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
 ) -> None:

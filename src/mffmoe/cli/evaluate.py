@@ -12,13 +12,16 @@ from rich.console import Console
 
 from mffmoe.cli.checks import check_options
 from mffmoe.cli.options import (
+    AlignOpt,
     AllowMissingEmaOpt,
     BatchOpt,
     CropOpt,
     DeviceOpt,
     EngineOpt,
+    FaceMarginOpt,
     FacePoolingOpt,
     FramesOpt,
+    MinFaceOpt,
     PoolingOpt,
     ReportFormat,
     ThresholdOpt,
@@ -34,18 +37,6 @@ from mffmoe.config import (
     DEFAULT_THRESHOLD,
 )
 from mffmoe.errors import ConfigError, MFFMoEError
-
-# Face settings default to None here: "what the weights were trained with" (their manifest), else the
-# detector's defaults, so evaluation cuts the crops training cut.
-FaceMarginDefaultOpt = Annotated[float | None, typer.Option(
-    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: the weights' trained "
-                                            "margin, else 1.3).")]
-AlignDefaultOpt = Annotated[bool | None, typer.Option(
-    "--align/--no-align", help="Rotate faces upright by their eyes before cropping (default: as the weights "
-                               "were trained, else off).")]
-MinFaceDefaultOpt = Annotated[int | None, typer.Option(
-    "--min-face", min=8, help="Smallest face looked for, pixels (default: the weights' trained value, else "
-                              "32).")]
 
 
 def print_metrics(report: dict[str, Any], console: Console) -> None:
@@ -100,10 +91,10 @@ def evaluate(
     batch_size: BatchOpt = DEFAULT_BATCH_SIZE,
     allow_missing_ema: AllowMissingEmaOpt = False,
     crop: CropOpt = None,
-    face_margin: FaceMarginDefaultOpt = None,
-    align: AlignDefaultOpt = None,
+    face_margin: FaceMarginOpt = None,
+    align: AlignOpt = None,
     face_pooling: FacePoolingOpt = "max",
-    min_face: MinFaceDefaultOpt = None,
+    min_face: MinFaceOpt = None,
 ) -> None:
     """Score labelled data: ACC, AUC, EER, AP for the ensemble and each expert (frame and video level for videos).
 
@@ -112,24 +103,20 @@ def evaluate(
     Exits 1 when some files failed (they are listed and left out of the metrics)."""
     from mffmoe.config import DetectorConfig
     from mffmoe.datasets import read_dataset
-    from mffmoe.evaluation.evaluate import crop_report, score_items, summarize, trained_detector_fields, write_scores
+    from mffmoe.evaluation.evaluate import crop_report, score_items, summarize, write_scores
     from mffmoe.inference.detector import Detector
 
     try:
-        given = {k: v for k, v in dict(face_margin=face_margin, align=align, min_face=min_face).items()
-                 if v is not None}
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device, engine=engine,
                                 batch_size=batch_size, threshold=threshold, frames=frames, pooling=pooling,
-                                crop=crop, face_pooling=face_pooling, **given)
+                                crop=crop, face_pooling=face_pooling, face_margin=face_margin, align=align,
+                                min_face=min_face)
         check_options(config.engine, config.device)
         if scores_out.is_dir():
             raise ConfigError(f"--scores {scores_out}: is a directory; give a CSV file name")
         if plots is not None and plots.exists() and not plots.is_dir():
             raise ConfigError(f"--plots {plots}: is a file, not a directory")
         items = read_dataset(data)
-        trained = trained_detector_fields(weights, allow_missing_ema)  # the weights' face settings
-        if trained:
-            config = DetectorConfig(**{**config.model_dump(), **trained, **given})
         detector = Detector.from_config(config)
     except MFFMoEError as e:
         raise fail(str(e)) from None

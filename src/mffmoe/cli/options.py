@@ -84,10 +84,15 @@ CropOpt = Annotated[str | None, typer.Option(
     "--crop", metavar="[frame|faces|auto]",
     help="frame: the spec's whole frame; faces/auto: score face crops (the frame, flagged out of scope, when "
          "none is found). Default: what the weights were trained on (official: auto).")]
-FaceMarginOpt = Annotated[float, typer.Option(
-    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side.")]
-AlignOpt = Annotated[bool, typer.Option("--align", help="Rotate faces upright by their eyes before cropping.")]
+FaceMarginOpt = Annotated[float | None, typer.Option(
+    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: the weights' trained "
+                                            "margin, else 1.3).")]
+AlignOpt = Annotated[bool | None, typer.Option(
+    "--align/--no-align", help="Rotate faces upright by their eyes before cropping (default: as the weights "
+                               "were trained, else off).")]
 FacePoolingOpt = Annotated[str, typer.Option(
     "--face-pooling", metavar="[max|mean|largest]", help="An image's score from its faces.")]
-MinFaceOpt = Annotated[int, typer.Option("--min-face", min=8, help="Smallest face looked for (pixels).")]
+MinFaceOpt = Annotated[int | None, typer.Option(
+    "--min-face", min=8, help="Smallest face looked for, pixels (default: the weights' trained value, else "
+                              "32).")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="jsonl: one JSON object per line.")]

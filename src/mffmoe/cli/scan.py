@@ -31,9 +31,7 @@ from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
-    DEFAULT_FACE_MARGIN,
     DEFAULT_FRAMES,
-    DEFAULT_MIN_FACE,
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
@@ -76,10 +74,10 @@ def scan(
                                "skips them).")] = False,
     max_pixels: MaxPixelsOpt = None,
     crop: CropOpt = None,
-    face_margin: FaceMarginOpt = DEFAULT_FACE_MARGIN,
-    align: AlignOpt = False,
+    face_margin: FaceMarginOpt = None,
+    align: AlignOpt = None,
     face_pooling: FacePoolingOpt = "max",
-    min_face: MinFaceOpt = DEFAULT_MIN_FACE,
+    min_face: MinFaceOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
     summary_json: Annotated[Path | None, typer.Option(

@@ -28,7 +28,6 @@ from mffmoe.config import (
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
     DEFAULT_FRAMES,
-    DEFAULT_MIN_FACE,
     DEFAULT_POOLING,
     DEFAULT_THRESHOLD,
 )
@@ -72,7 +71,7 @@ def serve(
         "--crop", metavar="[frame|faces|auto]",
         help="What a request without a crop field gets: frame (the host's numbers, default), faces or auto. "
              "The web page always asks for what its switch shows.")] = "frame",
-    min_face: MinFaceOpt = DEFAULT_MIN_FACE,
+    min_face: MinFaceOpt = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the detector over HTTP: /analyze (host-compatible), /jobs, /ui web page, /docs.

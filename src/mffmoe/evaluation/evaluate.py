@@ -10,7 +10,7 @@ Crop mode: items are scored through the detector in its crop mode (or the one `s
 in faces/auto mode on the same face crops `analyze` scores and training cut. The report's `crop` says
 which mode was used, `face_options` the crop settings, `n_no_face` how many files were scored on the
 whole frame because no face was found. Unless given, the face settings default to what the weights
-were trained with (their manifest: `trained_detector_fields`), like the crop mode itself.
+were trained with (their manifest; `DetectorConfig.with_trained`), like the crop mode itself.
 """
 from __future__ import annotations
 
@@ -86,16 +86,6 @@ def crop_report(detector: Detector, scores: Sequence[ItemScore], crop: str | Non
                                "max_faces": finder.max_faces, "face_pooling": detector.face_pooling}
         out["n_no_face"] = sum(1 for s in scores if s.error is None and s.in_scope is False)
     return out
-
-
-def trained_detector_fields(weights: str | os.PathLike[str] | None, allow_missing_ema: bool = False,
-                            ) -> dict[str, Any]:
-    """The face settings (`face_margin`, `align`, `min_face`) the weights' manifest records, as
-    DetectorConfig fields: evaluation's defaults, so the crops match training's (empty when none)."""
-    from mffmoe.config import resolve_weights_dir
-    from mffmoe.model.checkpoint import read_info, trained_face_options
-
-    return trained_face_options(read_info(resolve_weights_dir(weights), allow_missing_ema=allow_missing_ema))
 
 
 def _level(labels: Sequence[int], scores: np.ndarray, roster: Sequence[str], threshold: float,
@@ -177,10 +167,7 @@ def evaluate(data: str | os.PathLike[str], weights: str | os.PathLike[str] | Non
 
     items = read_dataset(data)
     owned = detector is None
-    if detector is None:
-        if not detector_fields.get("untrained"):
-            detector_fields = {**trained_detector_fields(weights, bool(detector_fields.get("allow_missing_ema"))),
-                               **detector_fields}
+    if detector is None:  # face settings not given: the weights' trained ones (DetectorConfig.with_trained)
         detector = Detector.from_config(DetectorConfig(weights=weights, threshold=threshold, crop=crop,
                                                        **detector_fields))
         crop = None

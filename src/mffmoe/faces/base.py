@@ -73,17 +73,33 @@ def iou(a: Box, b: Box) -> float:
 
 
 def suppress(faces: list[Face], overlap: float = 0.3) -> list[Face]:
-    """Greedy non-maximum suppression: keep the most confident of faces overlapping by IoU > `overlap`
-    (a face found at two scales or in two tiles is one face)."""
-    kept: list[Face] = []
-    for f in sorted(faces, key=lambda f: (-f.score, f.box)):
-        if all(iou(f.box, k.box) <= overlap and not _inside(f.box, k.box) for k in kept):
-            kept.append(f)
+    """Greedy non-maximum suppression: keep the most confident of faces overlapping by IoU > `overlap`, or
+    lying (almost) within one another (a face found at two scales, or a face part found as a face)."""
+    order = sorted(range(len(faces)), key=lambda i: (-faces[i].score, faces[i].box))
+    boxes = np.array([faces[i].box for i in order], dtype=np.float64).reshape(-1, 4)
+    return [faces[order[i]] for i in nms(boxes, overlap)]
+
+
+def nms(boxes: np.ndarray, overlap: float = 0.3) -> list[int]:
+    """Indices kept by greedy suppression of [N, 4] boxes sorted most confident first (see `suppress`)."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    alive = np.ones(len(boxes), dtype=bool)
+    kept = []
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        kept.append(i)
+        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        if not len(rest):
+            break
+        b = boxes[rest]
+        ix = np.clip(np.minimum(b[:, 2], boxes[i, 2]) - np.maximum(b[:, 0], boxes[i, 0]), 0, None)
+        iy = np.clip(np.minimum(b[:, 3], boxes[i, 3]) - np.maximum(b[:, 1], boxes[i, 1]), 0, None)
+        inter = ix * iy
+        union = areas[rest] + areas[i] - inter
+        small = np.minimum(areas[rest], areas[i])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            same = (union > 0) & (inter / union > overlap)
+            inside = (small > 0) & (inter / small > 0.7)
+        alive[rest[same | inside]] = False
     return kept
-
-
-def _inside(a: Box, b: Box) -> bool:
-    """`a` lies (almost) within `b` or `b` within `a`: a face part found as a face at a finer scale."""
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return small > 0 and inter / small > 0.7

@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import threading
-from collections import Counter
+from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from mffmoe.errors import ConfigError
-from mffmoe.faces.base import Face, FaceDetector, iou, register_detector, suppress
+from mffmoe.faces.base import Face, FaceDetector, iou, nms, register_detector, suppress
 from mffmoe.faces.crops import BOX_SLACK, cut_padded
 
 MODEL_FILE = ("modules", "face_detection", "face_detection_short_range.tflite")
@@ -36,8 +37,7 @@ VERIFY_CONTEXT = 1.6  # a candidate is looked at again in a square of this x its
 SMALLEST_LEVEL = 64  # px: the pyramid stops when the image's long side would be smaller
 HEADS = ((8, 2), (16, 6))  # (stride, anchors per cell) of the model's two outputs, in its output order
 ALIGN = 16  # level sides are multiples of the coarsest stride, so anchors tile the level exactly
-STATIC_AFTER = 2  # a level shape seen this often gets its own static graph (video frames, camera folders)
-MAX_STATIC = 24  # static graphs kept at most (a few MB each); other shapes run on the dynamic one
+MAX_GRAPHS = 32  # compiled graphs kept in memory (a few MB each; compiled again from the disk cache)
 
 
 def model_path() -> Path:
@@ -58,7 +58,7 @@ class BlazeFace(FaceDetector):
 
     name = "blazeface"
 
-    def __init__(self, min_face: int = 32, threshold: float = 0.8, candidate: float = 0.5,
+    def __init__(self, min_face: int = 32, threshold: float = 0.8, candidate: float = 0.6,
                  verified: float = 0.75) -> None:
         if not 0.0 < candidate <= verified <= threshold < 1.0:
             raise ConfigError("need 0 < candidate <= verified <= threshold < 1")
@@ -81,105 +81,168 @@ class BlazeFace(FaceDetector):
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
-        image = Image.fromarray(rgb)
         found: list[Face] = []
-        for scale in self.levels(width, height):
-            w = max(ALIGN, round(width * scale / ALIGN) * ALIGN)
-            h = max(ALIGN, round(height * scale / ALIGN) * ALIGN)
-            level = image if (w, h) == (width, height) else image.resize((w, h), Image.Resampling.BILINEAR)
-            found += self._pass(np.asarray(level), width / w, height / h, 0.0, 0.0)
-        faces = [f if f.score >= self.threshold else self._verify(rgb, f) for f in suppress(found)]
-        return [f for f in faces if f is not None and f.size >= self.min_face * BOX_SLACK]
+        for level in self._pyramid(Image.fromarray(rgb)):
+            raw, logits = self._graphs.run(_padded(np.asarray(level))[None])
+            h, w = -(-level.height // ALIGN) * ALIGN, -(-level.width // ALIGN) * ALIGN
+            found += self._decode(raw[0], logits[0], h, w, width / level.width, height / level.height, 0, 0)
+        faces = suppress(found)
+        sure = [f for f in faces if f.score >= self.threshold]
+        faces = sure + self._verify(rgb, [f for f in faces if f.score < self.threshold])
+        faces.sort(key=lambda f: -f.score)
+        return [f for f in faces if f.size >= self.min_face * BOX_SLACK]
 
-    def _verify(self, rgb: np.ndarray, face: Face) -> Face | None:
-        """A candidate under `threshold`, looked at again centred in a square of VERIFY_CONTEXT x its size
-        at the model's native 128 px: kept, with that pass's box and score, if it then scores `verified`."""
-        cx, cy = face.centre
-        side = max(1, int(round(VERIFY_CONTEXT * face.size)))
-        left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-        square = Image.fromarray(cut_padded(rgb, (left, top, left + side, top + side)))
-        pixels = np.asarray(square.resize((NATIVE, NATIVE), Image.Resampling.BILINEAR))
-        again = [f for f in self._pass(pixels, side / NATIVE, side / NATIVE, left, top)
-                 if f.score >= self.verified]
-        best = max(again, key=lambda f: iou(f.box, face.box), default=None)
-        return best if best is not None and iou(best.box, face.box) > 0.3 else None
+    def _pyramid(self, image: Image.Image) -> Iterator[Image.Image]:
+        """The image at each of `levels`: the first resized (unless at scale 1), then halved (2x2 means)."""
+        width, height = image.size
+        scales = self.levels(width, height)
+        level = image
+        if scales[0] != 1.0:
+            size = (max(1, round(width * scales[0])), max(1, round(height * scales[0])))
+            level = image.resize(size, Image.Resampling.BILINEAR)
+        yield level
+        for _ in scales[1:]:
+            level = level.reduce(2)
+            yield level
 
-    def _pass(self, pixels: np.ndarray, sx: float, sy: float, left: float, top: float) -> list[Face]:
-        """One run of the model over `pixels` (uint8 HxWx3, sides multiples of 16); boxes mapped back by
-        x * sx + left, y * sy + top."""
-        h, w = pixels.shape[:2]
-        x = pixels.astype(np.float32)[None] / 127.5 - 1.0  # the model's input range: [-1, 1]
-        raw, logits = self._graphs.run(x)
+    def _verify(self, rgb: np.ndarray, candidates: list[Face]) -> list[Face]:
+        """Candidates under `threshold`, each looked at again centred in a square of VERIFY_CONTEXT x its
+        size at the model's native 128 px (one batch): kept, with that pass's box and score, if it then
+        scores `verified`."""
+        if not candidates:
+            return []
+        squares = []
+        for face in candidates:
+            cx, cy = face.centre
+            side = max(1, int(round(VERIFY_CONTEXT * face.size)))
+            left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+            square = Image.fromarray(cut_padded(rgb, (left, top, left + side, top + side)))
+            squares.append((np.asarray(square.resize((NATIVE, NATIVE), Image.Resampling.BILINEAR)), side, left, top))
+        raw, logits = self._graphs.run(np.stack([q[0] for q in squares]), batched=True)
+        kept = []
+        for n, (face, (_, side, left, top)) in enumerate(zip(candidates, squares, strict=True)):
+            k = side / NATIVE
+            again = [f for f in self._decode(raw[n], logits[n], NATIVE, NATIVE, k, k, left, top)
+                     if f.score >= self.verified]
+            best = max(again, key=lambda f: iou(f.box, face.box), default=None)
+            if best is not None and iou(best.box, face.box) > 0.3:
+                kept.append(best)
+        return suppress(kept)
+
+    def _decode(self, raw: np.ndarray, logits: np.ndarray, h: int, w: int, sx: float, sy: float,
+                left: float, top: float) -> list[Face]:
+        """The candidates of one run over an h x w input (suppressed among themselves: a face fires
+        several anchors); boxes mapped back by x * sx + left, y * sy + top."""
         keep = np.flatnonzero(logits > np.log(self.candidate / (1 - self.candidate)))
         if not len(keep):
             return []
+        keep = keep[np.argsort(-logits[keep], kind="stable")]
         centres = _anchors(h, w)[keep]
         raw = raw[keep].astype(np.float64)
-        scores = 1 / (1 + np.exp(-logits[keep].astype(np.float64)))
         cx, cy = centres[:, 0] + raw[:, 0], centres[:, 1] + raw[:, 1]
-        half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
-        points = raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None, :]
-        out = []
-        for i in range(len(keep)):
-            box = (float((cx[i] - half_w[i]) * sx + left), float((cy[i] - half_h[i]) * sy + top),
-                   float((cx[i] + half_w[i]) * sx + left), float((cy[i] + half_h[i]) * sy + top))
-            kps = tuple((float(px * sx + left), float(py * sy + top)) for px, py in points[i])
-            out.append(Face(box=box, score=float(scores[i]), keypoints=kps))
-        return out
+        boxes = np.stack([(cx - raw[:, 2] / 2) * sx + left, (cy - raw[:, 3] / 2) * sy + top,
+                          (cx + raw[:, 2] / 2) * sx + left, (cy + raw[:, 3] / 2) * sy + top], axis=1)
+        points = (raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None, :]) * (sx, sy) + (left, top)
+        scores = 1 / (1 + np.exp(-logits[keep].astype(np.float64)))
+        return [Face(box=(float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
+                     score=float(scores[i]), keypoints=tuple((float(x), float(y)) for x, y in points[i]))
+                for i in nms(boxes)]
 
     def close(self) -> None:
         self._graphs = _Graphs()
 
 
 class _Graphs:
-    """Compiled OpenVINO graphs of the model: one with free height and width for any image, and a static
-    one per level shape seen STATIC_AFTER times (faster: video frames and folders of one camera repeat
-    shapes). Infer requests are per thread; compiled graphs are shared."""
+    """Compiled OpenVINO graphs of the model (uint8 in, normalised inside the graph): a static one per
+    input shape (a graph with free sides runs 1.7x slower and its numbers differ slightly from the static
+    one's, so the same pixels would not always give the same faces), and one for batches of 128 x 128
+    squares (verification). Compiling takes about 0.1 s a shape; compiled graphs are kept on disk
+    (OpenVINO's model cache, under the mffmoe cache folder), so a shape costs that once per machine.
+    Infer requests are per thread; compiled graphs are shared, the MAX_GRAPHS most recent kept."""
+
+    SQUARES = "squares"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._compiled: dict[tuple[int, int] | None, Any] = {}
-        self._seen: Counter[tuple[int, int]] = Counter()
+        self._compiled: OrderedDict[Any, Any] = OrderedDict()
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[1, H, W, 3] float32 -> (raw [A, 16], score logits [A])."""
-        request = self._request((int(x.shape[1]), int(x.shape[2])))
+    def run(self, x: np.ndarray, batched: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """[N, H, W, 3] uint8 -> (raw [N, A, 16], score logits [N, A]); N > 1 only with `batched`
+        (128 x 128 squares)."""
+        n, h, w = (int(v) for v in x.shape[:3])
+        request = self._request(self.SQUARES if batched else (h, w))
         request.infer({0: x})
-        return request.get_output_tensor(0).data[0].copy(), request.get_output_tensor(1).data[0, :, 0].copy()
+        raw, logits = request.get_output_tensor(0).data[0], request.get_output_tensor(1).data[0, :, 0]
+        # the model flattens the batch per head, then joins the heads: [head 1 of every image, head 2 ...]
+        split = n * len(_anchors(h, w, heads=HEADS[:1]))
+        width = raw.shape[-1]
+        return (np.concatenate([raw[:split].reshape(n, -1, width), raw[split:].reshape(n, -1, width)], 1),
+                np.concatenate([logits[:split].reshape(n, -1), logits[split:].reshape(n, -1)], 1))
 
-    def _request(self, shape: tuple[int, int]) -> Any:
-        requests: dict[Any, Any] = self._local.__dict__.setdefault("requests", {})
-        key: tuple[int, int] | None = shape
-        if shape not in requests:
-            with self._lock:
-                self._seen[shape] += 1
-                if shape not in self._compiled and (self._seen[shape] < STATIC_AFTER
-                                                     or len(self._compiled) > MAX_STATIC):
-                    key = None
-                compiled = self._compiled.get(key)
-                if compiled is None:
-                    compiled = self._compiled[key] = _compile(key)
-            if key is None:
-                return requests.setdefault(None, compiled.create_infer_request())
-            requests[shape] = compiled.create_infer_request()
-        return requests[shape]
+    def _request(self, key: Any) -> Any:
+        with self._lock:
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                shape = [-1, NATIVE, NATIVE, 3] if key == self.SQUARES else [1, key[0], key[1], 3]
+                compiled = self._compiled[key] = _compile(shape)
+                while len(self._compiled) > MAX_GRAPHS:
+                    self._compiled.popitem(last=False)
+            self._compiled.move_to_end(key)
+            live = {id(c) for c in self._compiled.values()}
+        requests: dict[Any, tuple[Any, Any]] = self._local.__dict__.setdefault("requests", {})
+        mine = requests.get(key)
+        if mine is None or mine[0] is not compiled:
+            for k in [k for k, (c, _) in requests.items() if id(c) not in live]:
+                del requests[k]  # this thread's requests of graphs let go
+            mine = requests[key] = (compiled, compiled.create_infer_request())
+        return mine[1]
 
 
-def _compile(shape: tuple[int, int] | None) -> Any:
+def _compile(shape: list[int]) -> Any:
     import openvino as ov
+    from openvino.preprocess import PrePostProcessor
 
     core = ov.Core()
+    cache = _cache_dir()
+    if cache is not None:
+        core.set_property({"CACHE_DIR": str(cache)})
     model = core.read_model(str(model_path()))
-    model.reshape({0: [1, -1, -1, 3] if shape is None else [1, shape[0], shape[1], 3]})
-    return core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    model.reshape({0: shape})
+    ppp = PrePostProcessor(model)  # uint8 RGB in; the model's [-1, 1] range made inside the graph
+    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
+    return core.compile_model(ppp.build(), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+
+
+def _cache_dir() -> Path | None:
+    """Where compiled face-detector graphs are kept (None: not kept, when the folder cannot be made)."""
+    from mffmoe.config import env
+
+    path = env().cache_root / "blazeface-openvino"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def _padded(pixels: np.ndarray) -> np.ndarray:
+    """`pixels` padded with black at the bottom and right to sides that are multiples of ALIGN."""
+    h, w = pixels.shape[:2]
+    ph, pw = -(-h // ALIGN) * ALIGN, -(-w // ALIGN) * ALIGN
+    if (ph, pw) == (h, w):
+        return pixels
+    out = np.zeros((ph, pw, 3), dtype=np.uint8)
+    out[:h, :w] = pixels
+    return out
 
 
 @functools.lru_cache(maxsize=32)
-def _anchors(h: int, w: int) -> np.ndarray:
+def _anchors(h: int, w: int, heads: tuple[tuple[int, int], ...] = HEADS) -> np.ndarray:
     """Anchor centres in pixels, in the model's output order: per head, row-major cells, anchors per cell."""
     parts = []
-    for stride, per_cell in HEADS:
+    for stride, per_cell in heads:
         ys, xs = np.mgrid[0:-(-h // stride), 0:-(-w // stride)]
         centres = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], -1).reshape(-1, 2)
         parts.append(np.repeat(centres, per_cell, axis=0))

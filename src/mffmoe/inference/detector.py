@@ -49,7 +49,7 @@ from mffmoe.media.image import to_rgb
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
-from mffmoe.model.checkpoint import CheckpointInfo, load_weights, trained_crop, untrained_model
+from mffmoe.model.checkpoint import CheckpointInfo, load_weights, trained_settings, untrained_model
 from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
 
@@ -87,26 +87,30 @@ class Detector:
         if crop != "frame":
             self.finder_for(crop)  # fails now, not on the first call
         self.face_pooling = face_pooling
+        #: the configuration it was built from, crop and face settings resolved (`from_config`), else None
+        self.config: DetectorConfig | None = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: DetectorConfig) -> Detector:
         """Load the weights (or build random ones) and the engine that `config` names."""
-        c = config
-        if c.untrained:
-            model, info = untrained_model(c.roster, c.input_size, seed=c.seed)
+        if config.untrained:
+            model, info = untrained_model(config.roster, config.input_size, seed=config.seed)
         else:
-            model, info = load_weights(resolve_weights_dir(c.weights), allow_missing_ema=c.allow_missing_ema)
-        crop = c.crop or trained_crop(info)
+            model, info = load_weights(resolve_weights_dir(config.weights), allow_missing_ema=config.allow_missing_ema)
+        c = config.with_trained(trained_settings(info))  # crop and face settings: as the weights were trained
+        crop, margin, align, min_face = c.crop, c.face_margin, c.align, c.min_face
+        assert crop is not None and margin is not None and align is not None and min_face is not None
 
         def finder() -> FaceFinder:
-            return FaceFinder(c.face_detector, margin=c.face_margin, align=c.align, min_face=c.min_face,
-                              max_faces=c.max_faces)
+            return FaceFinder(c.face_detector, margin=margin, align=align, min_face=min_face, max_faces=c.max_faces)
         engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
-        return cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
-                   pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
-                   model_name=c.model_name, early_exit=c.early_exit, crop=crop, finder=finder,
-                   face_pooling=c.face_pooling)
+        detector = cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
+                       pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
+                       model_name=c.model_name, early_exit=c.early_exit, crop=crop, finder=finder,
+                       face_pooling=c.face_pooling)
+        detector.config = c
+        return detector
 
     @classmethod
     def from_dir(cls, weights: str | os.PathLike[str] | None = None, *, device: str = DEFAULT_DEVICE,

@@ -181,6 +181,12 @@ def trained_face_options(info: CheckpointInfo) -> dict[str, Any]:
     return out
 
 
+def trained_settings(info: CheckpointInfo) -> dict[str, Any]:
+    """What the weights were trained with, as DetectorConfig fields: `crop` (`trained_crop`) and the face
+    settings their manifest records (`trained_face_options`). `DetectorConfig.with_trained` takes it."""
+    return {"crop": trained_crop(info), **trained_face_options(info)}
+
+
 def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
     """`mffmoe.json`: roster, input size, and what else the writer records (training: `crop`, the face
     settings of FACE_OPTIONS when it trained on faces, `trained`)."""

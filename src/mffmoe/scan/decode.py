@@ -59,10 +59,12 @@ class DecodeConfig:
     def of(cls, config: DetectorConfig, input_size: int) -> DecodeConfig:
         """What decoding needs of a detector configuration (`input_size` is the weights'; the crop mode
         must be resolved already: see `scan.job.resolve_crop`)."""
-        if config.crop is None:
-            raise ValueError("the crop mode is not resolved (None means the weights' own: resolve it first)")
-        return cls(input_size, config.frames, config.max_image_pixels, config.crop, config.face_margin,
-                   config.align, config.min_face, config.max_faces, config.face_detector)
+        c = config
+        if c.crop is None or c.face_margin is None or c.align is None or c.min_face is None:
+            raise ValueError("the crop mode or face settings are not resolved (None means the weights' own: "
+                             "resolve them first)")
+        return cls(input_size, c.frames, c.max_image_pixels, c.crop, c.face_margin, c.align, c.min_face,
+                   c.max_faces, c.face_detector)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from mffmoe.config import DetectorConfig, config_error, nest_detector_fields, resolve_weights_dir
 from mffmoe.errors import ScanSourceError
-from mffmoe.model.checkpoint import CheckpointInfo, read_info, trained_crop
+from mffmoe.model.checkpoint import CheckpointInfo, read_info, trained_settings
 from mffmoe.scan.decode import DecodeConfig
 from mffmoe.scan.plan import Action, Planner, check_identity
 from mffmoe.scan.progress import ScanProgress, ScanSummary
@@ -77,11 +77,9 @@ def weights_info(config: DetectorConfig) -> CheckpointInfo:
 
 
 def resolve_crop(config: DetectorConfig, info: CheckpointInfo) -> DetectorConfig:
-    """`config` with its crop mode made explicit: None means what the weights were trained on (as
-    `Detector.from_config` resolves it), so that decoders, replicas and assembling agree."""
-    if config.crop is not None:
-        return config
-    return config.model_copy(update={"crop": trained_crop(info)})
+    """`config` with its crop mode and face settings made explicit: None means what the weights were
+    trained on (as `Detector.from_config` resolves it), so that decoders, replicas and assembling agree."""
+    return config.with_trained(trained_settings(info))
 
 
 def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str, DetectorConfig]:
@@ -91,7 +89,8 @@ def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str, Detector
         from mffmoe.scan.local_runner import LocalRunner
 
         detector = Detector.from_config(o.detector)
-        config = o.detector.model_copy(update={"crop": detector.crop})
+        assert detector.config is not None
+        config = detector.config
         cfg = DecodeConfig.of(config, detector.input_size)
         return LocalRunner(detector, cfg, o.workers, o.hash_threads), weights_hash(detector.info), config
 
