@@ -64,9 +64,9 @@ def test_a_batch_of_squares_scores_each_square_as_alone():
     raw, logits = graphs.run(batch, batched=True)
     for n in range(len(batch)):
         alone_raw, alone_logits = graphs.run(batch[n:n + 1])
-        # equal up to the CPU's inference precision (bf16 where it has it): a wrong split is off by ~100
-        assert np.allclose(raw[n], alone_raw[0], rtol=0.02, atol=1.0)
-        assert np.allclose(logits[n], alone_logits[0], rtol=0.02, atol=0.1)
+        # equal up to the CPU's inference precision (bf16 where it has it); a wrong split pairs other rows
+        for got, alone in ((raw[n], alone_raw[0]), (logits[n], alone_logits[0])):
+            assert np.abs(got - alone).mean() < 0.02 * np.abs(alone).mean()
     assert logits[1].max() > 1.0 > logits[0].max()  # the face is found in its own square only
 
 
