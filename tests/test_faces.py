@@ -238,3 +238,25 @@ def test_the_server_keeps_frame_mode_unless_configured():
     assert ServerSettings().detector.crop == "frame"
     assert ServerSettings(frames=8).detector.crop == "frame"
     assert ServerSettings(crop="auto").detector.crop == "auto"
+
+
+def test_face_settings_default_to_what_the_weights_were_trained_with(tiny_ckpt, tmp_path):
+    import shutil
+
+    from mffmoe.inference.detector import Detector
+    from mffmoe.model.checkpoint import read_info, write_manifest
+
+    weights = tmp_path / "trained"
+    shutil.copytree(tiny_ckpt, weights)
+    info = read_info(weights)
+    write_manifest(weights, info.roster, info.input_size, crop="faces", face_margin=1.6, align=True, min_face=40)
+    trained = Detector.from_dir(weights, engine="torch")
+    assert trained.crop == "faces"
+    finder = trained.finder
+    assert finder is not None and (finder.margin, finder.align, finder.min_face) == (1.6, True, 40)
+    given = Detector.from_dir(weights, engine="torch", crop="auto", face_margin=1.3, align=False)
+    finder = given.finder
+    assert given.crop == "auto" and finder is not None
+    assert (finder.margin, finder.align, finder.min_face) == (1.3, False, 40)  # what is given wins
+    plain = Detector.from_dir(tiny_ckpt, engine="torch")  # no manifest: auto and the defaults
+    assert plain.crop == "auto" and plain.finder is not None and plain.finder.margin == 1.3

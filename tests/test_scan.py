@@ -20,6 +20,7 @@ from mffmoe.errors import MFFMoEError, ResultsLockedError, ResultsMismatchError,
 from mffmoe.inference.detector import Detector
 from mffmoe.scan import ScanOptions, read_results, run_scan
 from mffmoe.scan.decode import DecodeConfig
+from mffmoe.scan.job import resolve_crop
 from mffmoe.scan.local_runner import LocalRunner
 from mffmoe.scan.sources import list_inputs
 from mffmoe.scan.store import ParquetStore, open_store
@@ -215,7 +216,8 @@ def test_faces_mode_results_equal_analyze_in_full(face_collection, weights, dete
     from mffmoe.config import DetectorConfig
 
     config = DetectorConfig(weights=weights, frames=FRAMES, batch_size=4, crop="faces")
-    runner = LocalRunner(detector, DecodeConfig.of(config, detector.input_size), workers=1)
+    cfg = DecodeConfig.of(resolve_crop(config, detector.info), detector.input_size)
+    runner = LocalRunner(detector, cfg, workers=1)
     paths = [str(p) for p in face_collection.values()]
     done = {f.path: f.outcome for f in runner.run(paths)}
     for path in paths:

@@ -98,7 +98,7 @@ def test_decoder_crash_on_ray_becomes_an_error_row(ray_cluster, collection, tiny
     import scan_helpers
     from mffmoe.config import DetectorConfig
     from mffmoe.scan.decode import DecodeConfig
-    from mffmoe.scan.job import weights_info
+    from mffmoe.scan.job import resolve_crop, weights_info
     from mffmoe.scan.ray_runner import RayRunner, ReplicaSpec
     from mffmoe.scan.schema import weights_hash
 
@@ -112,7 +112,7 @@ def test_decoder_crash_on_ray_becomes_an_error_row(ray_cluster, collection, tiny
                             crop="frame")
     info = weights_info(config)
     spec = ReplicaSpec(config, weights_hash=weights_hash(info))
-    runner = RayRunner(spec, DecodeConfig.of(config, info.input_size), replicas=1,
+    runner = RayRunner(spec, DecodeConfig.of(resolve_crop(config, info), info.input_size), replicas=1,
                        decode_fn=scan_helpers.crashing_decode_batch)
     with runner:
         done = {f.path: f.outcome for f in runner.run(paths)}
