@@ -260,3 +260,20 @@ def test_face_settings_default_to_what_the_weights_were_trained_with(tiny_ckpt, 
     assert (finder.margin, finder.align, finder.min_face) == (1.3, False, 40)  # what is given wins
     plain = Detector.from_dir(tiny_ckpt, engine="torch")  # no manifest: auto and the defaults
     assert plain.crop == "auto" and plain.finder is not None and plain.finder.margin == 1.3
+
+
+def test_a_converted_checkpoint_keeps_its_trained_crop_and_face_settings(tiny_ckpt, tmp_path):
+    import shutil
+
+    from mffmoe.inference.detector import Detector
+    from mffmoe.model.checkpoint import load_weights, read_info, save_safetensors, write_manifest
+
+    weights = tmp_path / "trained"
+    shutil.copytree(tiny_ckpt, weights)
+    info = read_info(weights)
+    write_manifest(weights, info.roster, info.input_size, crop="faces", face_margin=1.6, align=True, min_face=40)
+    model, loaded = load_weights(weights)
+    converted = Detector.from_dir(save_safetensors(model, loaded, tmp_path / "trained.safetensors"), engine="torch")
+    finder = converted.finder
+    assert converted.crop == "faces" and finder is not None
+    assert (finder.margin, finder.align, finder.min_face) == (1.6, True, 40)

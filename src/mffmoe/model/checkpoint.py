@@ -132,16 +132,30 @@ def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
                              str(path))
 
 
+def _recorded(info: CheckpointInfo) -> tuple[dict[str, Any], str]:
+    """What the weights record of their training (a folder's `mffmoe.json`; a .safetensors file's
+    metadata, where `face_options` is JSON) and where, for messages. Unreadable manifests record nothing
+    here (`read_manifest` reports them when the weights load)."""
+    if info.layout == "safetensors":
+        data: dict[str, Any] = {k: v for k, v in info.metadata.items() if k == "crop"}
+        with contextlib.suppress(ValueError, TypeError):
+            options = json.loads(info.metadata.get("face_options") or "{}")
+            if isinstance(options, dict):
+                data.update(options)
+        return data, info.source
+    path = Path(info.source) / MANIFEST
+    if path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            manifest = json.loads(path.read_text())
+            if isinstance(manifest, dict):
+                return manifest, str(path)
+    return {}, str(path)
+
+
 def trained_crop(info: CheckpointInfo) -> str:
     """The crop mode the weights were trained on, the default for inference with them: the one their
     manifest (or safetensors metadata) records, else `auto` (the official weights were trained on faces)."""
-    crop = info.metadata.get("crop")
-    if crop is None and info.layout != "safetensors":
-        path = Path(info.source) / MANIFEST
-        if path.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                data = json.loads(path.read_text())
-                crop = data.get("crop") if isinstance(data, dict) else None
+    crop = _recorded(info)[0].get("crop")
     if crop is None:
         return "auto"
     if crop not in ("frame", "faces", "auto"):
@@ -160,23 +174,15 @@ FACE_OPTIONS: dict[str, Callable[[Any], bool]] = {
 
 def trained_face_options(info: CheckpointInfo) -> dict[str, Any]:
     """The face-crop settings (`face_margin`, `align`, `min_face`; DetectorConfig's names) the weights were
-    trained with, as their manifest records them (`mffmoe train --crop faces|auto` writes them): the
-    defaults for inference with them. Empty for weights without them (official files, frame-trained runs,
-    .safetensors); an invalid value is a CheckpointFormatError."""
-    if info.layout == "safetensors":
-        return {}
-    path = Path(info.source) / MANIFEST
-    data: Any = None
-    if path.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        return {}
+    trained with, as their manifest (or a converted file's metadata) records them (`mffmoe train --crop
+    faces|auto` writes them): the defaults for inference with them. Empty for weights without them
+    (official files, frame-trained runs); an invalid value is a CheckpointFormatError."""
+    data, where = _recorded(info)
     out = {}
     for key, ok in FACE_OPTIONS.items():
         if key in data:
             if not ok(data[key]):
-                raise CheckpointFormatError(f"{path}: invalid {key} {_short(data[key])}")
+                raise CheckpointFormatError(f"{where}: invalid {key} {_short(data[key])}")
             out[key] = data[key]
     return out
 
@@ -416,6 +422,11 @@ def save_safetensors(model: MFFMoE, info: CheckpointInfo, out: str | os.PathLike
         "source_files": json.dumps({Path(p).name: (hashes or {}).get(role, "") for role, p in info.files.items()}),
         "ema_num_updates": json.dumps(info.ema_num_updates),
     }
+    recorded = _recorded(info)[0]  # what training recorded stays with the weights
+    if "crop" in recorded:
+        metadata["crop"] = trained_crop(info)
+    if options := trained_face_options(info):
+        metadata["face_options"] = json.dumps(options)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

@@ -36,12 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from mffmoe._util.fs import atomic_replace_dir
 from mffmoe.config import (
     DEFAULT_FACE_DETECTOR,
-    DEFAULT_FACE_MARGIN,
     DEFAULT_INPUT_SIZE,
     DEFAULT_MAX_FACES,
-    DEFAULT_MIN_FACE,
     DEFAULT_ROSTER,
     EMA_DECAY,
+    FACE_DEFAULTS,
 )
 from mffmoe.datasets import read_dataset
 from mffmoe.errors import TrainingError
@@ -53,6 +52,7 @@ from mffmoe.model.checkpoint import (
     read_info,
     save_official,
     trained_crop,
+    trained_face_options,
     write_manifest,
 )
 from mffmoe.model.ema import ExponentialMovingAverage
@@ -110,9 +110,10 @@ class TrainConfig(BaseModel):
     amp: bool = True                          # mixed precision (fp16 + grad scaling), CUDA only
     save_every: int = Field(0, ge=0)          # also checkpoint every N steps (0: at epoch ends only)
     crop: Literal["frame", "faces", "auto"] | None = None  # None: --init's trained mode, else frame
-    face_margin: float = Field(DEFAULT_FACE_MARGIN, ge=1.0, le=3.0)
-    align: bool = False
-    min_face: int = Field(DEFAULT_MIN_FACE, ge=8)
+    # None: --init's trained settings, else the detector's defaults (decided with the crop: `with_crop`)
+    face_margin: float | None = Field(None, ge=1.0, le=3.0)
+    align: bool | None = None
+    min_face: int | None = Field(None, ge=8)
 
     #: May differ on --resume (they do not change what is computed).
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"amp"})
@@ -198,10 +199,13 @@ def default_crop(init: str | None) -> str:
 
 
 def with_crop(config: TrainConfig) -> TrainConfig:
-    """`config` with its crop mode decided (saved so, a resumed run keeps it)."""
-    if config.crop is not None:
-        return config
-    return config.model_copy(update={"crop": default_crop(config.init)})
+    """`config` with its crop mode and face settings decided (saved so, a resumed run keeps them): what
+    is not given comes from `--init`'s weights (what they were trained with), else the defaults."""
+    trained = trained_face_options(read_info(config.init, allow_missing_ema=True)) if config.init else {}
+    update: dict[str, Any] = {k: trained.get(k, d) for k, d in FACE_DEFAULTS.items() if getattr(config, k) is None}
+    if config.crop is None:
+        update["crop"] = default_crop(config.init)
+    return config.model_copy(update=update) if update else config
 
 
 def manifest_crop(config: TrainConfig) -> dict[str, Any]:
@@ -282,11 +286,11 @@ class Trainer:
         c = self.config
         if c.crop in (None, "frame"):
             return None
-        from mffmoe.faces.detectors import create_detector
         from mffmoe.faces.finder import FaceFinder
 
-        finder = FaceFinder(create_detector(DEFAULT_FACE_DETECTOR, min_face=c.min_face), margin=c.face_margin,
-                            align=c.align, min_face=c.min_face, max_faces=DEFAULT_MAX_FACES)
+        assert c.face_margin is not None and c.align is not None and c.min_face is not None  # with_crop
+        finder = FaceFinder(DEFAULT_FACE_DETECTOR, margin=c.face_margin, align=c.align, min_face=c.min_face,
+                            max_faces=DEFAULT_MAX_FACES)
         return FaceCropping(finder, self.out / FACES_CACHE)
 
     def _model(self, resume_from: Path | None) -> tuple[MFFMoE, list[dict[str, Any]] | None]:
