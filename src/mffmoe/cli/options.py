@@ -85,8 +85,8 @@ CropOpt = Annotated[str | None, typer.Option(
     help="frame: the spec's whole frame; faces/auto: score face crops (the frame, flagged out of scope, when "
          "none is found). Default: what the weights were trained on (official: auto).")]
 FaceMarginOpt = Annotated[float | None, typer.Option(
-    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: the weights' trained "
-                                            "margin, else 1.3).")]
+    "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: the weights' (train: "
+                                            "--init's) trained margin, else 1.3).")]
 AlignOpt = Annotated[bool | None, typer.Option(
     "--align/--no-align", help="Rotate faces upright by their eyes before cropping (default: as the weights "
                                "were trained, else off).")]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from mffmoe.cli.options import DeviceOpt
+from mffmoe.cli.options import AlignOpt, DeviceOpt, FaceMarginOpt, MinFaceOpt
 from mffmoe.cli.output import err, fail, number, one_line, progress
 from mffmoe.config import DEFAULT_DEVICE
 from mffmoe.errors import ConfigError, MFFMoEError
@@ -106,12 +106,9 @@ def train(
         help="frame: whole frames; faces/auto: the face crops inference scores (an image or frame without a "
              "face: the whole frame), found once at the start. Recorded in the checkpoint, whose inference "
              "then defaults to it. Default: --init's trained mode, else frame.")] = None,
-    face_margin: Annotated[float | None, typer.Option(
-        "--face-margin", min=1.0, max=3.0, help="Face crop side / face box side (default: 1.3).")] = None,
-    align: Annotated[bool | None, typer.Option(
-        "--align/--no-align", help="Rotate faces upright by their eyes before cropping (default: off).")] = None,
-    min_face: Annotated[int | None, typer.Option(
-        "--min-face", min=8, help="Smallest face looked for, pixels (default: 32).")] = None,
+    face_margin: FaceMarginOpt = None,
+    align: AlignOpt = None,
+    min_face: MinFaceOpt = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     device: DeviceOpt = DEFAULT_DEVICE,
