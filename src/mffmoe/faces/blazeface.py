@@ -36,7 +36,7 @@ NATIVE = 128  # px: the square MediaPipe feeds it (and the verification pass use
 VERIFY_CONTEXT = 1.6  # a candidate is looked at again in a square of this x its size
 SMALLEST_LEVEL = 64  # px: the pyramid stops when the image's long side would be smaller
 HEADS = ((8, 2), (16, 6))  # (stride, anchors per cell) of the model's two outputs, in its output order
-ALIGN = 16  # level sides are multiples of the coarsest stride, so anchors tile the level exactly
+ALIGN = 16  # levels are padded (black) to multiples of the coarsest stride, so anchors tile them exactly
 MAX_GRAPHS = 32  # compiled graphs kept in memory (a few MB each; compiled again from the disk cache)
 
 
@@ -83,8 +83,9 @@ class BlazeFace(FaceDetector):
         height, width = rgb.shape[:2]
         found: list[Face] = []
         for level in self._pyramid(Image.fromarray(rgb)):
-            raw, logits = self._graphs.run(_padded(np.asarray(level))[None])
-            h, w = -(-level.height // ALIGN) * ALIGN, -(-level.width // ALIGN) * ALIGN
+            pixels = _padded(np.asarray(level))
+            raw, logits = self._graphs.run(pixels[None])
+            h, w = pixels.shape[:2]
             found += self._decode(raw[0], logits[0], h, w, width / level.width, height / level.height, 0, 0)
         faces = suppress(found)
         sure = [f for f in faces if f.score >= self.threshold]
