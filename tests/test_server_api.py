@@ -107,8 +107,14 @@ def test_docs_and_openapi_are_offline(client):
 
 def test_health_models_stats(client, detector, media):
     health = client.get("/health").json()
+    weights = health.pop("weights")
     assert health == {"status": "ok", "ready": True, "model": "MFF-MOE-V1", "engine": "torch", "device": "cpu",
                       "untrained": False}
+    # the weights' structural checks, run at start-up (a failed one: tests/test_verify.py)
+    assert weights["ok"] is True and [c["name"] for c in weights["checks"]] == [
+        "readable MFF-MoE-v1.pth", "readable MFF-MoE-v1.state", "roster", "finite", "batchnorm variances",
+        "EMA shadows"]
+    assert {c["status"] for c in weights["checks"]} == {"pass"} and all(c["detail"] for c in weights["checks"])
     models = client.get("/models").json()
     assert models["default"] == "MFF-MOE-V1"
     (model,) = models["models"]

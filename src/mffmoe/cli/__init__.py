@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from mffmoe.cli import analyze, evaluate, export, sample, scan, serve, train, weights
+from mffmoe.cli import analyze, evaluate, export, sample, scan, serve, train, verify, weights
 from mffmoe.cli.output import err, print_error
 from mffmoe.cli.process import ProcessState, exit_now
 from mffmoe.errors import MFFMoEError
@@ -23,6 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.command("analyze")(analyze.analyze)
 app.command("info")(weights.info)
 app.command("convert")(weights.convert)
+app.command("verify")(verify.verify)
 app.command("sample")(sample.sample)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)

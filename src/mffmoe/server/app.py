@@ -2,7 +2,8 @@
 
 `create_app(detector=...)` serves a ready Detector (tests, embedding, the CLI); `create_app(settings=...)`
 builds one from `settings.detector` at start-up. Either way the port only opens once the model is
-loaded, so `/ping` answering means ready. The routes live in `server/routes/`.
+loaded, so `/ping` answering means ready. The weights' structural checks (`mffmoe.model.verify`) run at
+start-up too; `/health` shows them. The routes live in `server/routes/`.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.detector is None:
             app.state.detector = await anyio.to_thread.run_sync(Detector.from_config, settings.detector)
+        app.state.weights = await anyio.to_thread.run_sync(meta.weights_checks, app.state.detector)
         store = JobStore(settings.db_path)
         interrupted = store.fail_unfinished("the server stopped before the job finished")
         if interrupted:
@@ -74,6 +76,7 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
     app.state.detector = detector
     app.state.metrics = metrics
     app.state.ready = False
+    app.state.weights = None  # the weights' structural checks, run at start-up (`/health`)
     install_handlers(app)
     app.add_middleware(CountResponses, metrics=metrics)
     for router in (meta.public, meta.router, analyze.router, jobs.router, frames.router):

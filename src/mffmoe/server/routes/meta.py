@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mffmoe.server import hostinfo
 from mffmoe.server.deps import ManagerDep, MetricsDep, SettingsDep, not_ready, require_api_key
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+log = logging.getLogger("mffmoe.server")
 
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -29,6 +31,28 @@ def model_info(detector: Detector) -> dict[str, Any]:
             "engine": detector.engine.name, "device": detector.engine.device, "threshold": detector.threshold,
             "frames": detector.frames, "pooling": detector.pooling, "untrained": detector.random_weights,
             "ema": info.ema, "layout": info.layout, "source": info.source}
+
+
+def weights_checks(detector: Detector) -> dict[str, Any]:
+    """The structural checks of the served weights (`mffmoe.model.verify`; no hashes, no golden files: they
+    are `mffmoe verify`'s), as `/health` shows them: `{"ok": bool, "checks": [{name, group, status, detail}]}`.
+    Run once at start-up; a failure is logged and shown, and the server keeps serving."""
+    from mffmoe.model.verify import Check, structural_checks
+
+    try:
+        info = detector.info
+        if detector.random_weights or info.layout == "untrained":
+            checks = [Check(name="weights", group="structure", status="skipped",
+                            detail="random weights (untrained)")]
+        else:
+            checks = structural_checks(info.source, allow_missing_ema=not info.ema)
+    except Exception as e:  # the checks must not stop the server: their failure is a failed check
+        checks = [Check(name="weights", group="structure", status="fail",
+                        detail=f"the checks could not run: {type(e).__name__}: {e}")]
+    failed = [c for c in checks if c.status == "fail"]
+    for c in failed:
+        log.error("weights check failed: %s: %s", c.name, c.detail)
+    return {"ok": not failed, "checks": [c.model_dump(mode="json") for c in checks]}
 
 
 # -- open -----------------------------------------------------------------------------------------
@@ -65,13 +89,18 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/health", summary="Readiness: model loaded, engine, device")
+@router.get("/health", summary="Readiness: model loaded, engine, device, the weights' structural checks")
 async def health(request: Request) -> Any:
+    # 200 once ready, even when a weights check failed (the server serves; `status` says "degraded" and
+    # `weights.ok` is false); 503 only while loading.
     det: Detector | None = request.app.state.detector
     ready = bool(request.app.state.ready and det is not None)
-    body = {"status": "ok" if ready else "loading", "ready": ready,
+    weights: dict[str, Any] | None = getattr(request.app.state, "weights", None)
+    status = "loading" if not ready else "ok" if weights is None or weights["ok"] else "degraded"
+    body = {"status": status, "ready": ready,
             **({"model": det.model_name, "engine": det.engine.name, "device": det.engine.device,
-                "untrained": det.random_weights} if det is not None else {})}
+                "untrained": det.random_weights} if det is not None else {}),
+            **({"weights": weights} if weights is not None else {})}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
