@@ -126,6 +126,19 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> None
         time.sleep(interval)
 
 
+def checked_health(client, timeout: float = 60.0) -> dict:
+    """`/health` once the weights' structural checks (run in the background after start-up) are done;
+    meanwhile the server is ready and says its checks are running."""
+    def done() -> bool:
+        body = client.get("/health").json()
+        if body["weights"].get("checking"):
+            assert body["status"] == "ok" and body["ready"] is True and body["weights"]["ok"] is None
+            return False
+        return True
+    wait_until(done, timeout, 0.1)
+    return client.get("/health").json()
+
+
 def uploads_left(settings: ServerSettings) -> list[Path]:
     """The files left in the server's upload folder, sorted (none once every request has ended)."""
     return sorted(settings.upload_dir.glob("*")) if settings.upload_dir.exists() else []

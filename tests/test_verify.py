@@ -24,6 +24,7 @@ from mffmoe.model.checkpoint import load_weights, save_safetensors
 from mffmoe.model.verify import structural_checks
 from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 from mffmoe.testing.media import make_image
+from server_helpers import checked_health
 
 runner = CliRunner()
 STRUCTURE = ["readable MFF-MoE-v1.pth", "readable MFF-MoE-v1.state", "roster", "finite", "batchnorm variances",
@@ -216,12 +217,26 @@ def test_health_shows_a_failed_check_and_keeps_serving(ckpt, tmp_path):
     detector = Detector.from_dir(ckpt, device="cpu", crop="frame")
     settings = ServerSettings(db_path=tmp_path / "jobs.sqlite3", upload_dir=tmp_path / "uploads", api_key=None)
     with TestClient(create_app(detector, settings)) as client:
-        r = client.get("/health")
-        assert r.status_code == 200 and client.get("/ping").status_code == 200
-        body = r.json()
+        body = checked_health(client)
+        assert client.get("/health").status_code == 200 and client.get("/ping").status_code == 200
         assert body["status"] == "degraded" and body["ready"] is True and body["weights"]["ok"] is False
         failed = [c for c in body["weights"]["checks"] if c["status"] == "fail"]
         assert [c["name"] for c in failed] == ["batchnorm variances"] and key in failed[0]["detail"]
+
+
+def test_large_weights_are_checked_in_a_child_process(ckpt, monkeypatch):
+    """The full weights' pages must not stay in the server: above CHILD_CHECK_BYTES the checks run in a
+    spawned process, with the same result."""
+    from mffmoe.server.routes import meta
+
+    detector = Detector.from_dir(ckpt, device="cpu", crop="frame")
+    in_thread = meta.weights_checks(detector)
+    monkeypatch.setattr(meta, "CHILD_CHECK_BYTES", 0)
+    calls = []
+    real = meta.ProcessPoolExecutor
+    monkeypatch.setattr(meta, "ProcessPoolExecutor", lambda *a, **k: calls.append(k) or real(*a, **k))
+    assert meta.weights_checks(detector) == in_thread and in_thread["ok"] is True
+    assert calls and calls[0]["mp_context"].get_start_method() == "spawn"
 
 
 def test_random_weights_have_nothing_to_verify():

@@ -2,11 +2,13 @@
 
 `create_app(detector=...)` serves a ready Detector (tests, embedding, the CLI); `create_app(settings=...)`
 builds one from `settings.detector` at start-up. Either way the port only opens once the model is
-loaded, so `/ping` answering means ready. The weights' structural checks (`mffmoe.model.verify`) run at
-start-up too; `/health` shows them. The routes live in `server/routes/`.
+loaded, so `/ping` answering means ready. The weights' structural checks (`mffmoe.model.verify`) then run
+in the background (large weights in a child process); `/health` shows them, `checking` until done.
+The routes live in `server/routes/`.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,7 +50,6 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.detector is None:
             app.state.detector = await anyio.to_thread.run_sync(Detector.from_config, settings.detector)
-        app.state.weights = await anyio.to_thread.run_sync(meta.weights_checks, app.state.detector)
         store = JobStore(settings.db_path)
         interrupted = store.fail_unfinished("the server stopped before the job finished")
         if interrupted:
@@ -61,9 +62,15 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
         app.state.store = store
         app.state.jobs = JobManager(app.state.detector, settings, store, metrics)
         app.state.ready = True
+        app.state.weights = meta.CHECKING
+
+        async def check_weights() -> None:  # in the background: ready does not wait for it
+            app.state.weights = await anyio.to_thread.run_sync(meta.weights_checks, app.state.detector)
+        checking = asyncio.get_running_loop().create_task(check_weights())
         try:
             yield
         finally:
+            checking.cancel()
             app.state.ready = False
             await anyio.to_thread.run_sync(app.state.jobs.shutdown)
             store.close()

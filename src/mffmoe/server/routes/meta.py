@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +35,31 @@ def model_info(detector: Detector) -> dict[str, Any]:
             "ema": info.ema, "layout": info.layout, "source": info.source}
 
 
+#: What `/health` shows while the checks run (they read every tensor: seconds on the full weights).
+CHECKING: dict[str, Any] = {"ok": None, "checking": True, "checks": []}
+#: Weights at least this large are checked in a child process (the full roster: 1.5 GB of files).
+CHILD_CHECK_BYTES = 256 * 2**20
+
+
 def weights_checks(detector: Detector) -> dict[str, Any]:
     """The structural checks of the served weights (`mffmoe.model.verify`; no hashes, no golden files: they
     are `mffmoe verify`'s), as `/health` shows them: `{"ok": bool, "checks": [{name, group, status, detail}]}`.
-    Run once at start-up; a failure is logged and shown, and the server keeps serving."""
-    from mffmoe.model.verify import Check, structural_checks
+    Run once, after start-up; for large weights in a child process: reading every tensor of the full
+    weights takes seconds and about 1.3 GB of pages, which must not stay in the server's memory. A failure
+    is logged and shown, and the server keeps serving."""
+    from mffmoe.model.verify import Check
 
     try:
         info = detector.info
         if detector.random_weights or info.layout == "untrained":
             checks = [Check(name="weights", group="structure", status="skipped",
                             detail="random weights (untrained)")]
+        elif sum(_size(p) for p in info.files.values()) < CHILD_CHECK_BYTES:  # small: not worth a process
+            checks = _structural_checks(info.source, not info.ema)
         else:
-            checks = structural_checks(info.source, allow_missing_ema=not info.ema)
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the server's
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
+                checks = child.submit(_structural_checks, info.source, not info.ema).result()
     except Exception as e:  # the checks must not stop the server: their failure is a failed check
         checks = [Check(name="weights", group="structure", status="fail",
                         detail=f"the checks could not run: {type(e).__name__}: {e}")]
@@ -53,6 +67,19 @@ def weights_checks(detector: Detector) -> dict[str, Any]:
     for c in failed:
         log.error("weights check failed: %s: %s", c.name, c.detail)
     return {"ok": not failed, "checks": [c.model_dump(mode="json") for c in checks]}
+
+
+def _size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+def _structural_checks(source: str, allow_missing_ema: bool) -> list[Any]:
+    from mffmoe.model.verify import structural_checks
+
+    return structural_checks(source, allow_missing_ema=allow_missing_ema)
 
 
 # -- open -----------------------------------------------------------------------------------------
@@ -96,7 +123,7 @@ async def health(request: Request) -> Any:
     det: Detector | None = request.app.state.detector
     ready = bool(request.app.state.ready and det is not None)
     weights: dict[str, Any] | None = getattr(request.app.state, "weights", None)
-    status = "loading" if not ready else "ok" if weights is None or weights["ok"] else "degraded"
+    status = "loading" if not ready else "degraded" if weights is not None and weights["ok"] is False else "ok"
     body = {"status": status, "ready": ready,
             **({"model": det.model_name, "engine": det.engine.name, "device": det.engine.device,
                 "untrained": det.random_weights} if det is not None else {}),
