@@ -55,6 +55,17 @@ class PersonResult(BaseModel):
     thumbnail: str = Field(description="the representative face crop, a data: URI (JPEG)")
 
 
+class CalibrationUse(BaseModel):
+    """The calibration found next to the weights (`mffmoe calibrate`), and whether this result used it."""
+    name: str | None = Field(default=None, description="method (+learned fusion), fit date, data hash prefix")
+    method: str | None = None
+    fusion: str | None = Field(default=None, description="mean: the spec's score was calibrated; learned: the "
+                               "experts' stacked logits")
+    crop: str | None = Field(default=None, description="the crop mode it was fitted in")
+    applied: bool = Field(description="false when it does not fit this call (see note)")
+    note: str | None = Field(default=None, description="why it was not applied")
+
+
 class _Result(BaseModel):
     prediction: Label
     confidence: float = Field(ge=0.0, le=1.0)
@@ -72,6 +83,9 @@ class _Result(BaseModel):
     in_scope: bool | None = Field(None, description="faces/auto modes: false when no face was found (the model "
                                   "was trained on faces; the whole frame was scored instead); null in frame mode")
     faces: list[FaceResult] | None = Field(None, description="images: the faces scored (faces mode)")
+    calibrated_score: float | None = Field(None, ge=0.0, le=1.0, description="P(fake) after the weights' "
+                                           "calibration (`calibration`); `score` stays the spec's number")
+    calibration: CalibrationUse | None = Field(None, description="the calibration next to the weights, if any")
 
 
 class ImageAnalysisResult(_Result):
