@@ -102,6 +102,8 @@ def test_analyze_reports_the_calibrated_score_and_keeps_the_score(run):
         t = run.record["params"]["temperature"]
         z = np.log(new["score"]) - np.log1p(-new["score"])
         assert new["calibrated_score"] == pytest.approx(1 / (1 + np.exp(-z / t)), abs=1e-6)
+        for fp in new.get("frame_predictions") or []:  # a video's frames too
+            assert fp["calibrated_score"] == pytest.approx(cal.apply_one(fp["score"], fp["expert_scores"]))
 
 
 def test_not_applied_in_another_crop_mode_or_on_changed_weights(run, tmp_path):
@@ -158,6 +160,28 @@ def test_a_safetensors_file_gets_its_own_record_beside_it(run, tmp_path):
     image = str(sorted((run.media / "fake").glob("*.png"))[0])
     a = json.loads(run_cli("analyze", image, "--weights", st, "--format", "json", "--device", "cpu").stdout)[0]
     assert a["calibration"]["applied"] and a["calibration"]["name"] == r["name"]
+
+
+def test_a_faces_mode_calibration_applies_to_faces_calls_and_their_faces(run, tmp_path):
+    from mffmoe.testing.planted_faces import make_planted_face_dataset
+
+    w = copy_weights(run.weights, tmp_path / "w")
+    data = make_planted_face_dataset(tmp_path / "faces", 6, 6, size=192, face_sizes=(56, 72), input_size=32)
+    r = json.loads(run_cli("calibrate", "--data", data, "--weights", w, "--crop", "faces", "--method", "platt",
+                           "--format", "json", "--device", "cpu").stdout)
+    assert r["crop"] == "faces" and r["n_real"] + r["n_fake"] == 12
+    cal = Calibration.from_dict(r)
+    image = str(sorted((data / "fake").glob("*.png"))[0])
+    a = json.loads(run_cli("analyze", image, "--weights", w, "--crop", "faces", "--format", "json",
+                           "--device", "cpu").stdout)[0]
+    assert a["crop"] == "faces" and a["faces"] and a["calibration"]["applied"]
+    assert a["calibrated_score"] == pytest.approx(cal.apply_one(a["score"], a["expert_scores"]))
+    for face in a["faces"]:
+        assert face["calibrated_score"] == pytest.approx(cal.apply_one(face["score"], face["expert_scores"]))
+    f = json.loads(run_cli("analyze", image, "--weights", w, "--crop", "frame", "--format", "json",
+                           "--device", "cpu").stdout)[0]
+    assert f["calibrated_score"] is None and not f["calibration"]["applied"]
+    assert f["calibration"]["note"] == "fitted in crop mode faces; this call scored in frame"
 
 
 def test_learned_fusion_reports_its_cross_validated_auc_against_the_mean(run, tmp_path):

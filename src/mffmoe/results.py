@@ -33,6 +33,8 @@ class FaceResult(BaseModel):
     expert_scores: list[float]
     prediction: Label
     person: int | None = Field(None, description="videos: the person this face belongs to")
+    calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's "
+                                           "calibration applied to this face's scores")
 
 
 class TimelinePoint(BaseModel):
@@ -47,6 +49,8 @@ class PersonResult(BaseModel):
     person: int
     score: float = Field(ge=0.0, le=1.0, description="the person's face scores, pooled with the video's pooling")
     prediction: Label
+    calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's calibration "
+                                           "applied to `score` (mean fusion only: a person has no expert scores)")
     frames: int = Field(description="sampled frames the person was seen in")
     counted: bool = Field(description="seen in enough frames to count towards the video's score")
     timeline: list[TimelinePoint]
@@ -101,6 +105,8 @@ class FramePrediction(BaseModel):
     prediction: Label
     expert_scores: list[float] | None = None
     faces: list[FaceResult] | None = Field(default=None, description="faces mode: this frame's faces")
+    calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's "
+                                           "calibration applied to this frame's scores")
 
 
 class FrameFailure(BaseModel):

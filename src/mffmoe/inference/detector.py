@@ -52,7 +52,14 @@ from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
 from mffmoe.model.checkpoint import CheckpointInfo, load_weights, trained_settings, untrained_model
 from mffmoe.pooling import Pooling, get_pooling
-from mffmoe.results import AnalysisResult, CalibrationUse, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
+from mffmoe.results import (
+    AnalysisResult,
+    CalibrationUse,
+    FaceResult,
+    FrameFailure,
+    ImageAnalysisResult,
+    VideoAnalysisResult,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
 R = TypeVar("R", ImageAnalysisResult, VideoAnalysisResult)
@@ -276,8 +283,19 @@ class Detector:
                 why = "early exit: not every expert ran"
         use = CalibrationUse(applied=why is None, note=why) if cal is None else CalibrationUse(
             name=cal.name, method=cal.method, fusion=cal.fusion, crop=cal.crop, applied=why is None, note=why)
-        value = None if why is not None or cal is None else cal.apply_one(result.score, result.expert_scores)
-        return result.model_copy(update={"calibrated_score": value, "calibration": use})
+        if why is not None or cal is None:
+            return result.model_copy(update={"calibrated_score": None, "calibration": use})
+        update: dict[str, Any] = {"calibrated_score": cal.apply_one(result.score, result.expert_scores),
+                                  "calibration": use, "faces": _calibrated_faces(cal, result.faces)}
+        if isinstance(result, VideoAnalysisResult):
+            update["frame_predictions"] = [fp.model_copy(update={
+                "calibrated_score": _calibrated_value(cal, fp.score, fp.expert_scores),
+                "faces": _calibrated_faces(cal, fp.faces)}) for fp in result.frame_predictions]
+            if result.persons is not None:
+                update["persons"] = [p.model_copy(update={
+                    "calibrated_score": _calibrated_value(cal, p.score, None),
+                    "face": _calibrated_face(cal, p.face)}) for p in result.persons]
+        return result.model_copy(update=update)
 
     # -- steps -----------------------------------------------------------------------------------
     def _engine(self, threshold: float) -> Engine:
@@ -363,6 +381,22 @@ class Detector:
         return video_result(item.path, summary, scored, failures, time.perf_counter() - start, pooling=pool,
                             threshold=threshold, untrained=self.random_weights, model_name=self.model_name,
                             early_exit=self.early_exit)
+
+
+def _calibrated_value(cal: Calibration, score: float, experts: Sequence[float] | None) -> float | None:
+    """A face's, frame's or person's score through the calibration (None where the learned fusion has no
+    expert scores to fuse)."""
+    if cal.fusion == "learned" and not experts:
+        return None
+    return cal.apply_one(score, experts or [])
+
+
+def _calibrated_face(cal: Calibration, face: FaceResult) -> FaceResult:
+    return face.model_copy(update={"calibrated_score": _calibrated_value(cal, face.score, face.expert_scores)})
+
+
+def _calibrated_faces(cal: Calibration, faces: list[FaceResult] | None) -> list[FaceResult] | None:
+    return None if faces is None else [_calibrated_face(cal, f) for f in faces]
 
 
 def _check_crop(crop: str) -> str:
