@@ -126,7 +126,8 @@ def test_unreadable_input_is_one_error_row_and_the_others_are_reported(tiny_ckpt
     assert "1 of 3 input(s) failed" in res.stderr and "Traceback" not in res.stderr + res.stdout
 
 
-COMMANDS = ["analyze", "info", "convert", "verify", "sample", "export", "serve", "train", "evaluate", "scan"]
+COMMANDS = ["analyze", "info", "convert", "verify", "sample", "export", "serve", "train", "evaluate", "calibrate",
+            "scan"]
 #: Declared once in mffmoe.cli.options; each must mean the same in every command that takes it.
 SHARED = ["--weights", "--device", "--engine", "--frames", "--batch-size", "--threshold", "--pooling",
           "--early-exit", "--untrained", "--allow-missing-ema"]
@@ -160,8 +161,9 @@ def test_shared_options_have_one_type_and_default():
                 seen[flag][name] = describe(p)
     for flag, by_command in seen.items():
         assert len(set(by_command.values())) == 1, (flag, by_command)
-    assert set(seen["--engine"]) == set(seen["--device"]) - {"train"} == {"analyze", "serve", "evaluate", "scan"}
+    assert set(seen["--engine"]) == set(seen["--device"]) - {"train"} == {
+        "analyze", "serve", "evaluate", "calibrate", "scan"}
     assert {"serve", "analyze", "scan", "evaluate"} <= set(seen["--pooling"])
     assert {"serve", "analyze"} <= set(seen["--early-exit"])
     assert dict(next(iter(seen["--engine"].values())))["default"] == "auto"
-    assert len(seen["--weights"]) == 7 and "train" in seen["--device"]
+    assert len(seen["--weights"]) == 8 and "train" in seen["--device"]

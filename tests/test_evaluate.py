@@ -88,3 +88,21 @@ def test_bad_arguments_are_one_line_errors(setup, args, message):
     root, weights, data = setup
     res = run_cli("evaluate", *[a.format(root=root, weights=weights, data=data) for a in args], expect=2)
     assert message in said(res) and "Traceback" not in res.stderr
+
+
+def test_ece_and_brier_by_hand(setup, tmp_path):
+    from mffmoe.evaluation.metrics import brier, ece
+
+    # bins of width 1/15: 0.05 and 0.06 share bin 0 (1 of 2 fake, mean 0.055), 0.95 and 1.0 the last one
+    y, p = [0, 1, 1, 1], [0.05, 0.06, 0.95, 1.0]
+    assert ece(y, p) == pytest.approx((2 * abs(0.5 - 0.055) + 2 * abs(1.0 - 0.975)) / 4)
+    assert brier(y, p) == pytest.approx(np.mean((np.array(p) - y) ** 2))
+    root, weights, data = setup
+    r = json.loads(run_cli("evaluate", "--data", data, "--weights", weights, "--format", "json",
+                           "--scores", tmp_path / "s.csv", "--plots", tmp_path / "p", "--device", "cpu").stdout)
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(f))
+    y, s = [int(row["label"]) for row in rows], [float(row["score"]) for row in rows]
+    assert r["ece"] == pytest.approx(ece(y, s)) and r["brier"] == pytest.approx(brier(y, s))
+    assert r["calibration"] is None  # none next to these weights
+    assert (tmp_path / "p" / "reliability.png").is_file()

@@ -33,6 +33,8 @@ class FaceResult(BaseModel):
     expert_scores: list[float]
     prediction: Label
     person: int | None = Field(None, description="videos: the person this face belongs to")
+    calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's "
+                                           "calibration applied to this face's scores")
 
 
 class TimelinePoint(BaseModel):
@@ -47,12 +49,25 @@ class PersonResult(BaseModel):
     person: int
     score: float = Field(ge=0.0, le=1.0, description="the person's face scores, pooled with the video's pooling")
     prediction: Label
+    calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's calibration "
+                                           "applied to `score` (mean fusion only: a person has no expert scores)")
     frames: int = Field(description="sampled frames the person was seen in")
     counted: bool = Field(description="seen in enough frames to count towards the video's score")
     timeline: list[TimelinePoint]
     face: FaceResult = Field(description="the representative face (the detector's surest)")
     face_frame_index: int
     thumbnail: str = Field(description="the representative face crop, a data: URI (JPEG)")
+
+
+class CalibrationUse(BaseModel):
+    """The calibration found next to the weights (`mffmoe calibrate`), and whether this result used it."""
+    name: str | None = Field(default=None, description="method (+learned fusion), fit date, data hash prefix")
+    method: str | None = None
+    fusion: str | None = Field(default=None, description="mean: the spec's score was calibrated; learned: the "
+                               "experts' stacked logits")
+    crop: str | None = Field(default=None, description="the crop mode it was fitted in")
+    applied: bool = Field(description="false when it does not fit this call (see note)")
+    note: str | None = Field(default=None, description="why it was not applied")
 
 
 class _Result(BaseModel):
@@ -72,6 +87,9 @@ class _Result(BaseModel):
     in_scope: bool | None = Field(None, description="faces/auto modes: false when no face was found (the model "
                                   "was trained on faces; the whole frame was scored instead); null in frame mode")
     faces: list[FaceResult] | None = Field(None, description="images: the faces scored (faces mode)")
+    calibrated_score: float | None = Field(None, ge=0.0, le=1.0, description="P(fake) after the weights' "
+                                           "calibration (`calibration`); `score` stays the spec's number")
+    calibration: CalibrationUse | None = Field(None, description="the calibration next to the weights, if any")
 
 
 class ImageAnalysisResult(_Result):
@@ -87,6 +105,8 @@ class FramePrediction(BaseModel):
     prediction: Label
     expert_scores: list[float] | None = None
     faces: list[FaceResult] | None = Field(default=None, description="faces mode: this frame's faces")
+    calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's "
+                                           "calibration applied to this frame's scores")
 
 
 class FrameFailure(BaseModel):

@@ -71,6 +71,20 @@ def crop_line(report: dict[str, Any]) -> str:
     return line
 
 
+def calibration_line(report: dict[str, Any]) -> str:
+    """"calibration temperature ...: ECE 0.21 -> 0.04, Brier 0.15 -> 0.11 (per file, N files)", or why not."""
+    c = report.get("calibration")
+    if c is None:
+        return (f"ECE {number(report['ece'])}, Brier {number(report['brier'])} (per file; no calibration next to "
+                f"the weights: mffmoe calibrate fits one)")
+    if not c["applied"]:
+        return f"calibration {c['name'] or ''} not applied: {c['note']}"
+    b, a = c["before"], c["after"]
+    return (f"calibration {c['name']}: ECE {number(b['ece'])} -> {number(a['ece'])}, Brier {number(b['brier'])} -> "
+            f"{number(a['brier'])}, log loss {number(b['log_loss'])} -> {number(a['log_loss'])} (per file, "
+            f"{c['n']} files, {c['ece_bins']} ECE bins)")
+
+
 def evaluate(
     data: Annotated[str, typer.Option(
         "--data", "-d", help="Folder with real/ and fake/, or a CSV path,label.")],
@@ -80,7 +94,8 @@ def evaluate(
     scores_out: Annotated[Path, typer.Option(
         "--scores", help="Per-file scores CSV (per-frame scores of videos go to <name>_frames.csv "
                          "beside it).")] = Path("scores.csv"),
-    plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC and histogram PNGs here.")] = None,
+    plots: Annotated[Path | None, typer.Option(
+        "--plots", help="Write ROC, histogram and reliability-diagram PNGs here.")] = None,
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     fpr: Annotated[float, typer.Option(
         "--fpr", min=0.0, max=1.0, help="Target false-positive rate for the reported operating "
@@ -100,6 +115,8 @@ def evaluate(
 
     Files are scored in `--crop` mode (default: what the weights were trained on), so in faces mode on
     the same face crops training and `analyze` use; the report says which mode was used.
+    ECE and Brier score are reported for the score, and before and after the weights' calibration when
+    they have one (`mffmoe calibrate`).
     Exits 1 when some files failed (they are listed and left out of the metrics)."""
     from mffmoe.config import DetectorConfig
     from mffmoe.datasets import read_dataset
@@ -138,6 +155,7 @@ def evaluate(
     else:
         print_metrics(report, Console(width=160))
         one_line(crop_line(report), None)
+        one_line(calibration_line(report), None)
         one_line(f"scores: {', '.join(report['scores_csv'])}" + (f"; plots: {plots}" if plots is not None else ""),
                  None)
     for f in report["failures"]:

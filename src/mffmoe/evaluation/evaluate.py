@@ -3,7 +3,9 @@
 Levels: the top-level metrics use one score per file (an image's score, a video's pooled score), as
 `analyze` reports them. When the data holds videos, `video_level` (the videos only) and `frame_level`
 (every scored frame of those videos, labelled as its video) are added, as DeepfakeBench reports
-them. Each level has the ensemble's metrics and each expert's. Files that fail are listed, kept out
+them. Each level has the ensemble's metrics and each expert's (ECE and Brier score among them).
+When the weights have a calibration (`mffmoe calibrate`), `calibration` compares the per-file ECE, Brier
+score, log loss and AUC before and after it (or says why it was not applied). Files that fail are listed, kept out
 of the metrics, and counted (`n_failed`).
 
 Crop mode: items are scored through the detector in its crop mode (or the one `score_items` is given), so
@@ -26,7 +28,7 @@ import numpy as np
 from mffmoe.config import DEFAULT_THRESHOLD, DetectorConfig
 from mffmoe.datasets import LabeledPath
 from mffmoe.errors import ErrorInfo, MFFMoEError
-from mffmoe.evaluation.metrics import DEFAULT_TARGET_FPR, binary_metrics
+from mffmoe.evaluation.metrics import DEFAULT_TARGET_FPR, ECE_BINS, binary_metrics
 from mffmoe.results import VideoAnalysisResult
 
 if TYPE_CHECKING:
@@ -52,6 +54,9 @@ class ItemScore:
     error: ErrorInfo | None = None
     crop: str | None = None                   # what was scored: "frame" or "faces" (None when the file failed)
     in_scope: bool | None = None              # faces/auto modes: False when no face was found
+    calibrated_score: float | None = None     # the weights' calibration applied (`mffmoe calibrate`)
+    calibration: str | None = None            # its name (set when one was found, applied or not)
+    calibration_note: str | None = None       # why it was not applied
 
 
 def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | None = None,
@@ -68,8 +73,11 @@ def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | 
         else:
             frames_ = [FrameScore(f.frame_index, f.timestamp, f.score, list(f.expert_scores or []))
                        for f in (result.frame_predictions if isinstance(result, VideoAnalysisResult) else [])]
+            cal = result.calibration
             out.append(ItemScore(path, label, result.media_type, result.score, list(result.expert_scores),
-                                 frames_, crop=result.crop, in_scope=result.in_scope))
+                                 frames_, crop=result.crop, in_scope=result.in_scope,
+                                 calibrated_score=result.calibrated_score, calibration=cal.name if cal else None,
+                                 calibration_note=cal.note if cal else None))
         if progress:
             progress(n, len(items))
     return out
@@ -117,8 +125,27 @@ def summarize(scores: Sequence[ItemScore], roster: Sequence[str], threshold: flo
         frame_rows = [(f.score, f.expert_scores) for s in videos for f in s.frames]
         frame_labels = [s.label for s in videos for _ in s.frames]
         report["frame_level"] = _level(frame_labels, _matrix(frame_rows, n_e), roster, threshold, target_fpr)
+    report["calibration"] = calibration_report(ok)
     report["failures"] = [{"path": s.path, "error": s.error.to_dict()} for s in scores if s.error is not None]
     return report
+
+
+def calibration_report(scores: Sequence[ItemScore]) -> dict[str, Any] | None:
+    """ECE, Brier score, log loss and AUC per file before and after the weights' calibration (on the
+    files it was applied to), or why it was not applied; None when the weights have none."""
+    from mffmoe.calibration import probability_metrics
+
+    cal = [s for s in scores if s.calibrated_score is not None]
+    if cal:
+        y = [s.label for s in cal]
+        return {"name": cal[0].calibration, "applied": True, "n": len(cal), "ece_bins": ECE_BINS,
+                "before": probability_metrics(y, np.array([s.score for s in cal], dtype=np.float64)),
+                "after": probability_metrics(y, np.array([s.calibrated_score for s in cal], dtype=np.float64)),
+                "note": None}
+    found = next((s for s in scores if s.calibration is not None or s.calibration_note is not None), None)
+    if found is None:
+        return None
+    return {"name": found.calibration, "applied": False, "n": 0, "note": found.calibration_note}
 
 
 def write_scores(scores: Sequence[ItemScore], path: str | os.PathLike[str], roster: Sequence[str],

@@ -3,6 +3,8 @@
 Labels: 1 = fake (the positive class), 0 = real. Scores: P(fake). A prediction is FAKE iff
 score >= threshold, the detector's rule. Metrics that need both classes are None (with a note) when
 one class is absent, never a made-up number.
+
+Calibration: `ece` and `brier` (defined in `mffmoe.calibration`, which the detector uses).
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mffmoe.calibration import ECE_BINS, brier, ece
 from mffmoe.config import DEFAULT_THRESHOLD
+
+__all__ = ["DEFAULT_TARGET_FPR", "ECE_BINS", "auc_or_none", "binary_metrics", "brier", "ece", "eer", "threshold_at_fpr"]
 
 DEFAULT_TARGET_FPR = 0.01
 
@@ -47,7 +52,7 @@ def threshold_at_fpr(labels: ArrayLike, scores: ArrayLike, target_fpr: float,
 
 def binary_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float = DEFAULT_THRESHOLD,
                    target_fpr: float = DEFAULT_TARGET_FPR) -> dict[str, Any]:
-    """ACC at `threshold`, AUC, EER (+ threshold), AP, and the threshold at `target_fpr`."""
+    """ACC at `threshold`, AUC, EER (+ threshold), AP, the threshold at `target_fpr`, ECE and Brier score."""
     from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
     y = np.asarray(labels, dtype=np.int64)
@@ -64,7 +69,8 @@ def binary_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float = DEFA
                            "accuracy": float(accuracy_score(y, s >= threshold)) if len(y) else None,
                            "auc": None, "ap": None, "eer": None, "eer_threshold": None,
                            "target_fpr": float(target_fpr), "threshold_at_fpr": None, "fpr_at_threshold": None,
-                           "tpr_at_threshold": None, "note": None}
+                           "tpr_at_threshold": None, "note": None,
+                           "ece": ece(y, s) if len(y) else None, "brier": brier(y, s) if len(y) else None}
     if n_fake == 0 or n_fake == len(y):
         out["note"] = "AUC, AP, EER and the FPR threshold need both real and fake items"
         return out

@@ -1,4 +1,5 @@
-"""ROC curves and score histograms as PNG files (matplotlib, headless; ROC via scikit-learn)."""
+"""ROC curves, score histograms and reliability diagrams as PNG files (matplotlib, headless; ROC and
+reliability curves via scikit-learn)."""
 from __future__ import annotations
 
 import os
@@ -55,9 +56,32 @@ def _histogram(path: Path, title: str, labels: Sequence[int], scores: np.ndarray
     return path
 
 
+def _reliability(path: Path, labels: Sequence[int], columns: dict[str, np.ndarray]) -> Path:
+    """Fraction fake against mean P(fake) in the ECE's 15 equal-width bins, per column."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+
+    from mffmoe.evaluation.metrics import ECE_BINS, ece
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for name, probs in columns.items():
+        CalibrationDisplay.from_predictions(labels, probs, n_bins=ECE_BINS, strategy="uniform", pos_label=1,
+                                            name=f"{name} (ECE {ece(labels, probs):.3f})", ax=ax)
+    ax.set_title("Reliability per file")
+    ax.set_xlabel("mean P(fake) in bin")
+    ax.set_ylabel("fraction fake in bin")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(report: dict[str, Any], scores: Sequence[ItemScore], out: str | os.PathLike[str]) -> list[Path]:
-    """roc.png + hist.png (per file), and roc_frames.png + hist_frames.png when videos were scored.
-    A ROC curve needs both classes: without them only the histograms are drawn."""
+    """roc.png + hist.png + reliability.png (per file; the reliability diagram shows the calibrated
+    score too when the weights' calibration was applied), and roc_frames.png + hist_frames.png when videos
+    were scored. ROC and reliability curves need both classes: without them only the histograms are drawn."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     roster = report["roster"]
@@ -77,4 +101,10 @@ def write_plots(report: dict[str, Any], scores: Sequence[ItemScore], out: str | 
             columns.update({f"{j}: {name}": matrix[:, j + 1] for j, name in enumerate(roster)})
             written.append(_roc(out / f"roc{suffix}.png", f"ROC {what}", labels, columns))
         written.append(_histogram(out / f"hist{suffix}.png", f"Scores {what}", labels, matrix[:, 0], metrics))
+        if suffix == "" and len(set(labels)) == 2:
+            curves = {"ensemble score": matrix[:, 0]}
+            calibrated = [s.calibrated_score for s in ok]
+            if all(c is not None for c in calibrated):
+                curves["calibrated"] = np.array(calibrated, dtype=np.float64)
+            written.append(_reliability(out / "reliability.png", labels, curves))
     return written

@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
+from mffmoe.calibration import Calibration, load_calibration
 from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
@@ -51,9 +52,17 @@ from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
 from mffmoe.model.checkpoint import CheckpointInfo, load_weights, trained_settings, untrained_model
 from mffmoe.pooling import Pooling, get_pooling
-from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult, VideoAnalysisResult
+from mffmoe.results import (
+    AnalysisResult,
+    CalibrationUse,
+    FaceResult,
+    FrameFailure,
+    ImageAnalysisResult,
+    VideoAnalysisResult,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
+R = TypeVar("R", ImageAnalysisResult, VideoAnalysisResult)
 
 
 class Detector:
@@ -89,6 +98,9 @@ class Detector:
         self.face_pooling = face_pooling
         #: the configuration it was built from, crop and face settings resolved (`from_config`), else None
         self.config: DetectorConfig | None = None
+        #: the weights' calibration (`mffmoe calibrate`; loaded by `from_config`), and why it cannot be used
+        self.calibration: Calibration | None = None
+        self.calibration_problem: str | None = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -110,6 +122,8 @@ class Detector:
                        model_name=c.model_name, early_exit=c.early_exit, crop=crop, finder=finder,
                        face_pooling=c.face_pooling)
         detector.config = c
+        if not c.untrained:
+            detector.calibration, detector.calibration_problem = load_calibration(info)
         return detector
 
     @classmethod
@@ -172,8 +186,8 @@ class Detector:
         item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
                           look=self.look(finder))
         if isinstance(item, VideoItem):
-            return self._video(item, pool, threshold, progress, start, finder)
-        return self._image_item(item, threshold, start, finder)
+            return self.calibrated(self._video(item, pool, threshold, progress, start, finder), crop)
+        return self.calibrated(self._image_item(item, threshold, start, finder), crop)
 
     def analyze_image(self, image: Image.Image, *, threshold: float | None = None,
                       crop: str | None = None) -> ImageAnalysisResult:
@@ -185,7 +199,7 @@ class Detector:
         look = self.look(finder)
         faces = None if look is None else tuple(look(np.asarray(image)))
         item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0, faces)
-        return self._image_item(item, threshold, start, finder)
+        return self.calibrated(self._image_item(item, threshold, start, finder), crop)
 
     def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
                      pooling: str | None = None, threshold: float | None = None,
@@ -210,7 +224,8 @@ class Detector:
             at = 0
             for it, ts in zip(pending, inputs, strict=True):
                 rows, at = experts[at:at + len(ts)], at + len(ts)
-                yield it.path, self._assemble_image(it, rows, it.seconds + share * len(ts), threshold, finder)
+                yield it.path, self.calibrated(
+                    self._assemble_image(it, rows, it.seconds + share * len(ts), threshold, finder), crop)
             pending.clear()
 
         def decode(path: str) -> ImageItem | VideoItem | MFFMoEError:
@@ -241,7 +256,8 @@ class Detector:
                     yield path, item
                     continue
                 try:
-                    yield path, self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder)
+                    yield path, self.calibrated(
+                        self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder), crop)
                 except MFFMoEError as e:
                     yield path, e
             yield from flush()
@@ -251,6 +267,35 @@ class Detector:
                 left = None if f is None or f.cancelled() else f.result()
                 if isinstance(left, VideoItem):
                     left.close()
+
+    def calibrated(self, result: R, crop: str | None = None) -> R:
+        """`result` with `calibrated_score` and `calibration` set from the weights' calibration, when it
+        fits a call in crop mode `crop` (None: the detector's); `score` is left as it is."""
+        cal = self.calibration
+        if cal is None and self.calibration_problem is None:
+            return result
+        mode = self.crop if crop is None else crop
+        why = self.calibration_problem
+        if why is None and cal is not None:
+            if cal.crop != mode:
+                why = f"fitted in crop mode {cal.crop}; this call scored in {mode}"
+            elif result.experts_run is not None and result.experts_run < len(cal.roster):
+                why = "early exit: not every expert ran"
+        use = CalibrationUse(applied=why is None, note=why) if cal is None else CalibrationUse(
+            name=cal.name, method=cal.method, fusion=cal.fusion, crop=cal.crop, applied=why is None, note=why)
+        if why is not None or cal is None:
+            return result.model_copy(update={"calibrated_score": None, "calibration": use})
+        update: dict[str, Any] = {"calibrated_score": cal.apply_one(result.score, result.expert_scores),
+                                  "calibration": use, "faces": _calibrated_faces(cal, result.faces)}
+        if isinstance(result, VideoAnalysisResult):
+            update["frame_predictions"] = [fp.model_copy(update={
+                "calibrated_score": _calibrated_value(cal, fp.score, fp.expert_scores),
+                "faces": _calibrated_faces(cal, fp.faces)}) for fp in result.frame_predictions]
+            if result.persons is not None:
+                update["persons"] = [p.model_copy(update={
+                    "calibrated_score": _calibrated_value(cal, p.score, None),
+                    "face": _calibrated_face(cal, p.face)}) for p in result.persons]
+        return result.model_copy(update=update)
 
     # -- steps -----------------------------------------------------------------------------------
     def _engine(self, threshold: float) -> Engine:
@@ -336,6 +381,22 @@ class Detector:
         return video_result(item.path, summary, scored, failures, time.perf_counter() - start, pooling=pool,
                             threshold=threshold, untrained=self.random_weights, model_name=self.model_name,
                             early_exit=self.early_exit)
+
+
+def _calibrated_value(cal: Calibration, score: float, experts: Sequence[float] | None) -> float | None:
+    """A face's, frame's or person's score through the calibration (None where the learned fusion has no
+    expert scores to fuse)."""
+    if cal.fusion == "learned" and not experts:
+        return None
+    return cal.apply_one(score, experts or [])
+
+
+def _calibrated_face(cal: Calibration, face: FaceResult) -> FaceResult:
+    return face.model_copy(update={"calibrated_score": _calibrated_value(cal, face.score, face.expert_scores)})
+
+
+def _calibrated_faces(cal: Calibration, faces: list[FaceResult] | None) -> list[FaceResult] | None:
+    return None if faces is None else [_calibrated_face(cal, f) for f in faces]
 
 
 def _check_crop(crop: str) -> str:
