@@ -69,7 +69,9 @@ def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | 
             frames_ = [FrameScore(f.frame_index, f.timestamp, f.score, list(f.expert_scores or []))
                        for f in (result.frame_predictions if isinstance(result, VideoAnalysisResult) else [])]
             out.append(ItemScore(path, label, result.media_type, result.score, list(result.expert_scores),
-                                 frames_, crop=result.crop, in_scope=result.in_scope))
+                                 frames_, crop=result.crop,  # in_scope: whether a face was found
+                                 in_scope=False if "no_face" in result.scope_reasons else
+                                 (True if result.crop == "faces" else None)))
         if progress:
             progress(n, len(items))
     return out
