@@ -29,7 +29,7 @@ def assert_same_rows(a: list[dict], b: list[dict], tol: float = 1e-6) -> None:
     for x, y in zip(a, b, strict=True):
         x, y = comparable(x), comparable(y)
         for key in x:
-            if key in ("score", "confidence") and x[key] is not None:
+            if key in ("score", "confidence", "expert_std") and x[key] is not None:
                 assert abs(x[key] - y[key]) <= tol, (x["path"], key, x[key], y[key])
             elif key == "expert_scores" and x[key] is not None:
                 assert len(x[key]) == len(y[key]) and all(abs(p - q) <= tol

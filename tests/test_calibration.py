@@ -300,9 +300,9 @@ def split(tmp_path_factory):
     return SimpleNamespace(root=root, weights=weights)
 
 
-def test_items_built_to_split_the_experts_split_their_votes(split):
-    """On a +1-only (or -1-only) picture one expert votes FAKE and the other REAL; on plain pictures both
-    vote REAL. After merging the agreement branch, enable the assessment check below."""
+def test_items_built_to_split_the_experts_split_their_votes_and_are_uncertain(split):
+    """On a +1-only (or -1-only) picture one expert votes FAKE and the other REAL, and the assessment is
+    `uncertain` (experts split); on plain pictures both vote REAL."""
     for kinds, fake_expert in (((1,), 0), ((-1,), 1), ((), None)):
         d = _split_dataset(split.root / f"test{kinds}", {"fake": [kinds]}, 20, seed=7)
         rows = json.loads(run_cli("analyze", d, "--weights", split.weights, "--format", "json",
@@ -314,7 +314,8 @@ def test_items_built_to_split_the_experts_split_their_votes(split):
         assert votes[:, fake_expert].mean() >= 0.8 and votes[:, 1 - fake_expert].mean() <= 0.2, votes.mean(axis=0)
         split_rows = [r for r, v in zip(rows, votes, strict=True) if v.any() and not v.all()]
         assert len(split_rows) >= 12
-        # assert all(r["agreement"]["assessment"] == "uncertain" for r in split_rows)  # needs the agreement branch
+        assert all(r["agreement"]["assessment"] == "uncertain" for r in split_rows)
+        assert all("experts_split" in r["agreement"]["reasons"] for r in split_rows)
 
 
 @pytest.mark.parametrize("edit", [{"params": {}}, {"method": "magic"}, {"fusion": "learned", "fusion_weights": None},

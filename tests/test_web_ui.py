@@ -1,7 +1,8 @@
 """The web page in a real headless Chromium (Playwright for Python driving Debian's `chromium`).
 
-What a person sees is asserted: the key prompt, the verdict and confidence, one bar per expert, the
-video's progress, the per-frame chart with its threshold line, and the time of a clicked point; in faces
+What a person sees is asserted: the key prompt, the verdict and confidence, the assessment and the
+experts' spread, one bar per expert, the video's progress, the per-frame chart with its threshold line,
+and the time of a clicked point; in faces
 mode (the page's default) the face boxes with their scores over the image and over a video's frame, the
 switch to whole-frame results and back, and one chart line per person. The server runs on 127.0.0.1 and
 the test fails if the page requests anything from elsewhere (the page shows the chosen file itself
@@ -74,6 +75,18 @@ def shot(page, tmp_path: Path, name: str) -> None:
         shutil.copy(tmp_path / f"{name}.png", Path(keep) / f"{name}.png")
 
 
+def assert_agreement_shown(page, expected) -> None:
+    """The assessment and the experts' spread (std, range, votes) under the verdict, as the result has them."""
+    a = expected.agreement
+    assert page.is_visible("#assessment-line")
+    assert page.get_attribute("#assessment", "data-assessment") == a.assessment
+    assert page.text_content("#assessment") == {"likely_real": "Likely real", "uncertain": "Uncertain",
+                                                 "likely_fake": "Likely fake"}[a.assessment]
+    spread = page.text_content("#spread")
+    assert f"std {a.std:.3f}" in spread and f"{a.min:.3f}–{a.max:.3f}" in spread, spread
+    assert f"{a.fake_votes} of {a.fake_votes + a.real_votes} say fake" in spread, spread
+
+
 def test_page_analyses_an_image_and_a_video(setup, tmp_path):
     detector, media, settings = setup
     # the page asks for crop=auto: without a face, the whole frame is scored and flagged out of scope
@@ -118,6 +131,8 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
             assert page.is_hidden("#timeline")
             assert page.is_visible("#scope") and "no face" in page.text_content("#scope")  # out of scope, said so
             assert page.query_selector_all("#image-overlay .face-box") == []
+            assert_agreement_shown(page, expected_image)
+            assert page.get_attribute("#scope", "data-reasons").split() == expected_image.scope_reasons
             shot(page, tmp_path, "ui-image")
 
             # A video: progress while it runs, then the chart with the threshold line.
@@ -134,6 +149,7 @@ def test_page_analyses_an_image_and_a_video(setup, tmp_path):
             assert any(re.fullmatch(rf"Analysing frames: \d+ / {FRAMES}", s) for s in statuses), statuses
             assert page.text_content("#verdict") == expected_video.prediction
             assert f"{FRAMES} frames analysed" in page.text_content("#meta")
+            assert_agreement_shown(page, expected_video)
             points = page.query_selector_all("#chart circle.pt")
             assert len(points) == FRAMES
             line = page.query_selector("#threshold-line")

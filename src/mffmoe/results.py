@@ -21,6 +21,22 @@ def confidence(score: float, threshold: float) -> float:
 
 
 Crop = Literal["frame", "faces"]
+Assessment = Literal["likely_real", "uncertain", "likely_fake"]
+
+
+class Agreement(BaseModel):
+    """How far the experts agree (rules: `mffmoe.inference.trust`, docs/trust.md). `prediction` stays the
+    host's REAL/FAKE; `assessment` says whether that call is clear or should be looked at."""
+    expert_scores: list[float] = Field(description="the P(fake) the votes are counted on, in roster order "
+                                       "(videos and persons: each expert's frame scores pooled as the score is)")
+    std: float = Field(description="population standard deviation of expert_scores")
+    min: float
+    max: float
+    fake_votes: int = Field(description="experts with P(fake) >= threshold")
+    real_votes: int = Field(description="experts with P(fake) < threshold")
+    assessment: Assessment = Field(description="likely_real | uncertain | likely_fake")
+    reasons: list[str] = Field(default_factory=list, description="why uncertain: near_threshold, "
+                               "experts_split, experts_spread (empty otherwise)")
 
 
 class FaceResult(BaseModel):
@@ -35,6 +51,7 @@ class FaceResult(BaseModel):
     person: int | None = Field(None, description="videos: the person this face belongs to")
     calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's "
                                            "calibration applied to this face's scores")
+    agreement: Agreement | None = None
 
 
 class TimelinePoint(BaseModel):
@@ -57,6 +74,7 @@ class PersonResult(BaseModel):
     face: FaceResult = Field(description="the representative face (the detector's surest)")
     face_frame_index: int
     thumbnail: str = Field(description="the representative face crop, a data: URI (JPEG)")
+    agreement: Agreement | None = None
 
 
 class CalibrationUse(BaseModel):
@@ -84,12 +102,17 @@ class _Result(BaseModel):
     score_interval: tuple[float, float] | None = Field(
         None, description="set by --early-exit: the range the full ensemble score must lie in")
     crop: Crop = Field("frame", description="what was scored: the whole frame (the spec's input) or face crops")
-    in_scope: bool | None = Field(None, description="faces/auto modes: false when no face was found (the model "
-                                  "was trained on faces; the whole frame was scored instead); null in frame mode")
+    in_scope: bool | None = Field(None, description="false when a scope_reasons entry applies (faces/auto: also "
+                                  "when no face was found and the whole frame was scored); true in faces/auto "
+                                  "mode otherwise; null in frame mode otherwise (face presence is not checked)")
     faces: list[FaceResult] | None = Field(None, description="images: the faces scored (faces mode)")
     calibrated_score: float | None = Field(None, ge=0.0, le=1.0, description="P(fake) after the weights' "
                                            "calibration (`calibration`); `score` stays the spec's number")
     calibration: CalibrationUse | None = Field(None, description="the calibration next to the weights, if any")
+    agreement: Agreement | None = Field(None, description="the experts' agreement and the assessment")
+    scope_reasons: list[str] = Field(default_factory=list, description="what makes this input one the model is "
+                                     "known not to handle (no_face, tiny_input, upscaled, extreme_aspect, "
+                                     "heavy_jpeg, few_frames); in_scope is false when any is listed")
 
 
 class ImageAnalysisResult(_Result):
@@ -107,6 +130,7 @@ class FramePrediction(BaseModel):
     faces: list[FaceResult] | None = Field(default=None, description="faces mode: this frame's faces")
     calibrated_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the result's "
                                            "calibration applied to this frame's scores")
+    agreement: Agreement | None = None
 
 
 class FrameFailure(BaseModel):

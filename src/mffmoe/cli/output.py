@@ -91,20 +91,39 @@ def results_table(rows: list[dict[str, Any]], console: Console) -> None:
     from rich.table import Table
 
     table = Table(show_lines=False, header_style="bold")
-    for col in ("path", "type", "prediction", "confidence", "score", "frames", "time (s)", "note"):
+    for col in ("path", "type", "prediction", "confidence", "score", "assessment", "spread", "frames", "time (s)",
+                "note"):
         table.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
-            table.add_row(r["path"], "-", "[red]ERROR[/]", "", "", "", "",
+            table.add_row(r["path"], "-", "[red]ERROR[/]", "", "", "", "", "", "",
                           f"[red]{r['error']['type']}: {r['error']['message']}[/]")
             continue
         color = "red" if r["prediction"] == "FAKE" else "green"
         frames = ""
         if r["media_type"] == "video":
             frames = f"{r['frames_analyzed']}" + (f" ({r['frames_failed']} failed)" if r["frames_failed"] else "")
+        assessment, spread = agreement_cells(r)
         table.add_row(r["path"], r["media_type"], f"[{color}]{r['prediction']}[/]", f"{r['confidence']:.3f}",
-                      f"{r['score']:.4f}", frames, f"{r['processing_time']:.2f}", r.get("note") or "")
+                      f"{r['score']:.4f}", assessment, spread, frames, f"{r['processing_time']:.2f}",
+                      r.get("note") or "")
     console.print(table)
+
+
+_ASSESSMENT_STYLE = {"likely_fake": "red", "likely_real": "green", "uncertain": "yellow"}
+
+
+def agreement_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """The table's assessment cell (`out of scope` added when a scope reason applies) and spread cell
+    (the experts' std, their range and the votes), from a result row."""
+    a = row.get("agreement")
+    scope = " [yellow](out of scope)[/]" if row.get("in_scope") is False else ""
+    if not a:
+        return scope.strip(), ""
+    style = _ASSESSMENT_STYLE.get(a["assessment"], "")
+    spread = (f"std {a['std']:.3f} [{a['min']:.2f}-{a['max']:.2f}] "
+              f"{a['fake_votes']}/{a['fake_votes'] + a['real_votes']} fake")
+    return f"[{style}]{a['assessment']}[/]{scope}", spread
 
 
 def write_results(rows: list[dict[str, Any]], fmt: Format, output: ReportFile | None) -> None:

@@ -75,7 +75,9 @@ def score_items(detector: Detector, items: Sequence[LabeledPath], frames: int | 
                        for f in (result.frame_predictions if isinstance(result, VideoAnalysisResult) else [])]
             cal = result.calibration
             out.append(ItemScore(path, label, result.media_type, result.score, list(result.expert_scores),
-                                 frames_, crop=result.crop, in_scope=result.in_scope,
+                                 frames_, crop=result.crop,  # in_scope: whether a face was found
+                                 in_scope=False if "no_face" in result.scope_reasons else
+                                 (True if result.crop == "faces" else None),
                                  calibrated_score=result.calibrated_score, calibration=cal.name if cal else None,
                                  calibration_note=cal.note if cal else None))
         if progress:

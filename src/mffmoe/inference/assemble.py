@@ -15,6 +15,7 @@ import numpy as np
 
 from mffmoe.engine.early_exit import interval
 from mffmoe.errors import VideoDecodeError
+from mffmoe.inference.trust import agreement, pooled_experts
 from mffmoe.media.video import VideoSummary
 from mffmoe.pooling import Pooling
 from mffmoe.results import (
@@ -51,12 +52,15 @@ class ScoredFrame:
 
 
 def _fields(score: float, expert_scores: Iterable[float], threshold: float, untrained: bool, model_name: str,
-            notes: Sequence[str]) -> dict[str, Any]:
+            notes: Sequence[str], voters: Iterable[float] | None = None) -> dict[str, Any]:
+    """The shared fields; `voters`: the experts' P(fake) the agreement counts (default `expert_scores`)."""
+    expert_scores = [float(s) for s in expert_scores]
     return {
         "prediction": label(score, threshold),
         "confidence": confidence(score, threshold),
         "score": score,
-        "expert_scores": [float(s) for s in expert_scores],
+        "expert_scores": expert_scores,
+        "agreement": agreement(expert_scores if voters is None else list(voters), score, threshold),
         "threshold": threshold,
         "untrained": untrained,
         "model": model_name,
@@ -109,7 +113,8 @@ def video_result(path: str, summary: VideoSummary, frames: Mapping[int, ScoredFr
     frame_scores = list(scores.values())
     frame_predictions = [FramePrediction(index=n, frame_index=i, timestamp=frames[i].timestamp, score=scores[i],
                                          prediction=label(scores[i], threshold),
-                                         expert_scores=[float(v) for v in frames[i].experts if not np.isnan(v)])
+                                         expert_scores=[float(v) for v in frames[i].experts if not np.isnan(v)],
+                                         agreement=agreement(frames[i].experts, scores[i], threshold))
                          for n, i in enumerate(wanted) if i in scores]  # n: the sample number, as the host
     video_score = float(np.clip(pooling(frame_scores), 0.0, 1.0))
     rows = np.stack([frames[i].experts for i in keep])
@@ -122,7 +127,8 @@ def video_result(path: str, summary: VideoSummary, frames: Mapping[int, ScoredFr
         notes.append(f"{len(failed)} of {len(wanted)} sampled frames could not be decoded")
     if info.frame_count and summary.count_exact and info.frame_count != summary.total:
         notes.append(f"container states {info.frame_count} frames; the stream has {summary.total}")
-    fields = _fields(video_score, expert_means, threshold, untrained, model_name, notes)
+    fields = _fields(video_score, expert_means, threshold, untrained, model_name, notes,
+                     voters=pooled_experts(rows, pooling))  # each expert pooled as the score is
     if early_exit:
         lows, highs = interval(rows)
         fields = _early_exit_fields(fields, float(np.clip(pooling(lows), 0, 1)), float(np.clip(pooling(highs), 0, 1)),
@@ -158,7 +164,8 @@ def face_results(faces: Sequence[Any], rows: np.ndarray, threshold: float,
         out.append(FaceResult(box=[round(float(v), 2) for v in f.crop.face.box], detector_score=f.crop.face.score,
                               crop_box=list(f.crop.crop_box), score=score,
                               expert_scores=[float(v) for v in row if not np.isnan(v)],
-                              prediction=label(score, threshold), person=None if persons is None else persons[n]))
+                              prediction=label(score, threshold), person=None if persons is None else persons[n],
+                              agreement=agreement(row, score, threshold)))
     return out
 
 
@@ -184,6 +191,8 @@ def face_image_result(faces: Sequence[Any], rows: np.ndarray, dimensions: dict[s
 
 
 def out_of_scope(result: R, why: str = NO_FACE_NOTE) -> R:
-    """A frame-scored result of faces/auto mode: flagged `in_scope: false`, with the reason noted."""
+    """A frame-scored result of faces/auto mode: flagged `in_scope: false` (reason `no_face`), with the
+    reason noted. The other scope reasons: `trust.judge_scope`."""
     note = "; ".join(x for x in (result.note, why) if x)
-    return result.model_copy(update={"crop": "frame", "in_scope": False, "note": note})
+    reasons = ["no_face", *(r for r in result.scope_reasons if r != "no_face")]
+    return result.model_copy(update={"crop": "frame", "in_scope": False, "note": note, "scope_reasons": reasons})

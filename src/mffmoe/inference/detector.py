@@ -46,7 +46,8 @@ from mffmoe.inference.assemble import (
 )
 from mffmoe.inference.batching import SHORT_VIDEO_STEPS, begin_video, score_batch, score_items
 from mffmoe.inference.faces import score_video_faces
-from mffmoe.media.image import to_rgb
+from mffmoe.inference.trust import judge_scope
+from mffmoe.media.image import image_jpeg_quality, to_rgb
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
@@ -195,10 +196,12 @@ class Detector:
         start = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
         finder = self.finder_for(crop)
+        quality = image_jpeg_quality(image)
         image = to_rgb(image)
         look = self.look(finder)
         faces = None if look is None else tuple(look(np.asarray(image)))
-        item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0, faces)
+        item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0, faces,
+                         jpeg_quality=quality)
         return self.calibrated(self._image_item(item, threshold, start, finder), crop)
 
     def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
@@ -322,18 +325,25 @@ class Detector:
 
     def _assemble_image(self, item: ImageItem, rows: np.ndarray, seconds: float, threshold: float,
                         finder: FaceFinder | None) -> ImageAnalysisResult:
-        """Faces mode with faces: scored by them; else the frame (flagged out of scope in faces mode)."""
+        """Faces mode with faces: scored by them; else the frame (flagged out of scope in faces mode).
+        Then the scope checks (`trust.judge_scope`)."""
         if item.faces:
-            return face_image_result(item.faces, rows, item.dimensions, seconds, threshold=threshold,
-                                     untrained=self.random_weights, model_name=self.model_name,
-                                     face_pooling=self.face_pooling)
-        result = self._image_result(rows[0], item.dimensions, seconds, threshold)
-        if finder is None:
-            return result
-        return out_of_scope(result, item.faces_note or NO_FACE_NOTE)
+            result = face_image_result(item.faces, rows, item.dimensions, seconds, threshold=threshold,
+                                       untrained=self.random_weights, model_name=self.model_name,
+                                       face_pooling=self.face_pooling)
+        else:
+            result = self._image_result(rows[0], item.dimensions, seconds, threshold)
+            if finder is not None:
+                result = out_of_scope(result, item.faces_note or NO_FACE_NOTE)
+        return judge_scope(result, self.input_size, item.jpeg_quality)
 
     def _video(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
                start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
+        """The video's result, with the scope checks (`trust.judge_scope`)."""
+        return judge_scope(self._video_scores(item, pool, threshold, progress, start, finder), self.input_size)
+
+    def _video_scores(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
+                      start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
         """Decoding and preprocessing run on a thread while the engine scores earlier frames."""
         if finder is not None:  # faces mode (early exit decides per face crop batch, not per video)
             return score_video_faces(item, finder, self.engine, input_size=self.input_size,

@@ -27,6 +27,7 @@ from mffmoe.faces.finder import FaceFinder, FaceInput
 from mffmoe.faces.tracks import TrackInput, appearance, group_persons
 from mffmoe.inference.assemble import ScoredFrame, ensemble_score, face_results, out_of_scope, video_result
 from mffmoe.inference.batching import SHORT_VIDEO_STEPS, score_batch
+from mffmoe.inference.trust import agreement, pooled_experts
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.source import VideoItem, decode_ahead
 from mffmoe.pooling import Pooling
@@ -161,7 +162,7 @@ def _persons_result(path: str, summary: Any, kept: list[int], sampled: dict[int,
     return base.model_copy(update={
         "score": top.score, "prediction": label(top.score, threshold), "confidence": confidence(top.score, threshold),
         "expert_scores": [float(v) for v in experts if not np.isnan(v)], "crop": "faces", "in_scope": True,
-        "frame_predictions": predictions, "persons": persons, "note": note,
+        "frame_predictions": predictions, "persons": persons, "note": note, "agreement": top.agreement,
         "metrics": {**base.metrics, "pooled_score": top.score, "persons": len(persons),
                     "max_person_score": max(p.score for p in persons)},
     })
@@ -183,7 +184,9 @@ def _persons(keys: Sequence[tuple[int, int]], person_of: dict[tuple[int, int], i
         out.append(PersonResult(person=person, score=score, prediction=label(score, threshold), frames=frames_seen,
                                 counted=frames_seen >= need, timeline=timeline, face=per_frame[rep[0]][rep[1]],
                                 face_frame_index=rep[0],
-                                thumbnail=_data_uri(sampled[rep[0]].faces[rep[1]])))
+                                thumbnail=_data_uri(sampled[rep[0]].faces[rep[1]]),
+                                agreement=agreement(pooled_experts(np.stack([rows[k] for k in mine]), pool), score,
+                                                    threshold)))
     if not any(p.counted for p in out):  # tracking broke every person up: then all of them count
         out = [p.model_copy(update={"counted": True}) for p in out]
     return out

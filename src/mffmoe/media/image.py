@@ -5,6 +5,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,6 +40,43 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+#: The IJG (libjpeg) standard quantisation tables, natural (row-major) order, as Pillow's
+#: `Image.quantization` gives them: luminance (table 0) and chrominance (table 1), Annex K of ITU T.81.
+_IJG_TABLES = (
+    np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+              14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+              49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.int64),
+    np.array([17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+              47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, dtype=np.int64),
+)
+
+
+def _ijg_table(table: int, quality: int) -> np.ndarray:
+    """libjpeg's table for `quality` (jpeg_quality_scaling, then jpeg_add_quant_table, baseline)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((_IJG_TABLES[table] * scale + 50) // 100, 1, 255)
+
+
+def jpeg_quality(tables: dict[int, Any] | None) -> int | None:
+    """The JPEG quality (1-100) whose IJG-scaled standard tables come nearest `tables` (Pillow's
+    `Image.quantization`: the luminance table and, when there, the chrominance one), by the sum of
+    absolute differences; ties go to the higher quality. Exact for libjpeg-made files (Pillow, most
+    software, many cameras); for an encoder with its own tables, the IJG quality of similar strength.
+    None without a usable table."""
+    if not tables or 0 not in tables or len(tables[0]) != 64:
+        return None
+    have = [(t, np.asarray(list(tables[t]), dtype=np.int64)) for t in (0, 1) if t in tables and len(tables[t]) == 64]
+    errors = [sum(int(np.abs(_ijg_table(t, q) - v).sum()) for t, v in have) for q in range(1, 101)]
+    best = min(errors)
+    return max(q for q in range(1, 101) if errors[q - 1] == best)
+
+
+def image_jpeg_quality(image: Any) -> int | None:
+    """`jpeg_quality` of an opened image (a JPEG, or an MPO made of JPEGs; else None): the tables are
+    read with the header, so nothing is decoded."""
+    return jpeg_quality(getattr(image, "quantization", None)) if image.format in ("JPEG", "MPO") else None
 
 
 def load_image(path: str | os.PathLike[str], max_pixels: int | None = None,

@@ -31,7 +31,7 @@ from PIL import Image
 
 from mffmoe.errors import MFFMoEError, UnexpectedDecodeError, VideoDecodeError
 from mffmoe.media import preprocess as preprocess_module
-from mffmoe.media.image import open_image
+from mffmoe.media.image import image_jpeg_quality, open_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind, probe_kind
 from mffmoe.media.video import SampledFrame, VideoSampler, VideoSummary
@@ -57,6 +57,7 @@ class ImageItem:
     seconds: float               # probe + decode + preprocess
     faces: tuple[Any, ...] | None = None  # faces mode: `look`'s findings (faces.finder.FaceInput); None: not looked
     faces_note: str | None = None               # faces mode: why faces were not looked for
+    jpeg_quality: int | None = None             # a JPEG's estimated quality (media.image.jpeg_quality)
 
     @property
     def dimensions(self) -> dict[str, int]:
@@ -149,7 +150,7 @@ def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max
             return open_video(path, n_frames, input_size)
         faces: tuple[Any, ...] | None = None
         note = None
-        with _huge_image_slot(path):
+        with _huge_image_slot(path) as quality:
             image = open_image(path, max_pixels)
             pixels = preprocess(image, input_size)
             width, height = image.size
@@ -159,7 +160,7 @@ def open_media(path: str | os.PathLike[str], input_size: int, n_frames: int, max
                 note = (f"faces were not looked for: images over {preprocess_module.STRIP_PIXELS:,} pixels are "
                         "read in strips and never held whole")
             del image  # the decoded pixels go now, not when the caller is done with the item
-        return ImageItem(str(path), pixels, width, height, time.perf_counter() - start, faces, note)
+        return ImageItem(str(path), pixels, width, height, time.perf_counter() - start, faces, note, quality)
     except MFFMoEError:
         raise
     except Exception as e:  # a decoder bug or an exotic failure: an error that says so, not a crash
@@ -170,20 +171,23 @@ _HUGE_IMAGES = threading.Lock()
 
 
 @contextmanager
-def _huge_image_slot(path: str | os.PathLike[str]) -> Iterator[None]:
+def _huge_image_slot(path: str | os.PathLike[str]) -> Iterator[int | None]:
     """Decode at most one huge image (over `preprocess.STRIP_PIXELS`) at a time, whatever the number of
-    decoding threads: each holds its decoded pixels (3 bytes each) until it is resized."""
+    decoding threads: each holds its decoded pixels (3 bytes each) until it is resized. Yields the JPEG
+    quality read from the header (None for other formats), for the scope checks."""
+    quality = None
     try:
-        with Image.open(path) as header:  # the header only
+        with Image.open(path) as header:  # the header only (a JPEG's tables included)
             huge = header.width * header.height > preprocess_module.STRIP_PIXELS
+            quality = image_jpeg_quality(header)
     except Exception:  # not an image after all: open_image says why
         huge = False
     if not huge:
-        yield
+        yield quality
         return
     try:
         with _HUGE_IMAGES:
-            yield
+            yield quality
     finally:
         release_freed_memory()
 

@@ -33,9 +33,10 @@ from mffmoe.inference.detector import Detector
 # The end of `score_video_faces` (persons from the sampled frames' faces): private there, used here so a
 # scan's video equals analyze's. A public helper there (the tail of score_video_faces) would replace them.
 from mffmoe.inference.faces import SampledFrame, faces_video_result
+from mffmoe.inference.trust import R, judge_scope
 from mffmoe.media.video import VideoSummary
 from mffmoe.pooling import Pooling, get_pooling
-from mffmoe.results import AnalysisResult, FrameFailure
+from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult
 from mffmoe.scan.decode import ERROR, FRAME, FRAME_ERROR, IMAGE, VIDEO_END, Part
 
 _NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
@@ -94,8 +95,9 @@ class Assembler:
     is the (resolved) mode the parts were decoded in."""
 
     def __init__(self, threshold: float, pooling: Pooling, untrained: bool, model_name: str, crop: str = "frame",
-                 face_pooling: str = "max") -> None:
+                 face_pooling: str = "max", input_size: int | None = None) -> None:
         self.threshold = threshold
+        self.input_size = input_size  # for the scope checks (`trust.judge_scope`); None: not checked
         self.pooling = pooling
         self.untrained = untrained
         self.model_name = model_name
@@ -107,16 +109,16 @@ class Assembler:
     def for_detector(cls, detector: Detector, crop: str | None = None) -> Assembler:
         """`crop`: the mode the parts were decoded in (None: the detector's)."""
         return cls(detector.threshold, detector.pool, detector.random_weights, detector.model_name,
-                   crop or detector.crop, detector.face_pooling)
+                   crop or detector.crop, detector.face_pooling, detector.input_size)
 
     @classmethod
-    def for_config(cls, config: DetectorConfig) -> Assembler:
+    def for_config(cls, config: DetectorConfig, input_size: int | None = None) -> Assembler:
         """Where the model runs elsewhere (the Ray driver): the settings are all it needs (the crop mode
-        resolved)."""
+        resolved; `input_size`: the weights', for the scope checks)."""
         if config.crop is None:
             raise ValueError("the crop mode is not resolved (None means the weights' own: resolve it first)")
         return cls(config.threshold, get_pooling(config.pooling), config.untrained, config.model_name,
-                   config.crop, config.face_pooling)
+                   config.crop, config.face_pooling, input_size)
 
     @property
     def faces(self) -> bool:
@@ -155,9 +157,15 @@ class Assembler:
         del self._videos[part.key]
         return [Finished(part.key, self._video_outcome(part.key, video), video.seconds)]
 
+    def _scope(self, result: R, jpeg_quality: int | None = None) -> R:
+        return result if self.input_size is None else judge_scope(result, self.input_size, jpeg_quality)
+
     def _image(self, part: Part) -> AnalysisResult:
         """As `Detector._assemble_image`: by its faces when it has some, else its frame (flagged out of
-        scope in faces mode)."""
+        scope in faces mode); then the scope checks."""
+        return self._scope(self._image_scores(part), part.meta.get("jpeg_quality"))
+
+    def _image_scores(self, part: Part) -> ImageAnalysisResult:
         m, experts = part.meta, part.experts
         assert experts is not None
         dims = {"width": m["width"], "height": m["height"]}
@@ -194,10 +202,11 @@ class Assembler:
         start = time.perf_counter() - video.seconds  # results take their time as `now - start`
         try:
             if not self.faces:
-                return video_result(path, summary, video.scored, video.failures, video.seconds, pooling=self.pooling,
-                                    threshold=self.threshold, untrained=self.untrained, model_name=self.model_name)
-            return faces_video_result(path, summary, video.sampled, video.rows, video.failures, start,
-                                      pool=self.pooling, threshold=self.threshold, untrained=self.untrained,
-                                      model_name=self.model_name)
+                return self._scope(video_result(path, summary, video.scored, video.failures, video.seconds,
+                                                pooling=self.pooling, threshold=self.threshold,
+                                                untrained=self.untrained, model_name=self.model_name))
+            return self._scope(faces_video_result(path, summary, video.sampled, video.rows, video.failures, start,
+                                                  pool=self.pooling, threshold=self.threshold,
+                                                  untrained=self.untrained, model_name=self.model_name))
         except MFFMoEError as e:
             return ErrorInfo.of(e)

@@ -137,6 +137,8 @@ def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
         return
     if not isinstance(item, VideoItem):
         meta: dict[str, Any] = dict(item.dimensions)
+        if item.jpeg_quality is not None:
+            meta["jpeg_quality"] = item.jpeg_quality  # for the scope checks
         if finder is not None:
             meta["faces"] = [face_meta(f) for f in item.faces or ()]
             if item.faces_note:

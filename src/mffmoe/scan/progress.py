@@ -35,7 +35,7 @@ class ScanSummary:
     duplicates: int = 0    # same content as another input of this run: analyzed once
     analyzed: int = 0      # decoded and scored (failures included)
     unreadable: int = 0    # could not be read to hash
-    out_of_scope: int = 0  # faces/auto mode: rows written without a face (the whole frame was scored)
+    out_of_scope: int = 0  # rows written with in_scope false (no face found, tiny input, ...: docs/trust.md)
     verdicts: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -77,7 +77,7 @@ class ScanSummary:
         verdicts = ", ".join(f"{k}: {self.verdicts[k]}" for k in ("REAL", "FAKE", "ERROR") if self.verdicts[k])
         t.add_row("rows written", f"{self.written}" + (f" ({verdicts})" if verdicts else ""))
         if self.out_of_scope:
-            t.add_row("out of scope (no face found)", f"{self.out_of_scope} (the whole frame was scored)")
+            t.add_row("out of scope", f"{self.out_of_scope} (why: the scope_reasons column)")
         if self.failures:
             t.add_row("failures by type", ", ".join(f"{k}: {v}" for k, v in self.failures.most_common()))
         t.add_row("runner", self.runner)

@@ -217,7 +217,8 @@ class RayRunner:
         cluster itself must be broken, which stops the scan instead."""
         if not todo:
             return
-        assembler = Assembler.for_config(self.spec.detector)  # results are built here; the model runs on replicas
+        # results are built here; the model runs on replicas
+        assembler = Assembler.for_config(self.spec.detector, self.cfg.input_size)
         unfinished = set(todo)
         for files_per_task, paths in ((FILES_PER_TASK, todo), (1, None)):
             if paths is None:

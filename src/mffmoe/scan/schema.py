@@ -2,7 +2,8 @@
 
 Rows are flat (Parquet- and SQL-friendly): the fields of `mffmoe analyze`'s result that matter for a
 collection (in faces/auto mode also what was scored, whether the input was in scope, its faces' count and
-highest score, a video's persons), the error for failures, and the identity of the model and settings
+highest score, a video's persons; in every mode the scope reasons, the assessment and the experts' spread,
+see docs/trust.md), the error for failures, and the identity of the model and settings
 that made the row (the crop mode included), so a resumed scan can tell whether a row still counts.
 """
 from __future__ import annotations
@@ -72,7 +73,10 @@ SCHEMA = pa.schema([
     pa.field("duration", pa.float64()),
     pa.field("note", pa.string()),
     pa.field("crop", pa.string()),                  # what was scored: frame | faces
-    pa.field("in_scope", pa.bool_()),               # faces/auto: false when no face was found; null in frame mode
+    pa.field("in_scope", pa.bool_()),               # false when a scope reason applies; faces/auto: else true
+    pa.field("scope_reasons", pa.list_(pa.string())),  # no_face, tiny_input, upscaled, ... (docs/trust.md)
+    pa.field("assessment", pa.string()),            # likely_real | uncertain | likely_fake (the agreement's)
+    pa.field("expert_std", pa.float64()),           # the experts' spread (the agreement's std)
     pa.field("face_count", pa.int32()),             # faces/auto: faces scored (videos: over all sampled frames)
     pa.field("max_face_score", pa.float64()),       # faces/auto: the highest face's P(fake)
     pa.field("persons", pa.int32()),                # faces/auto, videos: persons seen
@@ -114,7 +118,10 @@ def make_row(path: str, content_hash: str | None, size: int | None, outcome: Ana
     row.update(media_type=outcome.media_type, prediction=outcome.prediction, score=outcome.score,
                confidence=outcome.confidence, expert_scores=[float(s) for s in outcome.expert_scores],
                width=outcome.dimensions.get("width"), height=outcome.dimensions.get("height"),
-               note=outcome.note, model=outcome.model, crop=outcome.crop, in_scope=outcome.in_scope)
+               note=outcome.note, model=outcome.model, crop=outcome.crop, in_scope=outcome.in_scope,
+               scope_reasons=list(outcome.scope_reasons))
+    if outcome.agreement is not None:
+        row.update(assessment=outcome.agreement.assessment, expert_std=outcome.agreement.std)
     if isinstance(outcome, VideoAnalysisResult):
         row.update(frames_analyzed=outcome.frames_analyzed, frames_failed=outcome.frames_failed,
                    frame_count=outcome.frame_count, duration=outcome.duration)

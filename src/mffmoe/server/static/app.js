@@ -230,6 +230,7 @@ function render(envelope, jobId) {
   verdict.className = `verdict ${fake ? "fake" : "real"}`;
   $("confidence").textContent = `Confidence ${pct(r.confidence)}`;
   $("score-line").textContent = `P(fake) ${fmt(r.score)} · threshold ${fmt(r.threshold, 2)}`;
+  renderAgreement(r.agreement);
   const dims = r.dimensions ? `${r.dimensions.width}×${r.dimensions.height}` : "";
   const parts = [r.media_type, dims];
   if (r.media_type === "video") {
@@ -243,6 +244,7 @@ function render(envelope, jobId) {
   // No face found (faces mode): the whole frame was scored, outside what the model was trained on.
   const outOfScope = r.in_scope === false;
   $("scope-text").textContent = r.note || "no face was found, so the whole frame was scored.";
+  $("scope").dataset.reasons = (r.scope_reasons || []).join(" ");
   show("scope", outOfScope);
   $("note").textContent = r.note || "";
   show("note", !!r.note && !outOfScope);
@@ -254,6 +256,26 @@ function render(envelope, jobId) {
   renderImage(isVideo ? null : r);
   renderFaceList(r);
   if (isVideo) renderChart(r, jobId);
+}
+
+// The experts' agreement: the assessment (likely real, uncertain, likely fake) and their spread.
+const ASSESSMENT_NAMES = { likely_real: "Likely real", uncertain: "Uncertain", likely_fake: "Likely fake" };
+const UNCERTAIN_WHY = { near_threshold: "score near the threshold", experts_split: "experts split",
+  experts_spread: "experts spread" };
+function renderAgreement(a) {
+  show("assessment-line", !!a);
+  if (!a) return;
+  const el = $("assessment");
+  el.textContent = ASSESSMENT_NAMES[a.assessment] || a.assessment;
+  el.className = `assessment ${a.assessment}`;
+  el.dataset.assessment = a.assessment;
+  const why = (a.reasons || []).map((c) => UNCERTAIN_WHY[c] || c).join(", ");
+  if (why) el.title = why;
+  const n = a.fake_votes + a.real_votes;
+  const spread = $("spread");
+  spread.dataset.std = String(a.std);
+  spread.textContent = (why ? `(${why}) · ` : "") + `experts' spread: std ${fmt(a.std)}, ` +
+    `range ${fmt(a.min)}–${fmt(a.max)} · ${a.fake_votes} of ${n} say fake`;
 }
 
 function scoredWhat(r) {
