@@ -104,6 +104,8 @@ def test_analyze_reports_the_calibrated_score_and_keeps_the_score(run):
         assert new["calibrated_score"] == pytest.approx(1 / (1 + np.exp(-z / t)), abs=1e-6)
         for fp in new.get("frame_predictions") or []:  # a video's frames too
             assert fp["calibrated_score"] == pytest.approx(cal.apply_one(fp["score"], fp["expert_scores"]))
+    table = run_cli("analyze", run.media, "--weights", run.weights, "--frames", 4, "--device", "cpu").stdout
+    assert f"calibrated by: {run.record['name']}" in " ".join(table.split())  # the table names it
 
 
 def test_not_applied_in_another_crop_mode_or_on_changed_weights(run, tmp_path):

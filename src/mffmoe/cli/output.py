@@ -91,12 +91,14 @@ def results_table(rows: list[dict[str, Any]], console: Console) -> None:
     from rich.table import Table
 
     table = Table(show_lines=False, header_style="bold")
-    for col in ("path", "type", "prediction", "confidence", "score", "assessment", "spread", "frames", "time (s)",
-                "note"):
+    calibrated = any(r.get("calibrated_score") is not None for r in rows)  # the column only when it has values
+    columns = ["path", "type", "prediction", "confidence", "score", *(["calibrated"] if calibrated else []),
+               "assessment", "spread", "frames", "time (s)", "note"]
+    for col in columns:
         table.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
-            table.add_row(r["path"], "-", "[red]ERROR[/]", "", "", "", "", "", "",
+            table.add_row(r["path"], "-", "[red]ERROR[/]", *[""] * (len(columns) - 4),
                           f"[red]{r['error']['type']}: {r['error']['message']}[/]")
             continue
         color = "red" if r["prediction"] == "FAKE" else "green"
@@ -104,10 +106,16 @@ def results_table(rows: list[dict[str, Any]], console: Console) -> None:
         if r["media_type"] == "video":
             frames = f"{r['frames_analyzed']}" + (f" ({r['frames_failed']} failed)" if r["frames_failed"] else "")
         assessment, spread = agreement_cells(r)
+        cal = r.get("calibrated_score")
+        cal_cell = [f"{cal:.4f}" if cal is not None else "-"] if calibrated else []
         table.add_row(r["path"], r["media_type"], f"[{color}]{r['prediction']}[/]", f"{r['confidence']:.3f}",
-                      f"{r['score']:.4f}", assessment, spread, frames, f"{r['processing_time']:.2f}",
+                      f"{r['score']:.4f}", *cal_cell, assessment, spread, frames, f"{r['processing_time']:.2f}",
                       r.get("note") or "")
     console.print(table)
+    names = sorted({r["calibration"]["name"] for r in rows if r.get("calibration") and r.get("calibrated_score")
+                    is not None})
+    if names:
+        console.print(f"calibrated by: {', '.join(names)} (score stays the spec's number)")
 
 
 _ASSESSMENT_STYLE = {"likely_fake": "red", "likely_real": "green", "uncertain": "yellow"}
