@@ -24,8 +24,11 @@ OPTIONAL = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    """Our own checkpoint: exports and calibration records written here must not reach other tests."""
-    return make_random_checkpoint(tmp_path_factory.mktemp("engines_ckpt"), TINY_ROSTER, SIZE, seed=3)
+    """Our own checkpoint: exports and calibration records written here must not reach other tests. Its
+    BatchNorm statistics are measured on natural-looking images, so no expert saturates on such inputs
+    and a wrong graph cannot hide behind probabilities of 0 or 1."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("engines_ckpt"), TINY_ROSTER, SIZE, seed=3,
+                                  measured_bn=True)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,17 @@ def loaded(ckpt):
 
 @pytest.fixture(scope="module")
 def batch() -> torch.Tensor:
-    return torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    from mffmoe.media.samples import sample_batch
+
+    return sample_batch(3, SIZE, seed=1)  # natural-looking images (not noise), preprocessed as the spec does
+
+
+def test_the_engines_checkpoint_keeps_every_expert_in_range(torch_probs):
+    """What makes agreement meaningful: every expert's P(fake) on the test images is away from 0 and 1
+    (logit within +-8) and differs between images."""
+    logits = np.log(torch_probs) - np.log1p(-torch_probs)
+    assert np.all(np.abs(logits) < 8), logits
+    assert np.all(torch_probs.std(axis=0) > 1e-4), torch_probs
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +165,7 @@ def test_auto_follows_the_calibration_record(ckpt, loaded):
     record = calibrate(model, info, log=lambda m: None)
     assert set(record["engines"]) == {"torch", "onnxruntime", "openvino"}
     assert all(r["ok"] and r["max_abs_diff"] <= 1e-4 for r in record["engines"].values())
+    assert all(set(r["max_abs_diff_per_expert"]) == set(TINY_ROSTER) for r in record["engines"].values())
     assert json.loads((ckpt / CACHE_DIRNAME / info.fingerprint() / auto_mod.RECORD).read_text())["engines"]
 
     fast = {"ok": True, "max_abs_diff": 1e-7, "load_s": 5.0, "latency_s": 0.5}

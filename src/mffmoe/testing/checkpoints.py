@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
+from mffmoe.media.samples import sample_batch
 from mffmoe.model.checkpoint import save_official
 from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.model.ensemble import build_model
@@ -23,8 +24,12 @@ TINY_ROSTER = ("test_efficientnet", "test_convnext")
 
 def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[str] = TINY_ROSTER,
                            input_size: int = DEFAULT_INPUT_SIZE, layout: str = "official", seed: int = 0,
-                           ema_scale: float = 0.05, with_ema: bool = True) -> Path:
-    """Write a random ensemble in `layout` ("official" or "upstream") with distinct EMA shadows."""
+                           ema_scale: float = 0.05, with_ema: bool = True, measured_bn: bool = False) -> Path:
+    """Write a random ensemble in `layout` ("official" or "upstream") with distinct EMA shadows. BatchNorm
+    statistics are random (but not the defaults), or with `measured_bn` measured on natural-looking
+    images (`media.samples`), as a trained network's are: activations then stay in the range real
+    images give, where an engine computing a wrong graph shows it (random statistics let some experts
+    saturate at 0 or 1, which hides differences)."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -37,6 +42,8 @@ def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[s
                 buf.copy_(torch.rand(buf.shape, generator=g) * 0.5 + 0.75)
             elif name.endswith("num_batches_tracked"):
                 buf.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
+    if measured_bn:
+        measure_batchnorm(model, input_size, seed=seed)
     emas = None
     if with_ema:
         emas = []
@@ -48,6 +55,22 @@ def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[s
             emas.append(ema)
     extra = {"ema_list.0.junk": torch.zeros(1), "ema_state_dummy": torch.ones(2)}
     return save_official(model, emas, directory, layout=layout, extra_state=extra)
+
+
+def measure_batchnorm(model: torch.nn.Module, input_size: int, n: int = 16, seed: int = 0) -> None:
+    """Set every BatchNorm's running statistics to their exact averages over `n` sample images."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    images = sample_batch(n, input_size, seed=seed)
+    model.train()
+    with torch.no_grad():
+        for chunk in images.split(8):
+            model(chunk)
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
 
 
 def default_roster_checkpoint(directory: str | os.PathLike[str], input_size: int = DEFAULT_INPUT_SIZE,

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mffmoe.media.samples import sample_frame
+
 CODECS = {  # codec -> (container format, pixel format)
     "h264": ("mp4", "yuv420p"),
     "libx264": ("mp4", "yuv420p"),
@@ -25,20 +27,8 @@ CODECS = {  # codec -> (container format, pixel format)
 
 
 def pattern(width: int, height: int, t: int = 0, seed: int = 0) -> np.ndarray:
-    """A deterministic, textured RGB uint8 frame that changes with `t` (so every frame differs)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    r = 127 + 100 * np.sin(x / (17 + seed % 5) + t * 0.21 + phase[0])
-    g = 127 + 100 * np.sin(y / 13 - t * 0.17 + phase[1])
-    b = 127 + 100 * np.sin((x + y) / 29 + t * 0.11 + phase[2])
-    img = np.stack([r, g, b], axis=-1)
-    # a moving square, so seeking errors show up as a different picture
-    s = max(4, min(width, height) // 6)
-    cx = int((t * 7) % max(1, width - s))
-    cy = int((t * 3) % max(1, height - s))
-    img[cy:cy + s, cx:cx + s] = (255 - (t * 5) % 256, (t * 11) % 256, 40)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    """A deterministic, textured RGB uint8 frame that changes with `t` (`media.samples.sample_frame`)."""
+    return sample_frame(width, height, t=t, seed=seed)
 
 
 def make_image(path: str | os.PathLike[str], width: int = 640, height: int = 480, seed: int = 0,
