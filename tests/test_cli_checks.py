@@ -297,3 +297,15 @@ def test_setup_script_says_what_it_does_and_stays_quiet_off_a_terminal(tmp_path)
     again = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, capture_output=True, text=True, env=env,
                            timeout=60, check=True)
     assert "installing" not in again.stderr  # a second run only checks
+
+
+def test_a_missing_input_is_answered_without_importing_torch():
+    """Start-up: a missing file is reported before torch (seconds and ~0.5 GB on its own) is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from mffmoe.cli import app; "
+            "r = CliRunner().invoke(app, ['analyze', '/nonexistent/x.jpg', '--untrained']); "
+            "print(r.exit_code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "False"], out

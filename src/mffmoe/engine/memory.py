@@ -16,11 +16,13 @@ import mmap
 import os
 import sys
 from collections.abc import Iterable, Sequence
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from mffmoe.config import env
+
+if TYPE_CHECKING:  # torch is not imported here: the CLI imports this module before deciding it needs torch
+    import torch
+    from torch import nn
 
 MADV_DONTNEED = 4
 M_MMAP_THRESHOLD = -3

@@ -15,13 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mffmoe.errors import CorruptMediaError
+
+if TYPE_CHECKING:  # tensors come in from the caller: probing a file's header must not import torch
+    import torch
 
 #: Pillow format -> (libvips loader, the Pillow modes whose pixels that loader reproduces exactly).
 #: Not here, as their decoders hold the whole image whatever the reader does: WebP, interlaced PNG and
@@ -49,9 +51,9 @@ _ORIENT = {
     3: lambda x: x.flip(-2, -1),                          # ROTATE_180
     4: lambda x: x.flip(-2),                              # FLIP_TOP_BOTTOM
     5: lambda x: x.transpose(-2, -1),                     # TRANSPOSE
-    6: lambda x: torch.rot90(x, -1, (-2, -1)),            # ROTATE_270 (90 degrees clockwise)
+    6: lambda x: x.rot90(-1, (-2, -1)),                   # ROTATE_270 (90 degrees clockwise)
     7: lambda x: x.transpose(-2, -1).flip(-2, -1),        # TRANSVERSE
-    8: lambda x: torch.rot90(x, 1, (-2, -1)),             # ROTATE_90 (90 degrees counter-clockwise)
+    8: lambda x: x.rot90(1, (-2, -1)),                    # ROTATE_90 (90 degrees counter-clockwise)
 }
 
 
