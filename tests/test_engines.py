@@ -233,3 +233,12 @@ def test_export_backbone_conv_mlp_twin_is_the_same_function(name):
         a, b = expert(x), twin(x)
     assert a.abs().max() > 1e-3  # not a degenerate all-zero output
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_cpu_scores_do_not_depend_on_the_batch(loaded, batch, torch_probs):
+    """On the CPU the torch engine runs one image per expert forward (CPU_MICRO_BATCH: faster there), so
+    an image's experts are the same bits whether it comes alone or in a batch."""
+    model, info = loaded
+    engine = create_engine("torch", model, info, device="cpu")
+    alone = np.concatenate([engine.predict(batch[i:i + 1]) for i in range(len(batch))])
+    assert np.array_equal(alone, torch_probs)
