@@ -50,25 +50,14 @@ def crashing_decode_batch(batch, cfg):
 def make_face_collection(root: Path) -> dict[str, Path]:
     """A folder for faces mode: an image with two real faces, a face-free image, a short video with two
     faces moving across the frame (as tests/test_faces.py's, smaller)."""
-    import numpy as np
 
-    from mffmoe.testing.faces import background, face_free_scene, face_scene, face_sources
-    from mffmoe.testing.media import encode_video
+    from mffmoe.testing.faces import crossing_video, face_free_scene, face_scene
 
     root.mkdir(parents=True, exist_ok=True)
     made = {"scene": root / "scene.png", "free": root / "free.png", "video": root / "two.mp4"}
     face_scene(11, 640, 480, n_faces=2, sizes=(90, 160)).image.save(made["scene"])
     face_free_scene(3, 320, 240).save(made["free"])
-    astronaut, hopper = face_sources()[:2]
-    bg = background(480, 270, np.random.default_rng(0))
-    heads = [s.image.crop(s.head).resize((100, 110)) for s in (astronaut, hopper)]
-    frames = []
-    for t in range(8):
-        frame = bg.copy()
-        frame.paste(heads[0], (20 + 40 * t, 20))
-        frame.paste(heads[1], (360 - 40 * t, 140))
-        frames.append(np.asarray(frame))
-    encode_video(made["video"], frames, fps=8)
+    crossing_video(made["video"])
     return made
 
 

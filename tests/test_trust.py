@@ -224,8 +224,7 @@ def test_jpeg_quality_of_an_image_read_in_strips(tiny_detector, tmp_path, monkey
 def test_faces_mode_agreement_for_faces_persons_and_videos(tmp_path):
     from mffmoe.inference.detector import Detector
     from mffmoe.testing.checkpoints import TINY_ROSTER
-    from mffmoe.testing.faces import background, face_scene, face_sources
-    from mffmoe.testing.media import encode_video
+    from mffmoe.testing.faces import crossing_video, face_scene
 
     detector = Detector.untrained(TINY_ROSTER, 64, engine="torch", crop="faces")
     scene = tmp_path / "scene.png"
@@ -237,16 +236,7 @@ def test_faces_mode_agreement_for_faces_persons_and_videos(tmp_path):
     top = max(r.faces, key=lambda f: f.score)  # face pooling max: the image's agreement is its top face's
     assert r.agreement == top.agreement
 
-    astronaut, hopper = face_sources()[:2]
-    bg = background(480, 270, np.random.default_rng(0))
-    heads = [s.image.crop(s.head).resize((100, 110)) for s in (astronaut, hopper)]
-    frames = []
-    for t in range(8):
-        frame = bg.copy()
-        frame.paste(heads[0], (20 + 40 * t, 20))
-        frame.paste(heads[1], (360 - 40 * t, 140))
-        frames.append(np.asarray(frame))
-    v = detector.analyze(encode_video(tmp_path / "two.mp4", frames, fps=8), frames=8)
+    v = detector.analyze(crossing_video(tmp_path / "two.mp4"), frames=8)
     assert v.crop == "faces" and v.persons and v.scope_reasons == []
     for p in v.persons:
         rows = np.array([f.expert_scores for fp in v.frame_predictions for f in fp.faces or [] if f.person == p.person])

@@ -138,6 +138,24 @@ def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def crossing_video(path: str | os.PathLike[str], frames: int = 8, width: int = 480, height: int = 270,
+                   fps: int = 8) -> str:
+    """A video of two real faces (the astronaut, Grace Hopper) crossing a generated background, one left
+    to right and higher, the other right to left and lower: two persons."""
+    from mffmoe.testing.media import encode_video
+
+    astronaut, hopper = face_sources()[:2]
+    bg = background(width, height, np.random.default_rng(0))
+    heads = [s.image.crop(s.head).resize((100, 110)) for s in (astronaut, hopper)]
+    pictures = []
+    for t in range(frames):
+        frame = bg.copy()
+        frame.paste(heads[0], (20 + 40 * t, 20))
+        frame.paste(heads[1], (width - 120 - 40 * t, 140))
+        pictures.append(np.asarray(frame))
+    return str(encode_video(path, pictures, fps=fps))
+
+
 def face_free_scene(seed: int, width: int = 1280, height: int = 720) -> Image.Image:
     """A background with up to six of LFW's non-face patches pasted at 40-200 px."""
     from skimage import data
