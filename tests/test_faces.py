@@ -277,3 +277,18 @@ def test_a_converted_checkpoint_keeps_its_trained_crop_and_face_settings(tiny_ck
     finder = converted.finder
     assert converted.crop == "faces" and finder is not None
     assert (finder.margin, finder.align, finder.min_face) == (1.6, True, 40)
+
+
+def test_two_threads_detecting_at_once_in_a_fresh_process_finish():
+    """The first uses of OpenVINO's tensors from two threads at once once deadlocked (decoding threads of
+    `analyze_many`); graphs are now warmed up under a lock before any thread uses them."""
+    import subprocess
+    import sys
+
+    code = ("import threading, numpy as np; from mffmoe.faces.blazeface import BlazeFace; "
+            "from mffmoe.testing.faces import face_scene; d = BlazeFace(); "
+            "imgs = [np.asarray(face_scene(s, 320 + 32 * s, 240).image) for s in range(2)]; "
+            "ts = [threading.Thread(target=d.detect, args=(im,)) for im in imgs]; "
+            "[t.start() for t in ts]; [t.join() for t in ts]; print('done')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "done", out.stderr[-2000:]

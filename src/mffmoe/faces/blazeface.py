@@ -200,7 +200,17 @@ class _Graphs:
         return mine[1]
 
 
+_COMPILING = threading.Lock()  # one graph compiled (and warmed up, see `_warm_up`) at a time, process-wide
+
+
 def _compile(shape: list[int]) -> Any:
+    with _COMPILING:
+        compiled = _compile_graph(shape)
+        _warm_up(compiled, [2 if n == -1 else n for n in shape])
+        return compiled
+
+
+def _compile_graph(shape: list[int]) -> Any:
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
@@ -214,6 +224,16 @@ def _compile(shape: list[int]) -> Any:
     ppp.input().tensor().set_element_type(ov.Type.u8)
     ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
     return core.compile_model(ppp.build(), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+
+
+def _warm_up(compiled: Any, shape: list[int]) -> None:
+    """One inference, under `_COMPILING`, before any thread uses the graph. OpenVINO's Python binding
+    initialises function-local statics on first use of a request's tensors (`tensor.data`, shape
+    updates); two threads getting there at once deadlock (one holds the static's guard and waits for the
+    GIL, the other the reverse: seen with two decoding threads). After this no thread initialises them."""
+    request = compiled.create_infer_request()
+    request.infer({0: np.zeros(shape, dtype=np.uint8)})
+    _ = request.get_output_tensor(0).data, request.get_output_tensor(1).data
 
 
 def _cache_dir() -> Path | None:
