@@ -12,13 +12,29 @@ import numpy as np
 from mffmoe.evaluation.evaluate import ItemScore
 
 
-def _roc(path: Path, title: str, labels: Sequence[int], columns: dict[str, np.ndarray]) -> Path:
+def _axes(width: float, height: float) -> tuple[Any, Any]:
+    """A headless figure and its axes (matplotlib imported on first use: evaluation without plots
+    does not need it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _roc(path: Path, title: str, labels: Sequence[int], columns: dict[str, np.ndarray]) -> Path:
     from sklearn.metrics import RocCurveDisplay
 
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = _axes(6, 6)
     for i, (name, scores) in enumerate(columns.items()):
         RocCurveDisplay.from_predictions(labels, scores, pos_label=1, name=name, ax=ax)
         ax.lines[-1].set_linewidth(2.5 if i == 0 else 1.0)  # the ensemble stands out
@@ -26,19 +42,12 @@ def _roc(path: Path, title: str, labels: Sequence[int], columns: dict[str, np.nd
     ax.set_title(title)
     ax.set_xlabel("false positive rate (real flagged FAKE)")
     ax.set_ylabel("true positive rate (fakes caught)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _histogram(path: Path, title: str, labels: Sequence[int], scores: np.ndarray, metrics: dict[str, Any]) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     y = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _axes(7, 4)
     bins = np.linspace(0.0, 1.0, 41).tolist()
     ax.hist(scores[y == 0], bins=bins, alpha=0.6, label=f"real (n={int((y == 0).sum())})", color="tab:green")
     ax.hist(scores[y == 1], bins=bins, alpha=0.6, label=f"fake (n={int((y == 1).sum())})", color="tab:red")
@@ -50,32 +59,23 @@ def _histogram(path: Path, title: str, labels: Sequence[int], scores: np.ndarray
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _reliability(path: Path, labels: Sequence[int], columns: dict[str, np.ndarray]) -> Path:
     """Fraction fake against mean P(fake) in the ECE's 15 equal-width bins, per column."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.calibration import CalibrationDisplay
 
     from mffmoe.evaluation.metrics import ECE_BINS, ece
 
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = _axes(6, 6)
     for name, probs in columns.items():
         CalibrationDisplay.from_predictions(labels, probs, n_bins=ECE_BINS, strategy="uniform", pos_label=1,
                                             name=f"{name} (ECE {ece(labels, probs):.3f})", ax=ax)
     ax.set_title("Reliability per file")
     ax.set_xlabel("mean P(fake) in bin")
     ax.set_ylabel("fraction fake in bin")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_plots(report: dict[str, Any], scores: Sequence[ItemScore], out: str | os.PathLike[str]) -> list[Path]:
