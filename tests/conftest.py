@@ -1,6 +1,7 @@
 """Shared fixtures: random checkpoints in the official formats and generated media."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ from mffmoe.testing.checkpoints import TINY_ROSTER, make_random_checkpoint
 from mffmoe.testing.media import make_image, make_video
 
 TINY_SIZE = 64
+
+# `--engine auto` prepares OpenVINO graphs on the first use of real weights (engine/prepare.py: about 15 s
+# for a tiny roster). The suite's many throw-away checkpoints would each pay that, so it is off here (and
+# in the CLI's subprocesses, which inherit it); tests/test_prepare.py turns it on to test it.
+os.environ.setdefault("MFFMOE_BUILD", "0")
 
 torch.set_num_threads(2)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from mffmoe.engine.early_exit import EarlyExitEngine, decided, groups, interval, run_images
 from mffmoe.pooling import get_pooling
@@ -25,18 +24,18 @@ class TableEngine:
         self.workers = workers
         self.calls: list[tuple[tuple[int, ...], int]] = []
 
-    def images(self, n: int | None = None) -> torch.Tensor:
+    def images(self, n: int | None = None) -> np.ndarray:
         n = len(self.table) if n is None else n
-        x = torch.zeros(n, 3, 4, 4)
-        x[:, 0, 0, 0] = torch.arange(n, dtype=torch.float32)
+        x = np.zeros((n, 3, 4, 4), dtype=np.float32)
+        x[:, 0, 0, 0] = np.arange(n, dtype=np.float32)
         return x
 
-    def predict_experts(self, batch: torch.Tensor, experts) -> np.ndarray:
-        rows = batch[:, 0, 0, 0].long().numpy()
+    def predict_experts(self, batch: np.ndarray, experts) -> np.ndarray:
+        rows = np.asarray(batch)[:, 0, 0, 0].astype(np.int64)
         self.calls.append((tuple(experts), len(rows)))
         return self.table[np.ix_(rows, list(experts))]
 
-    def predict(self, batch: torch.Tensor) -> np.ndarray:
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.predict_experts(batch, range(len(self.roster)))
 
 

@@ -83,7 +83,7 @@ def test_sample_dataset_without_augmentation_is_the_detector_preprocessing(tmp_p
     path = make_image(tmp_path / "a.jpg", 90, 70, seed=3)
     x, label, i, err = SampleDataset([Sample(str(path), 1, str(path))], 64)[(0, 0)]
     assert err is None and label == 1 and i == 0
-    assert torch.equal(x, preprocess(load_image(path), 64))
+    assert torch.equal(x, torch.from_numpy(preprocess(load_image(path), 64)))
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     x, _, _, err = SampleDataset([Sample(str(tmp_path / "bad.png"), 0, "g")], 64)[(0, 0)]
     assert x is None and "CorruptMediaError" in err

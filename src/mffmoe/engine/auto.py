@@ -1,36 +1,32 @@
 """`--engine auto`: the fastest engine that is available here and agrees with torch to 1e-4.
 
-How it decides without a costly start-up: it reads a calibration record that `mffmoe export` writes next
-to the cached artefacts (same `<fingerprint>` key as the weights). The record holds, per engine, the
-measured agreement with the torch engine on a fixed input (max |P(fake) difference| over experts), the
-load time and the batch-1 latency on this machine. `auto` then picks, among engines that are importable,
-exported and within 1e-4:
+How it decides without a costly start-up: it reads a calibration record written next to the cached
+artefacts (same `<fingerprint>` key as the weights) by `prepare.py` (on the first use of the weights) or
+`mffmoe export`. The record holds, per engine, the measured agreement with the torch engine on natural-
+looking images (max |P(fake) difference| over experts), the load time and the batch-1 latency on this
+machine. `auto` then picks, among engines that are importable, exported and within 1e-4:
 
 - for a long-running process (library, server: `images=None`): the lowest latency;
-- for a one-shot job of `images` images (the CLI passes its count): the lowest `load + images x latency`;
-  but a lean job of at most `LEAN_JOB_IMAGES` (16) images, such as `mffmoe analyze one.jpg`, always runs
-  on the lean torch engine (see `registry.py`): it starts at once and holds the least memory, where the
-  exported engines need seconds to build seven sessions and hold more (docs/performance.md).
+- for a one-shot job of `images` images (the CLI passes its count): the lowest `load + images x latency`.
 
-Without a record (nothing exported yet), or on CUDA, auto is `torch`: it never exports or calibrates on
-its own, because that would add a minute to somebody's first `analyze`. Run `mffmoe export --format all`
-once to let auto use the faster engines. A record made on another machine (shared weights directory)
-is not trusted for timings; auto then uses the static order the benchmark gave on our reference
-machine (`STATIC_PREFERENCE`), still only among engines that passed the agreement check. The record
-itself is written by `calibrate.py`.
+Without a record, `registry._auto` first has `prepare.py` build one (CPU, real weights; once per weights
+and machine, in a child process); opted out of that (MFFMOE_BUILD=0, `build=False`), or on CUDA, auto
+is `torch` (a one-shot CLI job of at most 16 images then runs the lean torch engine). A record made on
+another machine (shared weights directory) is not trusted for timings; auto then uses the static order
+the benchmark gave on our reference machine (`STATIC_PREFERENCE`), still only among engines that passed
+the agreement check. The record itself is written by `calibrate.py`.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from mffmoe.engine.cache import candidate_roots, find_artifacts, read_json
-from mffmoe.engine.device import cpu_count, resolve_device
-from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.engine.device import cpu_count, wants_cuda
+from mffmoe.model.info import CheckpointInfo
 
 TOLERANCE = 1e-4
 RECORD = "calibration.json"
@@ -40,7 +36,7 @@ STATIC_PREFERENCE = ("openvino", "onnxruntime", "torch")
 #: Engine options each engine understands (auto passes on only those).
 ACCEPTS = {"torch": {"lean", "workers", "channels_last", "autocast"},
            "onnxruntime": {"workers", "optimization"},
-           "openvino": {"workers", "cache_compiled"}}
+           "openvino": {"workers", "cache_compiled", "release"}}
 MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}
 
@@ -63,7 +59,15 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     cpu = cpu or platform.machine()
-    return {"cpu": cpu, "cores": cpu_count(), "system": platform.system(), "torch": torch.__version__}
+    return {"cpu": cpu, "cores": cpu_count(), "system": platform.system(), "torch": _torch_version()}
+
+
+def _torch_version() -> str:
+    """torch's version as `torch.__version__` gives it (with its local part), read without importing it."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def installed(name: str) -> bool:
@@ -71,11 +75,9 @@ def installed(name: str) -> bool:
 
 
 def exported(name: str, info: CheckpointInfo) -> bool:
-    from mffmoe.engine.export import EXPORT_VERSION
     if name == "torch":
         return True
-    fmt = FORMAT_OF[name]
-    return find_artifacts(info, fmt, EXPORT_VERSION[fmt]) is not None
+    return find_artifacts(info, FORMAT_OF[name]) is not None
 
 
 def read_record(info: CheckpointInfo) -> dict[str, Any] | None:
@@ -92,7 +94,7 @@ def choose_engine(info: CheckpointInfo, device: str = "auto", images: int | None
     def pick(name: str, reason: str) -> Choice:
         return Choice(name, reason, ACCEPTS[name])
 
-    if resolve_device(device).type == "cuda":
+    if wants_cuda(device):
         return pick("torch", "CUDA: the torch engine is the GPU engine")
     record = read_record(info)
     if record is None:

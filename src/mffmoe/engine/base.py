@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from mffmoe.engine.costs import roster_gflops
 from mffmoe.engine.scheduler import ExpertScheduler
@@ -27,28 +26,31 @@ class Engine(ABC):
     #: Why `--engine auto` picked this engine (set by the registry; None when it was asked for by name).
     auto_reason: str | None = None
 
-    def __init__(self, roster: Sequence[str], input_size: int, device: str, workers: int, threads: int) -> None:
+    def __init__(self, roster: Sequence[str], input_size: int, device: str, workers: int, threads: int,
+                 costs: Sequence[float] | None = None) -> None:
         self.roster = tuple(roster)
         self.input_size = int(input_size)
         self.device = device
         #: Experts run at once (the scheduler's threads), and intra-op threads for each of them.
         self.workers, self.threads = workers, threads
         #: Forward GFLOP per expert and image: the scheduler starts the longest first, early exit the cheapest.
-        self.costs: list[float] = roster_gflops(self.roster, self.input_size)
+        self.costs: list[float] = (list(costs) if costs is not None and len(costs) == len(self.roster)
+                                   else roster_gflops(self.roster, self.input_size))
         self._scheduler = ExpertScheduler(self._run_expert, self.costs, workers)
 
     @abstractmethod
     def _run_expert(self, i: int, x: Any) -> np.ndarray:
         """P(fake) [B] of expert `i` for the batch `x` (as `_inputs` made it)."""
 
-    def _inputs(self, batch: torch.Tensor) -> Any:
+    def _inputs(self, batch: np.ndarray) -> Any:
         return batch
 
-    def predict(self, batch: torch.Tensor) -> np.ndarray:
-        """[B, 3, S, S] float32 (normalised) -> [B, E] float64 per-expert P(fake)."""
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """[B, 3, S, S] float32 (normalised; numpy, or a torch tensor for the torch engine) -> [B, E]
+        float64 per-expert P(fake)."""
         return self.predict_experts(batch, range(len(self.roster)))
 
-    def predict_experts(self, batch: torch.Tensor, experts: Sequence[int]) -> np.ndarray:
+    def predict_experts(self, batch: np.ndarray, experts: Sequence[int]) -> np.ndarray:
         """Like `predict` for a subset of experts (columns in the order given)."""
         return self._scheduler.run(self._inputs(batch), experts)
 

@@ -19,8 +19,11 @@ from typing import Any
 from mffmoe._util.fs import atomic_replace_dir, atomic_write
 from mffmoe.config import env
 from mffmoe.errors import CacheNotWritableError
-from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.model.info import CheckpointInfo
 
+FORMATS = ("onnx", "openvino")
+#: Bump when the exported graphs change meaning, so older cache entries are not reused.
+EXPORT_VERSION = {"onnx": "onnx-3", "openvino": "openvino-4"}
 CACHE_DIRNAME = ".mffmoe-cache"
 CACHE_ENV = "MFFMOE_CACHE_DIR"
 MANIFEST = "artifacts.json"
@@ -65,8 +68,10 @@ def writable_root(info: CheckpointInfo) -> Path:
                                 f"set {CACHE_ENV} to a writable directory")
 
 
-def find_artifacts(info: CheckpointInfo, fmt: str, version: str) -> tuple[Path, dict[str, Any]] | None:
-    """An existing, complete artefact directory for `fmt` made by exporter `version`, if any."""
+def find_artifacts(info: CheckpointInfo, fmt: str, version: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """An existing, complete artefact directory for `fmt` made by exporter `version` (default: the current
+    one, `EXPORT_VERSION`), if any."""
+    version = version or EXPORT_VERSION[fmt]
     if not info.files:
         return None
     for root in candidate_roots(info):

@@ -1,9 +1,10 @@
-"""Writing the record `--engine auto` decides from (`auto.py`): run once by `mffmoe export`.
+"""Writing the record `--engine auto` decides from (`auto.py`): run by `mffmoe export` and `prepare.py`.
 
 Per engine: agreement with the torch engine on a fixed input (max |P(fake) difference| over experts),
-load time and batch-1 latency on this machine, stored next to the cached artefacts under the weights'
-fingerprint. Kept apart from `auto.py` so that choosing (which the registry imports) does not depend on
-creating engines by name (which needs the registry).
+load time (of a load after the first, which fills the compiled-graph caches) and batch-1 latency on this
+machine, stored next to the cached artefacts under the weights' fingerprint. Kept apart from `auto.py`
+so that choosing (which the registry imports) does not depend on creating engines by name (which needs
+the registry). Also run when `auto` prepares graphs on first use (`prepare.py`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from mffmoe.engine.auto import RECORD, RECORD_VERSION, TOLERANCE, exported, installed, machine
 from mffmoe.engine.cache import writable_root, write_json
@@ -26,7 +26,7 @@ from mffmoe.model.ensemble import MFFMoE
 PROBE_IMAGES = 4
 
 
-def _probe_input(input_size: int, n: int = PROBE_IMAGES, seed: int = 0) -> torch.Tensor:
+def _probe_input(input_size: int, n: int = PROBE_IMAGES, seed: int = 0) -> np.ndarray:
     """Sample images through the spec's preprocessing. Not noise: on weights whose BatchNorm statistics
     come from natural images, noise drives activations far out of range, where exact engines "disagree"
     by up to 1.0 while they agree to the last digit on real images."""
@@ -44,6 +44,9 @@ def calibrate(model: MFFMoE, info: CheckpointInfo, engines: Sequence[str] = ("to
     for name in ["torch", *[e for e in engines if e != "torch"]]:
         if not installed(name) or not exported(name, info):
             continue
+        if name != "torch":  # the first load compiles and fills OpenVINO's cache: time a later one, as users get
+            create_engine(name, model, info, device="cpu").close()
+            gc.collect()
         t0 = time.perf_counter()
         engine = create_engine(name, model, info, device="cpu")
         load_s = time.perf_counter() - t0

@@ -2,6 +2,7 @@
 
 FLOPs are counted once per (architecture, input size) by running the expert on the meta device under
 `torch.utils.flop_counter` (no weights, no arithmetic: a fraction of a second per architecture, then cached).
+Exported graphs record their experts' counts in their manifest, so engines running them never need torch.
 """
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ import functools
 import logging
 from collections.abc import Sequence
 
-import torch
-
-from mffmoe.model.experts import build_expert
-
 
 @functools.lru_cache(maxsize=64)
 def expert_gflops(name: str, input_size: int) -> float:
     """Forward GFLOP (2 x multiply-adds of convs and matmuls) of one expert for one image."""
     # it warns (on import) that it cannot count triton kernels when triton is absent or kept out (memory.py)
     logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    from mffmoe.model.experts import build_expert
 
     with torch.device("meta"):
         expert = build_expert(name).eval()

@@ -14,6 +14,20 @@ if TYPE_CHECKING:
     import torch
 
 
+#: Present on every Linux machine with an NVIDIA driver loaded; without them CUDA cannot be available.
+NVIDIA_MARKERS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0")
+
+
+def wants_cuda(device: str = "auto") -> bool:
+    """Whether `device` resolves to CUDA, answered without importing torch where no NVIDIA driver exists
+    (a CPU machine then never pays for `import torch` just to learn it has no GPU)."""
+    if device == "cpu":
+        return False
+    if device == "auto" and not any(os.path.exists(m) for m in NVIDIA_MARKERS):
+        return False
+    return resolve_device(device).type == "cuda"
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """`auto` is CUDA when available, else the CPU; asking for CUDA where there is none is a ConfigError."""
     import torch

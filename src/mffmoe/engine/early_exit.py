@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from mffmoe.engine.base import Engine
 from mffmoe.engine.costs import cheapest_first
@@ -64,7 +63,7 @@ class Outcome:
         return (~np.isnan(self.probs)).sum(axis=1)
 
 
-def run_images(engine: Engine, batch: torch.Tensor, threshold: float) -> Outcome:
+def run_images(engine: Engine, batch: np.ndarray, threshold: float) -> Outcome:
     """Early exit per image over a batch: each expert group runs only on the still-undecided rows."""
     n, n_experts = len(batch), len(engine.roster)
     probs = np.full((n, n_experts), np.nan)
@@ -72,7 +71,7 @@ def run_images(engine: Engine, batch: torch.Tensor, threshold: float) -> Outcome
     for group in groups(engine.costs, engine.workers):
         if len(todo) == 0:
             break
-        probs[np.ix_(todo, np.asarray(group))] = engine.predict_experts(batch[torch.as_tensor(todo)], group)
+        probs[np.ix_(todo, np.asarray(group))] = engine.predict_experts(batch[np.asarray(todo)], group)
         low, high = interval(probs[todo])
         todo = todo[~decided(low, high, threshold)]
     low, high = interval(probs)
@@ -95,10 +94,10 @@ class EarlyExitEngine(Engine):
     def _run_expert(self, i: int, x: object) -> np.ndarray:
         raise NotImplementedError("EarlyExitEngine delegates whole calls to the engine it wraps")
 
-    def predict(self, batch: torch.Tensor) -> np.ndarray:
+    def predict(self, batch: np.ndarray) -> np.ndarray:
         return run_images(self.engine, batch, self.threshold).probs
 
-    def predict_experts(self, batch: torch.Tensor, experts: Sequence[int]) -> np.ndarray:
+    def predict_experts(self, batch: np.ndarray, experts: Sequence[int]) -> np.ndarray:
         return self.engine.predict_experts(batch, experts)
 
     def describe(self) -> dict[str, Any]:
@@ -125,9 +124,9 @@ class VideoEarlyExit:
         if not pooling.monotone:  # no valid bound: run everything, in one group
             self.groups = [sorted(i for g in self.groups for i in g)]
         self.rows: dict[int, np.ndarray] = {}
-        self.frames: dict[int, torch.Tensor] = {}  # kept only while later groups may run
+        self.frames: dict[int, np.ndarray] = {}  # kept only while later groups may run
 
-    def add(self, frame_indices: Sequence[int], batch: torch.Tensor) -> None:
+    def add(self, frame_indices: Sequence[int], batch: np.ndarray) -> None:
         rows = np.full((len(batch), len(self.engine.roster)), np.nan)
         rows[:, self.groups[0]] = self.engine.predict_experts(batch, self.groups[0])
         for index, row, frame in zip(frame_indices, rows, batch, strict=True):
@@ -148,7 +147,7 @@ class VideoEarlyExit:
             if decided(np.array([lo]), np.array([hi]), self.threshold)[0]:
                 break
             for start in range(0, len(keep), self.batch_size):
-                chunk = torch.stack([self.frames[i] for i in keep[start:start + self.batch_size]])
+                chunk = np.stack([self.frames[i] for i in keep[start:start + self.batch_size]])
                 probs[start:start + len(chunk), group] = self.engine.predict_experts(chunk, group)
         self.rows.clear()
         self.frames.clear()

@@ -62,6 +62,19 @@ def return_large_blocks_to_os(threshold: int = 1 << 20) -> bool:
     return libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
 
 
+def drop_file_pages(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Drop this process's resident pages of the files at `paths` (read-only uses only: the pages are
+    unmodified file pages, read back from the page cache if touched again). Returns bytes of mappings."""
+    libc = _c()
+    if libc is None:
+        return 0
+    total = 0
+    for lo, hi in file_mappings(paths):
+        if libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+            total += hi - lo
+    return total
+
+
 def trim_heap() -> None:
     """Give freed heap pages back to the OS (glibc keeps them otherwise)."""
     libc = _c()

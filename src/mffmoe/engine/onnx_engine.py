@@ -5,13 +5,17 @@ NCHWc layouts). On a small CPU the experts run in parallel, one core each (`sche
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from mffmoe.engine.export import ensure_onnx
 from mffmoe.engine.exported_engine import ExportedEngine
+from mffmoe.engine.weights import WeightsSource
 from mffmoe.errors import ConfigError
-from mffmoe.model.checkpoint import CheckpointInfo
-from mffmoe.model.ensemble import MFFMoE
+from mffmoe.model.info import CheckpointInfo
+
+if TYPE_CHECKING:
+    from mffmoe.model.ensemble import MFFMoE
 
 OPTIMIZATION = ("all", "extended", "basic")
 
@@ -19,13 +23,14 @@ OPTIMIZATION = ("all", "extended", "basic")
 class OnnxEngine(ExportedEngine):
     name = "onnxruntime"
     runtime_module = "onnxruntime"
+    format = "onnx"
 
-    def __init__(self, model: MFFMoE, info: CheckpointInfo, device: str = "auto", workers: int | None = None,
-                 optimization: str = "all") -> None:
+    def __init__(self, model: WeightsSource | MFFMoE, info: CheckpointInfo, device: str = "auto",
+                 workers: int | None = None, optimization: str = "all") -> None:
         if optimization not in OPTIMIZATION:
             raise ConfigError(f"optimization must be one of {OPTIMIZATION}, not {optimization!r}")
         self.optimization = optimization
-        super().__init__(model, info, ensure_onnx, device=device, workers=workers)
+        super().__init__(model, info, device=device, workers=workers)
 
     def _load(self, files: list[str]) -> None:
         ort = self.runtime

@@ -1,7 +1,9 @@
-"""Engines by name: `create_engine("torch" | "onnxruntime" | "openvino" | "auto", model, info, ...)`.
+"""Engines by name: `create_engine("torch" | "onnxruntime" | "openvino" | "auto", weights, info, ...)`.
 
 Import-light on purpose: each factory imports its engine (and the torch/timm stack behind it) on first
-use, so that naming engines (the CLI's `--engine` choices) costs nothing.
+use, so that naming engines (the CLI's `--engine` choices) costs nothing. `weights` is a model in memory
+or a `WeightsSource` (loaded only by an engine that needs the torch model), so that an engine running
+cached graphs never imports torch.
 """
 from __future__ import annotations
 
@@ -12,43 +14,55 @@ from mffmoe.errors import ConfigError
 
 if TYPE_CHECKING:
     from mffmoe.engine.base import Engine
-    from mffmoe.model.checkpoint import CheckpointInfo
+    from mffmoe.engine.weights import WeightsSource
     from mffmoe.model.ensemble import MFFMoE
+    from mffmoe.model.info import CheckpointInfo
+
+    Weights = WeightsSource | MFFMoE
 
 EngineFactory = Callable[..., "Engine"]
-#: A lean one-shot job this small runs on the lean torch engine under `auto` (one batch): the exported
-#: engines need seconds to build their sessions and more memory, for little saved per image.
+#: A lean one-shot job this small runs on the lean torch engine under `auto` when no graphs are prepared
+#: (and none are to be built): it starts at once and holds the least memory of the torch engines.
 LEAN_JOB_IMAGES = 16
 
 
-def _torch(model: MFFMoE, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
+def _torch(model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
     from mffmoe.engine.torch_engine import TorchEngine
-    return TorchEngine(model, device=device, files=list(info.files.values()), **options)
+    from mffmoe.engine.weights import as_source
+
+    return TorchEngine(as_source(model, info).model(), device=device, files=list(info.files.values()), **options)
 
 
-def _onnxruntime(model: MFFMoE, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
+def _onnxruntime(model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
     from mffmoe.engine.onnx_engine import OnnxEngine
     return OnnxEngine(model, info, device=device, **options)
 
 
-def _openvino(model: MFFMoE, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
+def _openvino(model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
     from mffmoe.engine.openvino_engine import OpenVINOEngine
     return OpenVINOEngine(model, info, device=device, **options)
 
 
-def _auto(model: MFFMoE, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
+def _auto(model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
     """The engine `auto.choose_engine` picks, given only the options it understands; the choice's
-    reason is kept on the engine (`auto_reason`)."""
+    reason is kept on the engine (`auto_reason`). On the CPU, weights whose graphs are not prepared yet
+    get them built first (`prepare.ensure_prepared`: once, cached, in a child process), unless
+    `build=False` or MFFMOE_BUILD=0."""
     from mffmoe.engine.auto import ACCEPTS, Choice, choose_engine
+    from mffmoe.engine.prepare import maybe_prepare
 
     images = options.pop("images", None)
+    build = options.pop("build", None)
     if options.get("autocast"):  # only the torch engine does mixed precision (on CUDA)
         choice = Choice("torch", "autocast asked for", ACCEPTS["torch"])
-    elif options.get("lean") and images is not None and images <= LEAN_JOB_IMAGES:
-        choice = Choice("torch", f"small one-shot job ({images} image(s)): lean torch, the least memory and "
-                                 f"no graph compilation to wait for", ACCEPTS["torch"])
     else:
+        problem = maybe_prepare(info, device, build)
         choice = choose_engine(info, device=device, images=images)
+        if problem:
+            choice.reason = f"{choice.reason} (preparing graphs failed: {problem})"
+        if choice.name == "torch" and options.get("lean") and images is not None and images <= LEAN_JOB_IMAGES:
+            choice = Choice("torch", f"{choice.reason}; small one-shot job ({images} image(s)): lean torch",
+                            ACCEPTS["torch"])
     accepted = {k: v for k, v in options.items() if k in choice.accepts}
     engine = ENGINES[choice.name](model, info, device=device, **accepted)
     engine.auto_reason = choice.reason
@@ -65,8 +79,9 @@ ENGINES: dict[str, EngineFactory] = {
 ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ov": "openvino"}
 
 
-def create_engine(name: str, model: MFFMoE, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
-    """The engine `name` (or an alias of it) for `model`; `options` go to its constructor."""
+def create_engine(name: str, model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
+    """The engine `name` (or an alias of it) for `model` (a model, or a `WeightsSource`); `options` go to
+    its constructor."""
     try:
         factory = ENGINES[ALIASES.get(name, name)]
     except KeyError:

@@ -73,6 +73,9 @@ class TorchEngine(Engine):
             self._pager = WeightPager(self.model, list(files))
             drop_clean_library_pages()  # CPU run: CUDA library pages touched at import are not needed
 
+    def _inputs(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+
     def _prepare(self, batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
         x = batch.to(self.torch_device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
@@ -112,7 +115,7 @@ class TorchEngine(Engine):
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
 
-    def predict_experts(self, batch: torch.Tensor, experts: Sequence[int]) -> np.ndarray:
+    def predict_experts(self, batch: np.ndarray | torch.Tensor, experts: Sequence[int]) -> np.ndarray:
         with self._intra_op_threads():
             return super().predict_experts(batch, experts)
 

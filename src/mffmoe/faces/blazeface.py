@@ -167,21 +167,36 @@ class _Graphs:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._compiled: OrderedDict[Any, Any] = OrderedDict()
+        self._busy: dict[int, int] = {}  # id(compiled graph) -> runs in flight
 
     def run(self, x: np.ndarray, batched: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """[N, H, W, 3] uint8 -> (raw [N, A, 16], score logits [N, A]); N > 1 only with `batched`
         (128 x 128 squares)."""
         n, h, w = (int(v) for v in x.shape[:3])
-        request = self._request(self.SQUARES if batched else (h, w))
-        request.infer({0: x})
-        raw, logits = request.get_output_tensor(0).data[0], request.get_output_tensor(1).data[0, :, 0]
-        # the model flattens the batch per head, then joins the heads: [head 1 of every image, head 2 ...]
-        split = n * len(_anchors(h, w, heads=HEADS[:1]))
-        width = raw.shape[-1]
-        return (np.concatenate([raw[:split].reshape(n, -1, width), raw[split:].reshape(n, -1, width)], 1),
-                np.concatenate([logits[:split].reshape(n, -1), logits[split:].reshape(n, -1)], 1))
+        key = self.SQUARES if batched else (h, w)
+        compiled, request = self._request(key)
+        try:
+            request.infer({0: x})
+            raw, logits = request.get_output_tensor(0).data[0], request.get_output_tensor(1).data[0, :, 0]
+            # the model flattens the batch per head, then joins the heads: [head 1 of every image, head 2 ...]
+            split = n * len(_anchors(h, w, heads=HEADS[:1]))
+            width = raw.shape[-1]
+            return (np.concatenate([raw[:split].reshape(n, -1, width), raw[split:].reshape(n, -1, width)], 1),
+                    np.concatenate([logits[:split].reshape(n, -1), logits[split:].reshape(n, -1)], 1))
+        finally:  # the outputs are copies by now
+            self._done(compiled)
 
-    def _request(self, key: Any) -> Any:
+    def _done(self, compiled: Any) -> None:
+        """Release a graph's activation buffers once no thread runs it: a 1080p frame's full-resolution
+        level holds about 200 MB of them, which would otherwise stay beside the experts' weights."""
+        with self._lock:
+            self._busy[id(compiled)] -= 1
+            if not self._busy[id(compiled)]:
+                del self._busy[id(compiled)]
+                compiled.release_memory()
+
+    def _request(self, key: Any) -> tuple[Any, Any]:
+        """The compiled graph for `key` (counted busy until `_done`) and this thread's request of it."""
         with self._lock:
             compiled = self._compiled.get(key)
             if compiled is None:
@@ -190,6 +205,7 @@ class _Graphs:
                 while len(self._compiled) > MAX_GRAPHS:
                     self._compiled.popitem(last=False)
             self._compiled.move_to_end(key)
+            self._busy[id(compiled)] = self._busy.get(id(compiled), 0) + 1
             live = {id(c) for c in self._compiled.values()}
         requests: dict[Any, tuple[Any, Any]] = self._local.__dict__.setdefault("requests", {})
         mine = requests.get(key)
@@ -197,7 +213,7 @@ class _Graphs:
             for k in [k for k, (c, _) in requests.items() if id(c) not in live]:
                 del requests[k]  # this thread's requests of graphs let go
             mine = requests[key] = (compiled, compiled.create_infer_request())
-        return mine[1]
+        return compiled, mine[1]
 
 
 _COMPILING = threading.Lock()  # one graph compiled (and warmed up, see `_warm_up`) at a time, process-wide
@@ -234,6 +250,8 @@ def _warm_up(compiled: Any, shape: list[int]) -> None:
     request = compiled.create_infer_request()
     request.infer({0: np.zeros(shape, dtype=np.uint8)})
     _ = request.get_output_tensor(0).data, request.get_output_tensor(1).data
+    del request
+    compiled.release_memory()  # its activation buffers come back on the graph's first real use
 
 
 def _cache_dir() -> Path | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mffmoe.faces.base import FaceDetector
@@ -20,7 +19,7 @@ THUMBNAIL = 96  # px: a person's representative face in video results
 class FaceInput:
     """A kept face, ready for the engine: its crop and the crop preprocessed to [3, S, S]."""
     crop: FaceCrop
-    pixels: torch.Tensor
+    pixels: np.ndarray
 
     def thumbnail(self) -> Image.Image:
         return Image.fromarray(self.crop.pixels).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine, Outcome, interval
@@ -19,22 +18,19 @@ from mffmoe.pooling import Pooling
 SHORT_VIDEO_STEPS = 4
 
 
-def score_batch(engine: Engine, batch: torch.Tensor, batch_size: int) -> np.ndarray:
+def score_batch(engine: Engine, batch: np.ndarray, batch_size: int) -> np.ndarray:
     """[N, 3, S, S] -> [N, E] per-expert P(fake), in model calls of at most `batch_size` images."""
     step = max(1, batch_size)
     parts = [engine.predict(batch[i:i + step]) for i in range(0, len(batch), step)]
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, len(engine.roster)))
 
 
-def stack(pixels: Sequence[torch.Tensor] | Sequence[np.ndarray]) -> torch.Tensor:
-    """Per-item [3, S, S] pixels (tensors, or arrays from another process) -> one [N, 3, S, S] batch."""
-    tensors = [p for p in pixels if isinstance(p, torch.Tensor)]
-    if len(tensors) == len(pixels):
-        return torch.stack(tensors)
-    return torch.from_numpy(np.stack([np.asarray(p) for p in pixels]))
+def stack(pixels: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-item [3, S, S] pixels -> one [N, 3, S, S] float32 batch."""
+    return np.stack([np.asarray(p, dtype=np.float32) for p in pixels])
 
 
-def score_items(engine: Engine, pixels: Sequence[torch.Tensor] | Sequence[np.ndarray],
+def score_items(engine: Engine, pixels: Sequence[np.ndarray],
                 batch_size: int) -> tuple[np.ndarray, float]:
     """Score a batch of items: their [N, E] expert scores and each item's share of the time it took."""
     start = time.perf_counter()
@@ -45,7 +41,7 @@ def score_items(engine: Engine, pixels: Sequence[torch.Tensor] | Sequence[np.nda
 class VideoScoring(Protocol):
     """A video's frames scored batch by batch as they are decoded, then settled on its final frames."""
 
-    def add(self, frame_indices: Sequence[int], batch: torch.Tensor) -> None: ...
+    def add(self, frame_indices: Sequence[int], batch: np.ndarray) -> None: ...
 
     def finish(self, indices: Iterable[int]) -> Outcome: ...
 
@@ -58,7 +54,7 @@ class FullVideo:
         self.batch_size = batch_size
         self.rows: dict[int, np.ndarray] = {}
 
-    def add(self, frame_indices: Sequence[int], batch: torch.Tensor) -> None:
+    def add(self, frame_indices: Sequence[int], batch: np.ndarray) -> None:
         self.rows.update(zip(frame_indices, score_batch(self.engine, batch, self.batch_size), strict=True))
 
     def finish(self, indices: Iterable[int]) -> Outcome:

@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mffmoe.calibration import Calibration, load_calibration
@@ -34,6 +33,7 @@ from mffmoe.config import (
 from mffmoe.engine import create_engine
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
+from mffmoe.engine.weights import WeightsSource
 from mffmoe.errors import ConfigError, MFFMoEError
 from mffmoe.faces.finder import FaceFinder, FaceInput
 from mffmoe.inference.assemble import (
@@ -51,7 +51,7 @@ from mffmoe.media.image import image_jpeg_quality, to_rgb
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind
 from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
-from mffmoe.model.checkpoint import CheckpointInfo, load_weights, trained_settings, untrained_model
+from mffmoe.model.info import CheckpointInfo, trained_settings
 from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import (
     AnalysisResult,
@@ -108,16 +108,21 @@ class Detector:
     def from_config(cls, config: DetectorConfig) -> Detector:
         """Load the weights (or build random ones) and the engine that `config` names."""
         if config.untrained:
+            from mffmoe.model.checkpoint import untrained_model
+
             model, info = untrained_model(config.roster, config.input_size, seed=config.seed)
-        else:
-            model, info = load_weights(resolve_weights_dir(config.weights), allow_missing_ema=config.allow_missing_ema)
+            weights = WeightsSource.of(model, info)
+        else:  # identified now, tensors loaded only by an engine that needs the torch model
+            weights = WeightsSource(resolve_weights_dir(config.weights), allow_missing_ema=config.allow_missing_ema)
+            info = weights.info
         c = config.with_trained(trained_settings(info))  # crop and face settings: as the weights were trained
         crop, margin, align, min_face = c.crop, c.face_margin, c.align, c.min_face
         assert crop is not None and margin is not None and align is not None and min_face is not None
 
         def finder() -> FaceFinder:
             return FaceFinder(c.face_detector, margin=margin, align=align, min_face=min_face, max_faces=c.max_faces)
-        engine = create_engine(c.engine, model, info, device=c.device, **c.engine_options)
+        engine = create_engine(c.engine, weights, info, device=c.device, **c.engine_options)
+        info = weights.info  # the fuller record when the model was loaded (EMA update counts)
         detector = cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
                        pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
                        model_name=c.model_name, early_exit=c.early_exit, crop=crop, finder=finder,
@@ -320,7 +325,7 @@ class Detector:
 
     def _image_item(self, item: ImageItem, threshold: float, start: float,
                     finder: FaceFinder | None) -> ImageAnalysisResult:
-        rows = score_batch(self._engine(threshold), torch.stack(_inputs(item)), self.batch_size)
+        rows = score_batch(self._engine(threshold), np.stack(_inputs(item)), self.batch_size)
         return self._assemble_image(item, rows, time.perf_counter() - start, threshold, finder)
 
     def _assemble_image(self, item: ImageItem, rows: np.ndarray, seconds: float, threshold: float,
@@ -353,7 +358,7 @@ class Detector:
         scoring = begin_video(self._engine(threshold), pool, self.batch_size)
         timestamps: dict[int, float] = {}
         failures: dict[int, FrameFailure] = {}
-        batch: list[tuple[Frame, torch.Tensor]] = []
+        batch: list[tuple[Frame, np.ndarray]] = []
         reported: tuple[int, int] | None = None
 
         def report() -> None:
@@ -365,7 +370,7 @@ class Detector:
                 progress(*reported)
 
         def run_batch() -> None:
-            scoring.add([f.frame_index for f, _ in batch], torch.stack([pixels for _, pixels in batch]))
+            scoring.add([f.frame_index for f, _ in batch], np.stack([pixels for _, pixels in batch]))
             timestamps.update((f.frame_index, f.timestamp) for f, _ in batch)
             batch.clear()
             report()
@@ -415,6 +420,6 @@ def _check_crop(crop: str) -> str:
     return crop
 
 
-def _inputs(item: ImageItem) -> list[torch.Tensor]:
+def _inputs(item: ImageItem) -> list[np.ndarray]:
     """What the engine scores for an image: its face crops, or its whole frame."""
     return [f.pixels for f in item.faces] if item.faces else [item.pixels]

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from mffmoe.engine.base import Engine
 from mffmoe.faces.finder import FaceFinder, FaceInput
@@ -44,7 +43,7 @@ class SampledFrame:
     timestamp: float
     faces: list[FaceInput]
     looks: list[np.ndarray]            # appearance per face, for tracking
-    frame: torch.Tensor | None         # the whole frame, preprocessed, when it has no face
+    frame: np.ndarray | None           # the whole frame, preprocessed, when it has no face
     error: str | None = None
 
 
@@ -57,12 +56,12 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
                       pool: Pooling, threshold: float, untrained: bool, model_name: str,
                       progress: Callable[[int, int], None] | None, start: float) -> VideoAnalysisResult:
     rows: dict[tuple[int, int], np.ndarray] = {}   # (frame_index, face number or -1 for the frame) -> [E]
-    queue: list[tuple[tuple[int, int], torch.Tensor]] = []
+    queue: list[tuple[tuple[int, int], np.ndarray]] = []
     sampled: dict[int, SampledFrame] = {}
     failures: dict[int, FrameFailure] = {}
 
     def run() -> None:
-        batch = torch.stack([t for _, t in queue])
+        batch = np.stack([t for _, t in queue])
         rows.update(zip((k for k, _ in queue), score_batch(engine, batch, batch_size), strict=True))
         queue.clear()
         if progress:

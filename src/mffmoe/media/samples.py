@@ -8,7 +8,6 @@ numbers no image would produce). Test media and `mffmoe sample` are made from th
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from mffmoe.media.preprocess import preprocess
 
@@ -30,7 +29,7 @@ def sample_frame(width: int, height: int, t: int = 0, seed: int = 0) -> np.ndarr
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def sample_batch(n: int, input_size: int, seed: int = 0, width: int = 640, height: int = 480) -> torch.Tensor:
-    """`n` different sample frames through the spec's preprocessing: [n, 3, S, S]."""
-    return torch.stack([preprocess(sample_frame(width, height, t=seed + i, seed=seed + i), input_size)
+def sample_batch(n: int, input_size: int, seed: int = 0, width: int = 640, height: int = 480) -> np.ndarray:
+    """`n` different sample frames through the spec's preprocessing: float32 [n, 3, S, S]."""
+    return np.stack([preprocess(sample_frame(width, height, t=seed + i, seed=seed + i), input_size)
                         for i in range(n)])

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mffmoe.errors import MFFMoEError, UnexpectedDecodeError, VideoDecodeError
@@ -51,7 +50,7 @@ def unexpected(cls: type[E], path: str | os.PathLike[str], error: BaseException,
 @dataclass(frozen=True)
 class ImageItem:
     path: str
-    pixels: torch.Tensor         # [3, S, S] float32, normalised
+    pixels: np.ndarray           # [3, S, S] float32, normalised
     width: int
     height: int
     seconds: float               # probe + decode + preprocess
@@ -70,7 +69,7 @@ class Frame:
 
     frame_index: int
     timestamp: float
-    pixels: torch.Tensor | None
+    pixels: np.ndarray | None
     error: str | None = None
 
 

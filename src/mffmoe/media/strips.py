@@ -15,15 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from mffmoe.errors import CorruptMediaError
-
-if TYPE_CHECKING:  # tensors come in from the caller: probing a file's header must not import torch
-    import torch
 
 #: Pillow format -> (libvips loader, the Pillow modes whose pixels that loader reproduces exactly).
 #: Not here, as their decoders hold the whole image whatever the reader does: WebP, interlaced PNG and
@@ -45,15 +42,15 @@ def whole_pixels(image_format: str | None) -> int:
     """The most pixels an image of this format may have when it has to be decoded whole."""
     return WHOLE_PIXELS.get(image_format or "", WHOLE_PIXELS_DEFAULT)
 
-# EXIF orientation -> the transform of a [C, H, W] tensor that Pillow's exif_transpose applies.
+# EXIF orientation -> the transform of a [C, H, W] array that Pillow's exif_transpose applies.
 _ORIENT = {
-    2: lambda x: x.flip(-1),                              # FLIP_LEFT_RIGHT
-    3: lambda x: x.flip(-2, -1),                          # ROTATE_180
-    4: lambda x: x.flip(-2),                              # FLIP_TOP_BOTTOM
-    5: lambda x: x.transpose(-2, -1),                     # TRANSPOSE
-    6: lambda x: x.rot90(-1, (-2, -1)),                   # ROTATE_270 (90 degrees clockwise)
-    7: lambda x: x.transpose(-2, -1).flip(-2, -1),        # TRANSVERSE
-    8: lambda x: x.rot90(1, (-2, -1)),                    # ROTATE_90 (90 degrees counter-clockwise)
+    2: lambda x: x[:, :, ::-1],                           # FLIP_LEFT_RIGHT
+    3: lambda x: x[:, ::-1, ::-1],                        # ROTATE_180
+    4: lambda x: x[:, ::-1, :],                           # FLIP_TOP_BOTTOM
+    5: lambda x: x.transpose(0, 2, 1),                    # TRANSPOSE
+    6: lambda x: np.rot90(x, -1, (1, 2)),                 # ROTATE_270 (90 degrees clockwise)
+    7: lambda x: x.transpose(0, 2, 1)[:, ::-1, ::-1],     # TRANSVERSE
+    8: lambda x: np.rot90(x, 1, (1, 2)),                  # ROTATE_90 (90 degrees counter-clockwise)
 }
 
 
@@ -65,10 +62,10 @@ def orientation(header: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def orient(x: torch.Tensor, value: int) -> torch.Tensor:
-    """Apply EXIF orientation `value` to a [C, H, W] tensor, as Pillow does to the image."""
+def orient(x: np.ndarray, value: int) -> np.ndarray:
+    """Apply EXIF orientation `value` to a [C, H, W] array, as Pillow does to the image."""
     transform = _ORIENT.get(value)
-    return transform(x).contiguous() if transform else x
+    return np.ascontiguousarray(transform(x)) if transform else x
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Checkpoint formats: the two official layouts users hold, and our converted safetensors file.
 
+What a checkpoint is (layouts, `CheckpointInfo`, manifests, `read_info`) lives in `info.py`, without
+torch; it is re-exported here. This module reads and writes the tensors.
+
 Loading is strict (keys, shapes, EMA list lengths), pickle-free (`weights_only=True`), and lean: the
 model is built on the meta device and the tensors of the files are assigned into it (memory-mapped
 where the format allows), so no second full copy of the weights is ever resident. The EMA shadow
@@ -7,14 +10,11 @@ parameters are folded in here, once; inference never swaps parameters.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,180 +26,41 @@ from mffmoe.errors import (
     CheckpointFormatError,
     MissingEMAError,
     UnsafeCheckpointError,
-    WeightsError,
     WeightsNotFoundError,
 )
 from mffmoe.model.ema import ExponentialMovingAverage, validate_ema_state
 from mffmoe.model.ensemble import MFFMoE, build_model
-
-MANIFEST = "mffmoe.json"
-SAFETENSORS_FORMAT = "mffmoe-folded-ema-v1"
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One on-disk layout: file names and whether the weight keys carry the `experts.` prefix."""
-
-    name: str
-    weights: str
-    ema: str
-    prefixed: bool
-
-
-#: Registry of the official layouts, in lookup order.
-LAYOUTS: tuple[Layout, ...] = (
-    Layout("official", "MFF-MoE-v1.pth", "MFF-MoE-v1.state", prefixed=True),
-    Layout("upstream", "weight.pth", "ema.state", prefixed=False),
+from mffmoe.model.info import (
+    _MISSING_EMA,
+    FACE_OPTIONS,
+    IGNORED_PREFIXES,
+    INPUT_SIZE_RANGE,
+    LAYOUTS,
+    MANIFEST,
+    MAX_EXPERTS,
+    SAFETENSORS_FORMAT,
+    CheckpointInfo,
+    Layout,
+    _locate,
+    _recorded,
+    _safetensors_info,
+    _safetensors_meta,
+    count_experts,
+    find_layout,
+    read_info,
+    read_manifest,
+    trained_crop,
+    trained_face_options,
+    trained_settings,
+    validate_metadata,
+    write_manifest,
 )
-IGNORED_PREFIXES = ("ema_list", "ema_state")
 
-
-@dataclass
-class CheckpointInfo:
-    """What was loaded, for `mffmoe info`, results and caches."""
-
-    source: str
-    layout: str
-    roster: tuple[str, ...]
-    input_size: int
-    ema: bool
-    files: dict[str, str] = field(default_factory=dict)  # role -> path
-    ema_num_updates: list[int | None] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def fingerprint(self) -> str:
-        """A cheap identity of the source files (name, size, mtime), for caches keyed by weights."""
-        h = hashlib.sha256()
-        for role, path in sorted(self.files.items()):
-            st = os.stat(path)
-            h.update(f"{role}:{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns};".encode())
-        h.update(json.dumps([self.roster, self.input_size, self.ema]).encode())
-        return h.hexdigest()[:16]
-
-
-#: Bounds on what checkpoint metadata may ask for, checked before anything is built: the spec's input size
-#: is 512 and its roster has seven experts; beyond these a file is hostile or broken, not a model.
-INPUT_SIZE_RANGE = (32, 2048)
-MAX_EXPERTS = 32
-
-
-def validate_metadata(roster: Any, input_size: Any, where: str) -> tuple[tuple[str, ...], int]:
-    """A roster (a list of known timm model names) and an input size (an int in INPUT_SIZE_RANGE) as a
-    checkpoint states them, checked; anything else is a CheckpointFormatError naming the fault."""
-    import timm
-
-    lo, hi = INPUT_SIZE_RANGE
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or not lo <= input_size <= hi:
-        raise CheckpointFormatError(f"{where}: input_size must be an integer from {lo} to {hi}, got {input_size!r}")
-    if not isinstance(roster, list) or not all(isinstance(n, str) for n in roster):
-        raise CheckpointFormatError(f"{where}: roster must be a list of timm model names, got "
-                                    f"{_short(roster)}")
-    if not 1 <= len(roster) <= MAX_EXPERTS:
-        raise CheckpointFormatError(f"{where}: roster must list 1 to {MAX_EXPERTS} experts, got {len(roster)}")
-    unknown = [n for n in roster if not timm.is_model(n)]
-    if unknown:
-        raise CheckpointFormatError(f"{where}: roster names unknown timm model(s): {', '.join(map(repr, unknown))}")
-    return tuple(roster), input_size
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= limit else text[:limit] + '...'}"
-
-
-def count_experts(keys: Iterable[str], roster: Sequence[str], source: str) -> None:
-    """Refuse a roster whose length differs from the number of experts the weights hold (`experts.N.`
-    key prefixes), before any model is built for it."""
-    held = sorted({int(m.group(1)) for k in keys if (m := re.match(r"experts\.(\d+)\.", k))})
-    if len(held) != len(roster):
-        shown = held if len(held) <= 12 else [*held[:12], "..."]
-        raise CheckpointFormatError(f"{source} holds {len(held)} expert(s) (indices {shown}), but the roster "
-                                    f"lists {len(roster)}: {_short(list(roster))}")
-
-
-def read_manifest(directory: Path) -> tuple[tuple[str, ...], int]:
-    """Roster and input size from `mffmoe.json`, else the spec's defaults; validated."""
-    path = directory / MANIFEST
-    if not path.exists():
-        return DEFAULT_ROSTER, DEFAULT_INPUT_SIZE
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        raise CheckpointFormatError(f"{path}: not a valid manifest (not JSON: {e})") from e
-    if not isinstance(data, dict):
-        raise CheckpointFormatError(f"{path}: not a valid manifest (expected a JSON object, got {_short(data)})")
-    return validate_metadata(data.get("roster", list(DEFAULT_ROSTER)), data.get("input_size", DEFAULT_INPUT_SIZE),
-                             str(path))
-
-
-def _recorded(info: CheckpointInfo) -> tuple[dict[str, Any], str]:
-    """What the weights record of their training (a folder's `mffmoe.json`; a .safetensors file's
-    metadata, where `face_options` is JSON) and where, for messages. Unreadable manifests record nothing
-    here (`read_manifest` reports them when the weights load)."""
-    if info.layout == "safetensors":
-        data: dict[str, Any] = {k: v for k, v in info.metadata.items() if k == "crop"}
-        with contextlib.suppress(ValueError, TypeError):
-            options = json.loads(info.metadata.get("face_options") or "{}")
-            if isinstance(options, dict):
-                data.update(options)
-        return data, info.source
-    path = Path(info.source) / MANIFEST
-    if path.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            manifest = json.loads(path.read_text())
-            if isinstance(manifest, dict):
-                return manifest, str(path)
-    return {}, str(path)
-
-
-def trained_crop(info: CheckpointInfo) -> str:
-    """The crop mode the weights were trained on, the default for inference with them: the one their
-    manifest (or safetensors metadata) records, else `auto` (the official weights were trained on faces)."""
-    crop = _recorded(info)[0].get("crop")
-    if crop is None:
-        return "auto"
-    if crop not in ("frame", "faces", "auto"):
-        raise CheckpointFormatError(f"{info.source}: unknown crop mode {_short(crop)} in its metadata")
-    return str(crop)
-
-
-#: The face-crop settings a trained checkpoint's manifest may record, by their DetectorConfig names, with
-#: the check each value must pass (`trained_face_options`).
-FACE_OPTIONS: dict[str, Callable[[Any], bool]] = {
-    "face_margin": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 1.0 <= v <= 3.0,
-    "align": lambda v: isinstance(v, bool),
-    "min_face": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 8,
-}
-
-
-def trained_face_options(info: CheckpointInfo) -> dict[str, Any]:
-    """The face-crop settings (`face_margin`, `align`, `min_face`; DetectorConfig's names) the weights were
-    trained with, as their manifest (or a converted file's metadata) records them (`mffmoe train --crop
-    faces|auto` writes them): the defaults for inference with them. Empty for weights without them
-    (official files, frame-trained runs); an invalid value is a CheckpointFormatError."""
-    data, where = _recorded(info)
-    out = {}
-    for key, ok in FACE_OPTIONS.items():
-        if key in data:
-            if not ok(data[key]):
-                raise CheckpointFormatError(f"{where}: invalid {key} {_short(data[key])}")
-            out[key] = data[key]
-    return out
-
-
-def trained_settings(info: CheckpointInfo) -> dict[str, Any]:
-    """What the weights were trained with, as DetectorConfig fields: `crop` (`trained_crop`) and the face
-    settings their manifest records (`trained_face_options`). `DetectorConfig.with_trained` takes it."""
-    return {"crop": trained_crop(info), **trained_face_options(info)}
-
-
-def write_manifest(directory: Path, roster: Sequence[str], input_size: int, **extra: Any) -> None:
-    """`mffmoe.json`: roster, input size, and what else the writer records (training: `crop`, the face
-    settings of FACE_OPTIONS when it trained on faces, `trained`)."""
-    data = {"roster": list(roster), "input_size": int(input_size), **extra}
-    with atomic_write(directory / MANIFEST, "w") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-
+__all__ = ["FACE_OPTIONS", "IGNORED_PREFIXES", "INPUT_SIZE_RANGE", "LAYOUTS", "MANIFEST", "MAX_EXPERTS",
+           "SAFETENSORS_FORMAT", "CheckpointInfo", "Layout", "count_experts", "find_layout", "read_info",
+           "read_manifest", "trained_crop", "trained_face_options", "trained_settings", "validate_metadata",
+           "write_manifest", "load_weights", "load_official", "load_safetensors", "load_unfolded",
+           "save_official", "save_safetensors", "safe_torch_load", "untrained_model", "check_state_dict"]
 
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """`torch.load(weights_only=True)`, memory-mapped when the file allows; typed errors otherwise."""
@@ -283,45 +144,12 @@ def _assign(model: MFFMoE, state: dict[str, torch.Tensor]) -> MFFMoE:
     return model
 
 
-def find_layout(directory: Path) -> Layout | None:
-    for layout in LAYOUTS:
-        if (directory / layout.weights).exists():
-            return layout
-    return None
-
-
-def _locate(path: str | os.PathLike[str]) -> tuple[Path, Layout | None]:
-    """(a .safetensors file, None) or (a directory, its official layout); else a clear error."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".safetensors":
-        return path, None
-    if not path.exists():
-        raise WeightsNotFoundError(_where_to_put(path))
-    if path.is_file():
-        raise WeightsError(f"{path}: expected a weights directory or a .safetensors file")
-    layout = find_layout(path)
-    if layout is None:
-        converted = sorted(path.glob("*.safetensors"))
-        if len(converted) == 1:
-            return converted[0], None
-        raise WeightsNotFoundError(_where_to_put(path))
-    return path, layout
-
-
 def load_weights(path: str | os.PathLike[str], allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
     """Load a weights directory (either official layout) or a converted `.safetensors` file."""
     where, layout = _locate(path)
     if layout is None:
         return load_safetensors(where)
     return load_official(where, layout, allow_missing_ema=allow_missing_ema)
-
-
-def _where_to_put(path: Path) -> str:
-    names = " or ".join(f"{lay.weights} + {lay.ema}" for lay in LAYOUTS)
-    return (f"no MFF-MoE weights found at {path}. Put the official files ({names}) in a directory and pass "
-            f"it with --weights DIR, set MFFMOE_WEIGHTS=DIR, or place them in ./models/MFF-MoE-V1/. "
-            f"A file made by `mffmoe convert` can be passed directly. Without weights, "
-            f"`mffmoe analyze --untrained` tries the pipeline with random weights.")
 
 
 def _ema_entries(ema_state: Any, n_experts: int, path: Path) -> list[Any]:
@@ -368,11 +196,6 @@ def _read_official(directory: Path, layout: Layout, missing_ema: str | None,
                           ema=emas is not None, files=files,
                           ema_num_updates=[e["num_updates"] for e in emas or []])
     return model, state, emas, info
-
-
-_MISSING_EMA = ("{ema} is missing. MFF-MoE runs on its EMA weights, which live in that file; the raw weights in "
-                "{weights} alone give different (worse) scores. Add the file, or pass --allow-missing-ema "
-                "(allow_missing_ema=True) to run on the raw weights deliberately.")
 
 
 def load_official(directory: Path, layout: Layout, allow_missing_ema: bool = False) -> tuple[MFFMoE, CheckpointInfo]:
@@ -460,44 +283,6 @@ def _mmap_safetensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _safetensors_meta(path: Path, f: Any) -> tuple[dict[str, str], tuple[str, ...], int]:
-    """An open safetensors file's mffmoe metadata: (all of it, roster, input size), validated."""
-    meta = f.metadata() or {}
-    if meta.get("format") != SAFETENSORS_FORMAT:
-        raise CheckpointFormatError(f"{path}: not an mffmoe file (metadata format {meta.get('format')!r}, "
-                                    f"expected {SAFETENSORS_FORMAT!r})")
-    roster = _json_field(meta, "roster", path)
-    raw_size = meta.get("input_size")
-    input_size = int(raw_size) if isinstance(raw_size, str) and re.fullmatch(r"[0-9]{1,9}", raw_size) else raw_size
-    roster, input_size = validate_metadata(roster, input_size, f"{path} metadata")
-    count_experts(f.keys(), roster, str(path))
-    return meta, roster, input_size
-
-
-def _json_field(meta: Mapping[str, str], key: str, path: Path, default: str | None = None) -> Any:
-    raw = meta.get(key, default)
-    if raw is None:
-        raise CheckpointFormatError(f"{path}: metadata has no {key!r}")
-    try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise CheckpointFormatError(f"{path}: metadata {key!r} is not JSON ({e}): {raw[:80]!r}") from e
-
-
-def _safetensors_info(path: Path, meta: Mapping[str, str], roster: tuple[str, ...], input_size: int,
-                      ) -> CheckpointInfo:
-    ema = _json_field(meta, "ema_folded", path, "true")
-    updates = _json_field(meta, "ema_num_updates", path, "[]")
-    if not isinstance(ema, bool):
-        raise CheckpointFormatError(f"{path}: metadata 'ema_folded' must be true or false, got {_short(ema)}")
-    if not isinstance(updates, list) or not all(u is None or (isinstance(u, int) and not isinstance(u, bool))
-                                                for u in updates):
-        raise CheckpointFormatError(f"{path}: metadata 'ema_num_updates' must be a list of integers or null, "
-                                    f"got {_short(updates)}")
-    return CheckpointInfo(source=str(path), layout="safetensors", roster=roster, input_size=input_size,
-                          ema=ema, files={"safetensors": str(path)}, ema_num_updates=updates, metadata=dict(meta))
-
-
 def _read_safetensors(path: Path, tensors: bool) -> tuple[CheckpointInfo, MFFMoE | None]:
     from safetensors import SafetensorError, safe_open
 
@@ -523,22 +308,6 @@ def load_safetensors(path: Path) -> tuple[MFFMoE, CheckpointInfo]:
     info, model = _read_safetensors(path, tensors=True)
     assert model is not None
     return model, info
-
-
-def read_info(path: str | os.PathLike[str], allow_missing_ema: bool = False) -> CheckpointInfo:
-    """What `load_weights` reports about these weights, from metadata only (file names, the manifest, the
-    safetensors header; no tensor is read): for callers that need the identity of the weights without a
-    model, such as the Ray scan driver. The tensors are checked when the weights are loaded."""
-    where, layout = _locate(path)
-    if layout is None:
-        return _read_safetensors(where, tensors=False)[0]
-    roster, input_size = read_manifest(where)
-    weights_path, ema_path = where / layout.weights, where / layout.ema
-    if not ema_path.exists() and not allow_missing_ema:
-        raise MissingEMAError(_MISSING_EMA.format(ema=ema_path, weights=weights_path.name, dir=where))
-    files = {"weights": str(weights_path), **({"ema": str(ema_path)} if ema_path.exists() else {})}
-    return CheckpointInfo(source=str(where), layout=layout.name, roster=roster, input_size=input_size,
-                          ema=ema_path.exists(), files=files)
 
 
 # --- writing the official layouts (training, tests) -----------------------------------------------

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from mffmoe.config import DetectorConfig
 from mffmoe.errors import ErrorInfo, MFFMoEError
@@ -40,7 +39,7 @@ from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult
 from mffmoe.scan.decode import ERROR, FRAME, FRAME_ERROR, IMAGE, VIDEO_END, Part
 
 _NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
-_NO_TENSOR = torch.zeros(0)
+_NO_INPUT = np.zeros(0, dtype=np.float32)
 
 
 @dataclass
@@ -72,7 +71,7 @@ def faces_of(faces: list[dict[str, Any]], thumbs: np.ndarray | None = None) -> l
     for n, f in enumerate(faces):
         face = Face(tuple(f["box"]), f["score"], tuple((x, y) for x, y in f["keypoints"]))
         pixels = _NO_PIXELS if thumbs is None else thumbs[n]
-        out.append(FaceInput(FaceCrop(face, tuple(f["crop_box"]), pixels, f["angle"]), _NO_TENSOR))
+        out.append(FaceInput(FaceCrop(face, tuple(f["crop_box"]), pixels, f["angle"]), _NO_INPUT))
     return out
 
 

@@ -120,8 +120,8 @@ def face_meta(face: FaceInput, look: np.ndarray | None = None) -> dict[str, Any]
     return meta
 
 
-def _stack(tensors: list[Any]) -> np.ndarray:
-    return np.stack([t.numpy() for t in tensors]).astype(np.float32, copy=False)
+def _stack(pixels: list[np.ndarray]) -> np.ndarray:
+    return np.stack(pixels).astype(np.float32, copy=False)
 
 
 def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import torch
-
 from mffmoe.errors import DecoderCrashError, ErrorInfo
 from mffmoe.inference.detector import Detector
 from mffmoe.scan.assemble import Assembler, Finished, score_parts
@@ -39,7 +37,6 @@ def default_workers() -> int:
 
 def _worker_main(tasks: Connection, results: Connection, cfg: DecodeConfig, decode: DecodeFn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    torch.set_num_threads(1)
     while True:
         try:
             path = tasks.recv()
@@ -74,13 +71,13 @@ class LocalRunner:
         self.decode = decode
         self.queue_parts = queue_parts or 4 * detector.batch_size
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["mffmoe.scan.decode"])  # torch, PyAV, Pillow imported once
+        self._ctx.set_forkserver_preload(["mffmoe.scan.decode"])  # PyAV, Pillow imported once
         self._workers: dict[int, _Worker] = {}
         self._lock = threading.Lock()
         self._next_id = 0
 
     def __enter__(self) -> LocalRunner:
-        # Start the fork server now: it imports torch and PyAV while the inputs are being hashed.
+        # Start the fork server now: it imports PyAV and Pillow while the inputs are being hashed.
         from multiprocessing import forkserver
 
         forkserver.ensure_running()

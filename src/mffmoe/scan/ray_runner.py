@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import sys
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -53,14 +54,13 @@ class Replica:
     """One model replica (a Ray Data actor): scores the pixel rows of each batch, passes the rest on."""
 
     def __init__(self, spec: ReplicaSpec) -> None:
-        import torch
-
         if spec.threads is None:
             raise ScanError("internal error: a replica was started before the replicas were planned")
         # A core group of its own, before the engine sizes its thread pools from the affinity.
         self.cores = claim_cores(spec.threads)
-        torch.set_num_threads(max(1, spec.threads))
         self.detector = Detector.from_config(spec.detector)
+        if "torch" in sys.modules:  # the torch engine (the exported engines size their own threads)
+            sys.modules["torch"].set_num_threads(max(1, spec.threads))
         found = weights_hash(self.detector.info)
         if found != spec.weights_hash:
             raise ScanError(f"replica on {socket.gethostname()} loaded weights {found} from {spec.detector.weights}, "

@@ -66,7 +66,7 @@ def measure_batchnorm(model: torch.nn.Module, input_size: int, n: int = 16, seed
     images = sample_batch(n, input_size, seed=seed)
     model.train()
     with torch.no_grad():
-        for chunk in images.split(8):
+        for chunk in torch.from_numpy(images).split(8):
             model(chunk)
     for m in norms:
         m.momentum = 0.1

@@ -225,7 +225,7 @@ class SampleDataset(torch.utils.data.Dataset):
             return None, sample.label, i, f"{type(e).__name__}: {e}"
         if self.augment is not None and self.augment.names:
             image = self.augment(image, np.random.default_rng([self.seed, epoch, i]))
-        return preprocess(image, self.input_size), sample.label, i, None
+        return torch.from_numpy(preprocess(image, self.input_size)), sample.label, i, None
 
 
 @dataclass

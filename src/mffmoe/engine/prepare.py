@@ -1,0 +1,168 @@
+"""Graphs prepared on first use, so that the default engine is the fast one without a manual step.
+
+The first time `--engine auto` (the default everywhere) meets weights on a CPU machine without their
+OpenVINO graphs, it prepares them: exports each expert (ONNX, then OpenVINO IR), checks agreement with
+the torch engine on natural-looking images and times both (`calibrate.py`), and writes the record `auto`
+chooses from. Afterwards every process that loads these weights runs the graphs from the cache, without
+importing torch at all. How:
+
+- in a child process (`python -m mffmoe.engine.prepare`), so that the process that asked keeps none of
+  the torch model's memory: it goes on with the compiled graphs alone;
+- under an exclusive lock next to the cache (`prepare.lock`, `fcntl.flock`), so that two processes that
+  start at once build once: the second waits, then finds the graphs ready;
+- with progress on stderr: what it does and why, the expected time (measured here, see ESTIMATE), each
+  step with its elapsed time, and where the cache is;
+- opt-out: `--engine torch`, `build=False` in the engine options, or MFFMOE_BUILD=0. Broken weights
+  are the same typed error as loading them; any other failure to prepare leaves `auto` on torch, with
+  the reason in the engine's `auto_reason` and a warning.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from mffmoe import errors
+from mffmoe.config import env
+from mffmoe.engine.auto import installed, read_record
+from mffmoe.engine.cache import find_artifacts, writable_root
+from mffmoe.engine.device import wants_cuda
+from mffmoe.errors import MFFMoEError, WeightsError
+from mffmoe.model.info import CheckpointInfo
+
+FORMAT = "openvino"
+ENGINES = ("torch", "openvino")
+LOCK = "prepare.lock"
+#: Seconds per expert at 512 px to export, convert and calibrate, measured on the 2-core development
+#: machine (full roster: 7 experts in about 100 s); scaled by the roster and the input size's area.
+ESTIMATE = 14.0
+ERROR_TAG = "MFFMOE-ERROR "
+log = logging.getLogger(__name__)
+
+
+def say(message: str) -> None:
+    print(f"mffmoe: {message}", file=sys.stderr, flush=True)
+
+
+def prepared(info: CheckpointInfo) -> bool:
+    """The graphs exist and were checked against torch here (agreeing or not: a disagreeing engine is
+    recorded once and then never picked, not rebuilt every time)."""
+    record = read_record(info)
+    return bool(record and FORMAT in record.get("engines", {}) and find_artifacts(info, FORMAT) is not None)
+
+
+def estimate_seconds(info: CheckpointInfo) -> float:
+    return ESTIMATE * len(info.roster) * max(0.05, (info.input_size / 512) ** 2)
+
+
+def maybe_prepare(info: CheckpointInfo, device: str = "auto", build: bool | None = None) -> str | None:
+    """Prepare the graphs for `auto` where that applies (CPU, real weights, not done yet, not opted out).
+    Returns why preparing failed (then `auto` stays on torch), None otherwise. Broken weights raise."""
+    if build is False or (build is None and not env().build) or not info.files or not installed(FORMAT):
+        return None
+    if wants_cuda(device) or prepared(info):
+        return None
+    try:
+        ensure_prepared(info)
+    except WeightsError:
+        raise
+    except MFFMoEError as e:
+        log.warning("could not prepare the OpenVINO graphs (%s); running the torch engine", e)
+        say(f"could not prepare the OpenVINO graphs ({e}); running the torch engine instead")
+        return str(e)
+    return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"another process is preparing the graphs for these weights; waiting for it (lock {path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_prepared(info: CheckpointInfo, progress: Callable[[str], None] = say) -> None:
+    """Build and calibrate the graphs for `info` in a child process unless they are ready; safe when
+    several processes call it at once. Raises the child's typed error."""
+    root = writable_root(info)
+    with _locked(root / LOCK):
+        if prepared(info):
+            return
+        n = len(info.roster)
+        progress(f"first use of these weights here: preparing fast CPU graphs (OpenVINO) for the {n} expert(s), "
+                 f"once; expected about {estimate_seconds(info):.0f} s on a 2-core CPU. Cached in {root}. "
+                 f"(--engine torch, or MFFMOE_BUILD=0, skips this.)")
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "mffmoe.engine.prepare", info.source, "--fingerprint", info.fingerprint()]
+        if not info.ema:
+            cmd.append("--allow-missing-ema")
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert child.stderr is not None
+        failure: dict[str, str] | None = None
+        tail: list[str] = []
+        for line in child.stderr:
+            line = line.rstrip("\n")
+            if line.startswith(ERROR_TAG):
+                failure = json.loads(line[len(ERROR_TAG):])
+            elif line.startswith("mffmoe: "):
+                progress(f"{line[len('mffmoe: '):]} [{time.perf_counter() - t0:.0f} s]")
+            elif line.strip():
+                tail = [*tail[-19:], line]
+        if child.wait() != 0:
+            if failure is not None:
+                cls = getattr(errors, failure.get("type", ""), None)
+                cls = cls if isinstance(cls, type) and issubclass(cls, MFFMoEError) else MFFMoEError
+                raise cls(failure.get("message", "preparing the graphs failed"))
+            raise MFFMoEError("preparing the graphs failed (exit status "
+                              f"{child.returncode}): " + " | ".join(tail[-5:]))
+        progress(f"graphs ready in {time.perf_counter() - t0:.0f} s; later runs load them directly")
+
+
+def _build(source: str, fingerprint: str | None, allow_missing_ema: bool) -> None:
+    """The child's work: load the weights (torch), export, calibrate; progress lines on stderr."""
+    from mffmoe.engine.calibrate import calibrate
+    from mffmoe.engine.export import ensure_openvino
+    from mffmoe.model.checkpoint import load_weights
+
+    model, info = load_weights(source, allow_missing_ema=allow_missing_ema)
+    if fingerprint is not None and info.fingerprint() != fingerprint:
+        raise MFFMoEError(f"the weights at {source} changed while their graphs were being prepared")
+    say("weights loaded")
+    ensure_openvino(model, info, progress=say)
+    say("checking the graphs against the torch engine on natural-looking images and timing both")
+    record = calibrate(model, info, engines=ENGINES, log=say)
+    result = record["engines"].get(FORMAT, {})
+    if not result.get("ok"):
+        say(f"the OpenVINO graphs differ from torch by {result.get('max_abs_diff')} (> 1e-4): auto keeps torch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mffmoe.engine.prepare", description=__doc__.splitlines()[0])
+    ap.add_argument("weights")
+    ap.add_argument("--fingerprint")
+    ap.add_argument("--allow-missing-ema", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        _build(a.weights, a.fingerprint, a.allow_missing_ema)
+    except MFFMoEError as e:
+        print(ERROR_TAG + json.dumps({"type": type(e).__name__, "message": str(e)}), file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
