@@ -335,7 +335,8 @@ def make_forward(model: Any, precision: str, mode: str, batch: int, x: torch.Ten
         torch._dynamo.reset()
         compiled.clear()  # one precision's compiled experts at a time
         compiled[key] = compiled_experts(model, mode)
-    step = torch.compiler.cudagraph_mark_step_begin if device.type == "cuda" and mode == "compile" else None
+    # both compile modes replay CUDA graphs on CUDA (max-autotune too): each call starts a new step
+    step = torch.compiler.cudagraph_mark_step_begin if device.type == "cuda" else None
     return ensemble_forward(compiled[key], flags, device, precision, step=step)
 
 
