@@ -143,6 +143,8 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def natural_images(size: int) -> tuple[list[str], torch.Tensor]:
     """A fixed set of natural-looking images through the spec's preprocessing: skimage's photographs (when
     scikit-image is installed) and four `media.samples` frames. Noise would drive activations out of range."""
+    import numpy as np
+
     from mffmoe.media.preprocess import preprocess
     from mffmoe.media.samples import sample_frame
 
@@ -151,7 +153,7 @@ def natural_images(size: int) -> tuple[list[str], torch.Tensor]:
         from skimage import data
         pictures += [(name, getattr(data, name)()) for name in ("astronaut", "coffee", "chelsea", "rocket")]
     pictures += [(f"sample-{i}", sample_frame(640, 480, t=i, seed=i)) for i in range(4)]
-    return [n for n, _ in pictures], torch.stack([preprocess(a, size) for _, a in pictures])
+    return [n for n, _ in pictures], torch.from_numpy(np.stack([preprocess(a, size) for _, a in pictures]))
 
 
 def build_model(args: argparse.Namespace, device: torch.device, images: torch.Tensor) -> tuple[Any, dict[str, Any]]:

@@ -115,7 +115,7 @@ class TorchEngine(Engine):
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
 
-    def predict_experts(self, batch: np.ndarray | torch.Tensor, experts: Sequence[int]) -> np.ndarray:
+    def predict_experts(self, batch: np.ndarray, experts: Sequence[int]) -> np.ndarray:
         with self._intra_op_threads():
             return super().predict_experts(batch, experts)
 
