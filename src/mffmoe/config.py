@@ -60,7 +60,8 @@ DEFAULT_WEIGHTS_DIR = Path("models/MFF-MoE-V1")
 class Settings(BaseSettings):
     """The process environment, read once per call of `env()`: `MFFMOE_WEIGHTS`, `MFFMOE_CACHE_DIR`,
     `MFFMOE_API_KEY`, `MFFMOE_DB`, `MFFMOE_PROGRESS`, `MFFMOE_ALLOW_TRITON`, `MFFMOE_BUILD` (0: `auto` never
-    prepares graphs on first use, see `engine.prepare`). Folders default to the
+    prepares graphs on first use, see `engine.prepare`). `MFFMOE_HUGEPAGES=0` is the one read elsewhere: by
+    the `mffmoe` command before anything is imported (`mffmoe/_entry.py`). Folders default to the
     platform's (platformdirs: `$XDG_CACHE_HOME/mffmoe`, `$XDG_STATE_HOME/mffmoe` on Linux)."""
 
     model_config = SettingsConfigDict(env_prefix="MFFMOE_", env_ignore_empty=True, extra="ignore")
