@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import ROOT, RSS_WRAPPER, _median_time, make_fast_video  # noqa: E402
+from run import child as run_child  # noqa: E402
 
 MFFMOE = str(ROOT / ".venv/bin/mffmoe")
 TARGETS = {"rss_mb": 1.1 * 1000, "image_x": 2.0, "many_x": 2.2, "video_x": 2.0, "length_x": 1.5, "startup_s": 1.0}
@@ -68,9 +69,10 @@ def hwm_mb() -> float:
 
 # --- children (fresh processes) -------------------------------------------------------------------
 def child_reference(a: dict) -> dict:
+    from mffmoe.model.info import read_manifest
     from mffmoe.testing.reference import ReferenceDetector
 
-    ref = ReferenceDetector(a["official"])
+    ref = ReferenceDetector(a["official"], *read_manifest(Path(a["official"])))
     ref.score_file(a["image"])
     med, times = _median_time(lambda: ref.score_file(a["image"]), a["repeats"])
     out: dict = {"image_s": med, "image_times": times, "image_score": ref.score_file(a["image"])}
@@ -110,29 +112,7 @@ def child_host(a: dict) -> dict:
     return {"image_s": med, "image_times": times, "engine": host.detector.engine.name, "peak_mb": hwm_mb()}
 
 
-def child_paired(a: dict) -> dict:
-    from mffmoe import Detector
-    from mffmoe.testing.reference import ReferenceDetector
-
-    ref = ReferenceDetector(a["official"])
-    det = Detector.from_dir(a["official"], crop="frame")
-    ref.score_file(a["image"]), det.analyze(a["image"])
-    rt, et, diffs = [], [], []
-    for _ in range(a["repeats"]):
-        t0 = time.perf_counter()
-        x = ref.score_file(a["image"])
-        rt.append(time.perf_counter() - t0)
-        time.sleep(0.5)
-        t0 = time.perf_counter()
-        y = det.analyze(a["image"]).score
-        et.append(time.perf_counter() - t0)
-        time.sleep(0.5)
-        diffs.append(abs(x - y))
-    return {"reference_s": statistics.median(rt), "engine_s": statistics.median(et), "engine": det.engine.name,
-            "pair_ratios": [r / e for r, e in zip(rt, et, strict=True)], "max_abs_diff": max(diffs)}
-
-
-CHILDREN = {"reference": child_reference, "library": child_library, "host": child_host, "paired": child_paired}
+CHILDREN = {"reference": child_reference, "library": child_library, "host": child_host}
 
 
 # --- the server -------------------------------------------------------------------------------------
@@ -262,7 +242,8 @@ def main() -> None:
     res["reference"] = child("reference", s)
     res["library"] = child("library", s)
     res["host"] = child("host", s)
-    res["paired"] = child("paired", {**s, "repeats": max(5, a.repeats)})
+    res["paired"] = run_child("paired", {"official": s["official"], "weights": s["official"], "engine": "auto",
+                                         "crop": "frame", "image": s["image"], "repeats": max(5, a.repeats)})
     res["server"] = measure_server(s)
     w = ["-w", s["official"]]
     cli = {
@@ -296,29 +277,20 @@ def timed_rss_ok(cmd: list[str]) -> float:
 
 
 def setup_media(work: Path) -> dict:
-    s = setup_checkpoint_and_media(work)
-    from faces_bench import make_media  # two real faces: a 1080p photo and a 10-s 1080p video
+    """faces_bench's checkpoint (random full roster, official layout) and two-face media, run.py's videos,
+    20 photos; nothing exported by hand (this benchmark measures the default)."""
+    from faces_bench import make_media
 
-    _, faces_image, faces_video = make_media(work)
-    text = work / "notes.txt"
-    text.write_text("not media\n")
-    return {**s, "folder": str(make_folder(work)), "faces_image": str(faces_image),
-            "faces_video": str(faces_video), "text": str(text)}
-
-
-def setup_checkpoint_and_media(work: Path) -> dict:
-    """run.py's checkpoint and media, without its manual export step (this benchmark measures the default)."""
-    from mffmoe.testing.checkpoints import default_roster_checkpoint
     from mffmoe.testing.media import make_image
 
-    work.mkdir(parents=True, exist_ok=True)
-    official = work / "official"
-    if not (official / "MFF-MoE-v1.state").exists():
-        default_roster_checkpoint(official)
+    official, faces_image, faces_video = make_media(work)
     image = work / "image_1280x720.jpg"
     if not image.exists():
         make_image(image, 1280, 720, quality=92)
-    return {"official": str(official), "image": str(image),
+    text = work / "notes.txt"
+    text.write_text("not media\n")
+    return {"official": str(official), "image": str(image), "faces_image": str(faces_image),
+            "faces_video": str(faces_video), "text": str(text), "folder": str(make_folder(work)),
             "short": str(make_fast_video(work / "video_10s_1080p.mp4", 10)),
             "long": str(make_fast_video(work / "video_5min_1080p.mp4", 300))}
 

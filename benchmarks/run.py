@@ -186,10 +186,11 @@ def child_paired(args: dict) -> dict:
     separate measurements minutes apart turn into ratio noise. A pause after each run lets the other
     side's idle threads stop spinning before the next one starts."""
     from mffmoe.inference.detector import Detector
+    from mffmoe.model.info import read_manifest
     from mffmoe.testing.reference import ReferenceDetector
 
-    ref = ReferenceDetector(args["official"])
-    det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu")
+    ref = ReferenceDetector(args["official"], *read_manifest(Path(args["official"])))  # its roster and size
+    det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu", crop=args.get("crop"))
     ref.score_file(args["image"]), det.analyze(args["image"])  # warm-up
     ref_t, eng_t, diffs = [], [], []
     for _ in range(args["repeats"]):

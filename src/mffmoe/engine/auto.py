@@ -7,7 +7,8 @@ looking images (max |P(fake) difference| over experts), the load time and the ba
 machine. `auto` then picks, among engines that are importable, exported and within 1e-4:
 
 - for a long-running process (library, server: `images=None`): the lowest latency;
-- for a one-shot job of `images` images (the CLI passes its count): the lowest `load + images x latency`.
+- for a one-shot job of `images` images (the CLI passes its count): the lowest `load + images x latency`,
+  counting `import torch` for the torch engine in a process that has not imported it.
 
 Without a record, `registry._auto` first has `prepare.py` build one (CPU, real weights; once per weights
 and machine, in a child process); opted out of that (MFFMOE_BUILD=0, `build=False`), or on CUDA, auto
@@ -21,6 +22,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import platform
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +72,16 @@ def _torch_version() -> str:
         return ""
 
 
+#: Seconds `import torch` and timm take before the torch engine can load (measured on the 2-core development
+#: machine: 1.7 s for torch, 2.5 s with timm); the exported engines' runtimes import in about 0.1 s.
+TORCH_IMPORT_S = 2.5
+
+
+def import_cost(name: str) -> float:
+    """What choosing `name` adds to a one-shot job's start beyond its recorded load time."""
+    return TORCH_IMPORT_S if name == "torch" and "torch" not in sys.modules else 0.0
+
+
 def installed(name: str) -> bool:
     return name == "torch" or importlib.util.find_spec(MODULES[name]) is not None
 
@@ -109,6 +121,6 @@ def choose_engine(info: CheckpointInfo, device: str = "auto", images: int | None
     if images is None:
         name = min(good, key=lambda n: good[n]["latency_s"])
         return pick(name, f"lowest calibrated batch-1 latency ({good[name]['latency_s']:.3f} s)")
-    cost = {n: r["load_s"] + images * r["latency_s"] for n, r in good.items()}
+    cost = {n: r["load_s"] + images * r["latency_s"] + import_cost(n) for n, r in good.items()}
     name = min(cost, key=cost.__getitem__)
     return pick(name, f"lowest load + {images} x latency ({cost[name]:.2f} s expected)")

@@ -82,14 +82,15 @@ class BlazeFace(FaceDetector):
             raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
         found: list[Face] = []
-        for level in self._pyramid(Image.fromarray(rgb)):
-            pixels = _padded(np.asarray(level))
-            raw, logits = self._graphs.run(pixels[None])
-            h, w = pixels.shape[:2]
-            found += self._decode(raw[0], logits[0], h, w, width / level.width, height / level.height, 0, 0)
-        faces = suppress(found)
-        sure = [f for f in faces if f.score >= self.threshold]
-        faces = sure + self._verify(rgb, [f for f in faces if f.score < self.threshold])
+        with _DETECTING:  # see _DETECTING
+            for level in self._pyramid(Image.fromarray(rgb)):
+                pixels = _padded(np.asarray(level))
+                raw, logits = self._graphs.run(pixels[None])
+                h, w = pixels.shape[:2]
+                found += self._decode(raw[0], logits[0], h, w, width / level.width, height / level.height, 0, 0)
+            faces = suppress(found)
+            sure = [f for f in faces if f.score >= self.threshold]
+            faces = sure + self._verify(rgb, [f for f in faces if f.score < self.threshold])
         faces.sort(key=lambda f: -f.score)
         return [f for f in faces if f.size >= self.min_face * BOX_SLACK]
 
@@ -216,6 +217,10 @@ class _Graphs:
         return compiled, mine[1]
 
 
+#: One image's detection at a time, process-wide: a 1080p frame's full-resolution level holds about 100 MB
+#: of activations while it runs, and decoding threads (`analyze_many`, scans) would otherwise detect side
+#: by side, each with its own, next to the experts' weights. Detection is a few percent of a frame's time.
+_DETECTING = threading.Lock()
 _COMPILING = threading.Lock()  # one graph compiled (and warmed up, see `_warm_up`) at a time, process-wide
 
 
