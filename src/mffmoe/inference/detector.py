@@ -345,8 +345,8 @@ class Detector:
     def _video_scores(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
                       start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
         """Decoding and preprocessing run on a thread while the engine scores earlier frames."""
-        if finder is not None:  # faces mode (early exit decides per face crop batch, not per video)
-            return score_video_faces(item, finder, self.engine, input_size=self.input_size,
+        if finder is not None:  # faces mode (early exit decides per video there too)
+            return score_video_faces(item, finder, self._engine(threshold), input_size=self.input_size,
                                      batch_size=self.batch_size, pool=pool, threshold=threshold,
                                      untrained=self.random_weights, model_name=self.model_name,
                                      progress=progress, start=start)
