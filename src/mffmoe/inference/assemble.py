@@ -180,12 +180,20 @@ def pool_faces(rows: np.ndarray, how: str) -> tuple[float, np.ndarray]:
 
 
 def face_image_result(faces: Sequence[Any], rows: np.ndarray, dimensions: dict[str, int], seconds: float, *,
-                      threshold: float, untrained: bool, model_name: str, face_pooling: str) -> ImageAnalysisResult:
-    """An image scored by its faces: `score` pooled over them (`face_pooling`), each face reported."""
+                      threshold: float, untrained: bool, model_name: str, face_pooling: str,
+                      early_exit: bool = False) -> ImageAnalysisResult:
+    """An image scored by its faces: `score` pooled over them (`face_pooling`), each face reported. With
+    `early_exit`, `score_interval` pools the faces' bounds as the score pools their scores."""
     rows = np.asarray(rows, dtype=np.float64)
     score, experts = pool_faces(rows, face_pooling)
     notes = [UNTRAINED_NOTE] if untrained else []
     fields = _fields(score, [v for v in experts if not np.isnan(v)], threshold, untrained, model_name, notes)
+    if early_exit:
+        lows, highs = interval(rows)
+        pick = (lambda v: float(np.mean(v))) if face_pooling == "mean" else (
+            (lambda v: float(v[0])) if face_pooling == "largest" else (lambda v: float(np.max(v))))
+        ran = [e for e in range(rows.shape[1]) if not np.isnan(rows[:, e]).any()]
+        fields = _early_exit_fields(fields, pick(lows), pick(highs), ran, rows.shape[1])
     return ImageAnalysisResult(processing_time=seconds, dimensions=dimensions, crop="faces", in_scope=True,
                                faces=face_results(faces, rows, threshold), **fields)
 

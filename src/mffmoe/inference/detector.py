@@ -220,7 +220,7 @@ class Detector:
         finder = self.finder_for(crop)
         look = self.look(finder)
         n_frames = frames or self.frames
-        engine = self._engine(threshold)
+        engine = self._engine(threshold, finder)
         todo = [str(p) for p in paths]
         pending: list[ImageItem] = []
 
@@ -306,9 +306,11 @@ class Detector:
         return result.model_copy(update=update)
 
     # -- steps -----------------------------------------------------------------------------------
-    def _engine(self, threshold: float) -> Engine:
-        """The engine that scores at `threshold`: wrapped for early exit when that is on."""
-        if not self.early_exit:
+    def _engine(self, threshold: float, finder: FaceFinder | None = None) -> Engine:
+        """The engine that scores images at `threshold`: wrapped for early exit when that is on, except for
+        images scored by their faces with face pooling `mean`: early exit decides each face on its own,
+        which fixes a maximum of the faces' scores but not their mean, so those run every expert."""
+        if not self.early_exit or (finder is not None and self.face_pooling == "mean"):
             return self.engine
         return EarlyExitEngine(self.engine, threshold)
 
@@ -325,7 +327,7 @@ class Detector:
 
     def _image_item(self, item: ImageItem, threshold: float, start: float,
                     finder: FaceFinder | None) -> ImageAnalysisResult:
-        rows = score_batch(self._engine(threshold), np.stack(_inputs(item)), self.batch_size)
+        rows = score_batch(self._engine(threshold, finder), np.stack(_inputs(item)), self.batch_size)
         return self._assemble_image(item, rows, time.perf_counter() - start, threshold, finder)
 
     def _assemble_image(self, item: ImageItem, rows: np.ndarray, seconds: float, threshold: float,
@@ -335,7 +337,7 @@ class Detector:
         if item.faces:
             result = face_image_result(item.faces, rows, item.dimensions, seconds, threshold=threshold,
                                        untrained=self.random_weights, model_name=self.model_name,
-                                       face_pooling=self.face_pooling)
+                                       face_pooling=self.face_pooling, early_exit=self.early_exit)
         else:
             result = self._image_result(rows[0], item.dimensions, seconds, threshold)
             if finder is not None:
@@ -350,8 +352,8 @@ class Detector:
     def _video_scores(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
                       start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
         """Decoding and preprocessing run on a thread while the engine scores earlier frames."""
-        if finder is not None:  # faces mode (early exit decides per face crop batch, not per video)
-            return score_video_faces(item, finder, self.engine, input_size=self.input_size,
+        if finder is not None:  # faces mode (early exit decides per video there too)
+            return score_video_faces(item, finder, self._engine(threshold), input_size=self.input_size,
                                      batch_size=self.batch_size, pool=pool, threshold=threshold,
                                      untrained=self.random_weights, model_name=self.model_name,
                                      progress=progress, start=start)
