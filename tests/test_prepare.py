@@ -46,15 +46,20 @@ def test_first_load_prepares_then_later_loads_need_no_torch(fresh, image, monkey
     monkeypatch.setenv("MFFMOE_BUILD", "1")
     first = Detector.from_dir(fresh, crop="frame")
     err = capfd.readouterr().err
-    assert first.engine.name == "openvino", first.engine.auto_reason
+    # tiny experts: either engine may time faster (the full roster's OpenVINO is 2-3x torch's speed)
+    assert first.engine.name in ("openvino", "torch") and "calibrated" in (first.engine.auto_reason or "")
     assert "preparing fast CPU graphs" in err and "expected about" in err and "graphs ready in" in err
     assert "OpenVINO graph 2/2 converted" in err  # progress per expert, relayed from the child
-    record = json.loads(next(fresh.glob(".mffmoe-cache/*/calibration.json")).read_text())
+    path = next(fresh.glob(".mffmoe-cache/*/calibration.json"))
+    record = json.loads(path.read_text())
     assert record["engines"]["openvino"]["ok"] and record["engines"]["openvino"]["max_abs_diff"] <= 1e-4
     reference = Detector.from_dir(fresh, crop="frame", engine="torch").analyze(image)
     assert abs(first.analyze(image).score - reference.score) <= 1e-4
 
-    # a later process: the cached graphs, no torch imported, the same score, nothing rebuilt
+    # a later process, with the record saying OpenVINO is the faster (as it is for the full roster): the
+    # cached graphs, no torch imported, the same score, nothing rebuilt
+    record["engines"]["torch"]["latency_s"] = 10 * max(record["engines"]["openvino"]["latency_s"], 1e-3)
+    path.write_text(json.dumps(record))
     code = (f"import sys; from mffmoe import Detector; d = Detector.from_dir({str(fresh)!r}, crop='frame'); "
             f"r = d.analyze({str(image)!r}); print(d.engine.name, r.score, 'torch' in sys.modules)")
     out = _python(code, MFFMOE_BUILD="1")
@@ -74,7 +79,7 @@ def test_two_processes_starting_at_once_build_once(fresh, image, tmp_path):
                               text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
-    assert [o.split()[0] for o, _ in outs] == ["openvino", "openvino"]
+    assert {o.split()[0] for o, _ in outs} <= {"openvino", "torch"}  # whichever timed faster (tiny experts)
     assert np.isclose(float(outs[0][0].split()[1]), float(outs[1][0].split()[1]), atol=1e-6)
     errs = [e for _, e in outs]
     assert sum("preparing fast CPU graphs" in e for e in errs) == 1, errs  # one built, under the lock
