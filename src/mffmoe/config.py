@@ -131,6 +131,10 @@ class DetectorConfig(BaseModel):
     max_image_pixels: int | None = Field(None, ge=1, le=MAX_IMAGE_PIXELS, description="largest image (width x "
                                          "height) decoded; None: Pillow's hard cap, MAX_IMAGE_PIXELS")
     early_exit: bool = False
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="CPU precision (OpenVINO engine): fp32, exact and the default; bf16 or int8, opt-in, "
+        "faster, with their measured difference from fp32 reported (engine.precision); refused where the CPU "
+        "lacks them")
     model_name: str = MODEL_NAME
     crop: Literal["frame", "faces", "auto"] | None = Field(
         None, description="frame: the spec's whole-frame input; faces: score face crops (the whole frame, "

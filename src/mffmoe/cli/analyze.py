@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mffmoe.cli.checks import ReportFile, check_device, check_engine, probe_inputs
+from mffmoe.cli.checks import ReportFile, check_device, check_engine, check_precision_here, probe_inputs
 from mffmoe.cli.options import (
     AlignOpt,
     AllowMissingEmaOpt,
@@ -29,6 +29,8 @@ from mffmoe.cli.options import (
     MaxPixelsOpt,
     MinFaceOpt,
     PoolingOpt,
+    Precision,
+    PrecisionOpt,
     ThresholdOpt,
     UntrainedOpt,
     WeightsOpt,
@@ -85,6 +87,7 @@ def analyze(
     device: DeviceOpt = DEFAULT_DEVICE,
     engine: EngineOpt = DEFAULT_ENGINE,
     early_exit: EarlyExitOpt = False,
+    precision: PrecisionOpt = Precision.fp32,
     autocast: Annotated[str | None, typer.Option(
         "--autocast", help="CUDA only, torch engine: fp16 | bf16 autocast (faster, not exact; use a larger "
                            "--batch-size).")] = None,
@@ -118,10 +121,12 @@ def analyze(
     try:
         config = DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                 device=device, engine=engine, early_exit=early_exit, batch_size=batch_size,
+                                precision=precision.value,
                                 threshold=threshold, frames=frames, pooling=pooling, max_image_pixels=max_pixels,
                                 crop=crop, face_margin=face_margin, align=align, face_pooling=face_pooling,
                                 min_face=min_face)
         check_engine(config.engine)
+        check_precision_here(config.precision, config.engine)
         files = expand_paths(paths)
         if not files:
             raise fail("no input files")

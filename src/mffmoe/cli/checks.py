@@ -40,9 +40,19 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_options(engine: str, device: str) -> None:
+def check_precision_here(precision: str, engine: str) -> None:
+    """`--precision` other than fp32 only where the CPU and the engine run it (reads /proc/cpuinfo)."""
+    if precision != "fp32":
+        from mffmoe.engine import ALIASES
+        from mffmoe.engine.precision import check_precision
+
+        check_precision(precision, ALIASES.get(engine, engine))
+
+
+def check_options(engine: str, device: str, precision: str = "fp32") -> None:
     check_engine(engine)
     check_device(device)
+    check_precision_here(precision, engine)
 
 
 def check_output_path(path: Path, what: str = "--output") -> None:

@@ -74,6 +74,19 @@ PoolingOpt = Annotated[str, typer.Option("--pooling", help="Video pooling: mean 
 EarlyExitOpt = Annotated[bool, typer.Option(
     "--early-exit", help="Run experts cheapest first and stop once the label cannot change (exact label; "
                          "score given as an interval).")]
+class Precision(StrEnum):
+    """CPU precision of the OpenVINO engine (`mffmoe.engine.precision`)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    int8 = "int8"
+
+
+PrecisionOpt = Annotated[Precision, typer.Option(
+    "--precision", help="fp32 (exact, the default) | bf16 (CPUs with AVX512-BF16 or AMX) | int8 (VNNI/AMX; "
+                        "graphs quantised once): faster, not exact; the measured difference from fp32 is "
+                        "printed on first use and in every result's note. Refused where "
+                        "the CPU lacks it.")]
 UntrainedOpt = Annotated[bool, typer.Option("--untrained", help="Random weights (pipeline check only).")]
 AllowMissingEmaOpt = Annotated[bool, typer.Option(
     "--allow-missing-ema", help="Run on raw weights when the .state file is absent.")]

@@ -18,6 +18,8 @@ from mffmoe.cli.options import (
     MaxPixelsOpt,
     MinFaceOpt,
     PoolingOpt,
+    Precision,
+    PrecisionOpt,
     ThresholdOpt,
     UntrainedOpt,
     WeightsOpt,
@@ -64,6 +66,7 @@ def serve(
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     pooling: PoolingOpt = DEFAULT_POOLING,
     early_exit: EarlyExitOpt = False,
+    precision: PrecisionOpt = Precision.fp32,
     max_pixels: MaxPixelsOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
@@ -91,10 +94,11 @@ def serve(
             detector=DetectorConfig(weights=weights, untrained=untrained, allow_missing_ema=allow_missing_ema,
                                     device=device, engine=engine, batch_size=batch_size, threshold=threshold,
                                     frames=frames, pooling=pooling, early_exit=early_exit,
-                                    max_image_pixels=max_pixels, crop=crop, min_face=min_face),
+                                    max_image_pixels=max_pixels, crop=crop, min_face=min_face,
+                                    precision=precision.value),
             max_upload_mb=max_upload_mb, max_frames=max_frames, queue_size=queue_size, workers=workers,
             job_ttl_hours=job_ttl_hours, **storage)
-        check_options(settings.detector.engine, settings.detector.device)  # before the model loads
+        check_options(settings.detector.engine, settings.detector.device, settings.detector.precision)
         if settings.db_path.is_dir():
             raise ConfigError(f"--db {settings.db_path}: is a directory; give the SQLite file's name")
         if settings.upload_dir.exists() and not settings.upload_dir.is_dir():

@@ -30,11 +30,23 @@ def _torch(model: Weights, info: CheckpointInfo, device: str = "auto", **options
     from mffmoe.engine.torch_engine import TorchEngine
     from mffmoe.engine.weights import as_source
 
+    _fp32_only("torch", options)
     return TorchEngine(as_source(model, info).model(), device=device, files=list(info.files.values()), **options)
+
+
+def _fp32_only(name: str, options: dict[str, Any]) -> None:
+    """`precision` other than fp32 asked of an engine that only runs fp32: a clear error, not ignored."""
+    precision = options.pop("precision", "fp32")
+    if precision != "fp32":
+        from mffmoe.engine.precision import check_precision
+
+        check_precision(precision, name)
 
 
 def _onnxruntime(model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
     from mffmoe.engine.onnx_engine import OnnxEngine
+
+    _fp32_only("onnxruntime", options)
     return OnnxEngine(model, info, device=device, **options)
 
 
@@ -53,8 +65,15 @@ def _auto(model: Weights, info: CheckpointInfo, device: str = "auto", **options:
 
     images = options.pop("images", None)
     build = options.pop("build", None)
+    precision = options.get("precision", "fp32")
     if options.get("autocast"):  # only the torch engine does mixed precision (on CUDA)
         choice = Choice("torch", "autocast asked for", ACCEPTS["torch"])
+    elif precision != "fp32":  # only OpenVINO runs bf16 / int8 on the CPU
+        from mffmoe.engine.precision import check_precision
+
+        check_precision(precision, "openvino")
+        maybe_prepare(info, device, build)
+        choice = Choice("openvino", f"--precision {precision}: the OpenVINO engine", ACCEPTS["openvino"])
     else:
         problem = maybe_prepare(info, device, build)
         choice = choose_engine(info, device=device, images=images)

@@ -121,7 +121,8 @@ class Detector:
 
         def finder() -> FaceFinder:
             return FaceFinder(c.face_detector, margin=margin, align=align, min_face=min_face, max_faces=c.max_faces)
-        engine = create_engine(c.engine, weights, info, device=c.device, **c.engine_options)
+        options = {**c.engine_options, **({"precision": c.precision} if c.precision != "fp32" else {})}
+        engine = create_engine(c.engine, weights, info, device=c.device, **options)
         info = weights.info  # the fuller record when the model was loaded (EMA update counts)
         detector = cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
                        pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
@@ -278,7 +279,9 @@ class Detector:
 
     def calibrated(self, result: R, crop: str | None = None) -> R:
         """`result` with `calibrated_score` and `calibration` set from the weights' calibration, when it
-        fits a call in crop mode `crop` (None: the detector's); `score` is left as it is."""
+        fits a call in crop mode `crop` (None: the detector's); `score` is left as it is. Every result
+        passes here: a reduced precision's note is added here too."""
+        result = self._precision_noted(result)
         cal = self.calibration
         if cal is None and self.calibration_problem is None:
             return result
@@ -304,6 +307,17 @@ class Detector:
                     "calibrated_score": _calibrated_value(cal, p.score, None),
                     "face": _calibrated_face(cal, p.face)}) for p in result.persons]
         return result.model_copy(update=update)
+
+    def _precision_noted(self, result: R) -> R:
+        """A reduced-precision result says so, with the difference from fp32 measured for these weights."""
+        precision = getattr(self.engine, "precision", "fp32")
+        if precision == "fp32":
+            return result
+        a = getattr(self.engine, "agreement", None) or {}
+        why = (f"{precision} (not exact): against fp32 on {a.get('images')} generated images, max |score "
+               f"difference| {a.get('max_abs_diff', float('nan')):.1e}, labels agree "
+               f"{100 * a.get('label_agreement', float('nan')):.0f}%")
+        return result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
 
     # -- steps -----------------------------------------------------------------------------------
     def _engine(self, threshold: float, finder: FaceFinder | None = None) -> Engine:
