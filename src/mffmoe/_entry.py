@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-TUNABLE = "glibc.malloc.hugetlb=1"
+from mffmoe._util.hugepages import TUNABLE, tunables_with_huge_pages
+
+__all__ = ["TUNABLE", "main", "with_huge_pages"]
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -29,11 +31,10 @@ def _huge_pages_available() -> bool:
 
 def with_huge_pages() -> None:
     """Re-execute this process with the tunable set, where it is missing and would take effect."""
-    current = os.environ.get("GLIBC_TUNABLES", "")
-    if (not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in current
-            or os.environ.get("MFFMOE_HUGEPAGES", "1") == "0" or not _huge_pages_available()):
+    wanted = tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
+    if wanted is None or not sys.platform.startswith("linux") or not _huge_pages_available():
         return
-    os.environ["GLIBC_TUNABLES"] = f"{current}:{TUNABLE}" if current else TUNABLE
+    os.environ["GLIBC_TUNABLES"] = wanted
     try:
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     except OSError:  # cannot re-execute (unusual interpreter set-up): run as we are

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import sys
 import warnings
@@ -48,6 +49,17 @@ class ReplicaSpec:
     detector: DetectorConfig
     weights_hash: str
     threads: int | None = None
+
+
+def replica_env() -> dict[str, str]:
+    """Environment for the job's Ray workers: glibc's huge pages for large allocations, as the `mffmoe`
+    command sets for itself (`mffmoe._entry`: the OpenVINO engine's released activation buffers then
+    fault in as huge pages), unless MFFMOE_HUGEPAGES=0."""
+    from mffmoe._util.hugepages import tunables_with_huge_pages
+
+    current = os.environ.get("GLIBC_TUNABLES", "")
+    wanted = tunables_with_huge_pages(current) or current
+    return {"GLIBC_TUNABLES": wanted} if wanted else {}
 
 
 class Replica:
@@ -114,7 +126,8 @@ class RayRunner:
         if not ray.is_initialized():
             # No address: join $RAY_ADDRESS (as `ray job submit` sets it) or start a local instance.
             try:
-                ray.init(address=self.address or None, include_dashboard=False, logging_level=logging.WARNING)
+                ray.init(address=self.address or None, include_dashboard=False, logging_level=logging.WARNING,
+                         runtime_env={"env_vars": replica_env()})
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = f"the Ray cluster at {self.address}" if self.address else "Ray"
                 raise ScanError(f"cannot start or join {where}: {e}") from e
