@@ -82,7 +82,8 @@ class OpenVINOEngine(ExportedEngine):
         self.requests = [c.create_infer_request() for c in self.compiled]
         self._mapped = self._read_files(compiled_dir)
         if self.precision != "fp32":
-            self.agreement = reduced.measured_agreement(self, self.fp32_artifacts, fp32_files)
+            self.agreement = reduced.measured_agreement(self.precision, self.predict, self.input_size,
+                                                        self.fp32_artifacts, fp32_files, self._config())
         if self.release and self.workers == 1:
             # Large blocks from their own mappings, returned when freed: the released activation buffers
             # then leave the process (glibc would otherwise keep them, and its heap grows with every image).

@@ -6,8 +6,8 @@ the torch engine on natural-looking images and times both (`calibrate.py`), and 
 chooses from. Afterwards every process that loads these weights runs the graphs from the cache, without
 importing torch at all. How:
 
-- in a child process (`python -m mffmoe.engine.prepare`), so that the process that asked keeps none of
-  the torch model's memory: it goes on with the compiled graphs alone;
+- in a child process (`python -m mffmoe.engine.build`, which does the work), so that the process that
+  asked keeps none of the torch model's memory: it goes on with the compiled graphs alone;
 - under an exclusive lock next to the cache (`prepare.lock`, `fcntl.flock`), so that two processes that
   start at once build once: the second waits, then finds the graphs ready;
 - with progress on stderr: what it does and why, the expected time (measured here, see ESTIMATE), each
@@ -18,21 +18,17 @@ importing torch at all. How:
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import fcntl
 import json
 import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 from mffmoe import errors
 from mffmoe.config import env
 from mffmoe.engine.auto import installed, read_record
-from mffmoe.engine.cache import find_artifacts, writable_root
+from mffmoe.engine.cache import find_artifacts, locked, say, writable_root
 from mffmoe.engine.device import wants_cuda
 from mffmoe.errors import MFFMoEError, WeightsError
 from mffmoe.model.info import CheckpointInfo
@@ -45,10 +41,6 @@ LOCK = "prepare.lock"
 ESTIMATE = 14.0
 ERROR_TAG = "MFFMOE-ERROR "
 log = logging.getLogger(__name__)
-
-
-def say(message: str) -> None:
-    print(f"mffmoe: {message}", file=sys.stderr, flush=True)
 
 
 def prepared(info: CheckpointInfo) -> bool:
@@ -80,26 +72,11 @@ def maybe_prepare(info: CheckpointInfo, device: str = "auto", build: bool | None
     return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"another process is preparing the graphs for these weights; waiting for it (lock {path})")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_prepared(info: CheckpointInfo, progress: Callable[[str], None] = say) -> None:
     """Build and calibrate the graphs for `info` in a child process unless they are ready; safe when
     several processes call it at once. Raises the child's typed error."""
     root = writable_root(info)
-    with _locked(root / LOCK):
+    with locked(root / LOCK):
         if prepared(info):
             return
         n = len(info.roster)
@@ -107,7 +84,7 @@ def ensure_prepared(info: CheckpointInfo, progress: Callable[[str], None] = say)
                  f"once; expected about {estimate_seconds(info):.0f} s on a 2-core CPU. Cached in {root}. "
                  f"(--engine torch, or MFFMOE_BUILD=0, skips this.)")
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "mffmoe.engine.prepare", info.source, "--fingerprint", info.fingerprint()]
+        cmd = [sys.executable, "-m", "mffmoe.engine.build", info.source, "--fingerprint", info.fingerprint()]
         if not info.ema:
             cmd.append("--allow-missing-ema")
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -130,39 +107,3 @@ def ensure_prepared(info: CheckpointInfo, progress: Callable[[str], None] = say)
             raise MFFMoEError("preparing the graphs failed (exit status "
                               f"{child.returncode}): " + " | ".join(tail[-5:]))
         progress(f"graphs ready in {time.perf_counter() - t0:.0f} s; later runs load them directly")
-
-
-def _build(source: str, fingerprint: str | None, allow_missing_ema: bool) -> None:
-    """The child's work: load the weights (torch), export, calibrate; progress lines on stderr."""
-    from mffmoe.engine.calibrate import calibrate
-    from mffmoe.engine.export import ensure_openvino
-    from mffmoe.model.checkpoint import load_weights
-
-    model, info = load_weights(source, allow_missing_ema=allow_missing_ema)
-    if fingerprint is not None and info.fingerprint() != fingerprint:
-        raise MFFMoEError(f"the weights at {source} changed while their graphs were being prepared")
-    say("weights loaded")
-    ensure_openvino(model, info, progress=say)
-    say("checking the graphs against the torch engine on natural-looking images and timing both")
-    record = calibrate(model, info, engines=ENGINES, log=say)
-    result = record["engines"].get(FORMAT, {})
-    if not result.get("ok"):
-        say(f"the OpenVINO graphs differ from torch by {result.get('max_abs_diff')} (> 1e-4): auto keeps torch")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mffmoe.engine.prepare", description=__doc__.splitlines()[0])
-    ap.add_argument("weights")
-    ap.add_argument("--fingerprint")
-    ap.add_argument("--allow-missing-ema", action="store_true")
-    a = ap.parse_args(argv)
-    try:
-        _build(a.weights, a.fingerprint, a.allow_missing_ema)
-    except MFFMoEError as e:
-        print(ERROR_TAG + json.dumps({"type": type(e).__name__, "message": str(e)}), file=sys.stderr, flush=True)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

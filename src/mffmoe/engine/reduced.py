@@ -15,17 +15,14 @@ precision needs beyond compile properties:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from mffmoe.engine.cache import MANIFEST, StagingDir, read_json, write_json
+from mffmoe.engine.cache import MANIFEST, StagingDir, locked, read_json, say, write_json
 from mffmoe.engine.precision import QUANTIZATION_VERSION, agreement, calibration_images, quantize_openvino_ir
-from mffmoe.engine.prepare import _locked, say
-
-if TYPE_CHECKING:
-    from mffmoe.engine.openvino_engine import OpenVINOEngine
 
 INT8_DIR = "openvino-int8"
 RECORD = "precision.json"
@@ -46,7 +43,7 @@ def int8_graphs(fp32_dir: Path, files: list[str], input_size: int) -> tuple[Path
 
     manifest = ready()
     if manifest is None:
-        with _locked(fp32_dir.parent / "int8.lock"):
+        with locked(fp32_dir.parent / "int8.lock"):
             manifest = ready()
             if manifest is None:
                 manifest = _quantize(fp32_dir, final, files, input_size, source)
@@ -77,33 +74,36 @@ def _quantize(fp32_dir: Path, final: Path, files: list[str], input_size: int, so
     return manifest
 
 
-def measured_agreement(engine: OpenVINOEngine, fp32_dir: Path, fp32_files: list[str]) -> dict[str, Any]:
-    """The recorded agreement of `engine`'s precision with fp32 for these graphs, measured now if missing."""
+def measured_agreement(precision: str, predict: Callable[[np.ndarray], np.ndarray], input_size: int,
+                       fp32_dir: Path, fp32_files: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The recorded agreement with fp32 of an engine running `precision` (its `predict`, per-expert P(fake))
+    for these graphs, measured now if missing; `config` compiles the fp32 graphs (f32 forced)."""
     from mffmoe.media.samples import sample_batch
 
     path = fp32_dir.parent / RECORD
     record = read_json(path) or {}
     source = (read_json(fp32_dir / MANIFEST) or {}).get("fingerprint")
-    key = engine.precision if engine.precision != "int8" else f"int8:{QUANTIZATION_VERSION}"
+    key = precision if precision != "int8" else f"int8:{QUANTIZATION_VERSION}"
     found = record.get(key)
     if isinstance(found, dict) and found.get("fingerprint") == source:
         return found
-    x = sample_batch(CHECK_IMAGES, engine.input_size, seed=0)
-    reduced = engine.predict(x).mean(axis=1)
-    exact = _fp32_scores(engine, fp32_dir, fp32_files, x)
-    result = {**agreement(exact, reduced), "fingerprint": source, "precision": engine.precision}
+    x = sample_batch(CHECK_IMAGES, input_size, seed=0)
+    reduced = predict(x).mean(axis=1)
+    exact = _fp32_scores(fp32_dir, fp32_files, x, config)
+    result = {**agreement(exact, reduced), "fingerprint": source, "precision": precision}
     write_json(path, {**record, key: result})
-    say(f"--precision {engine.precision} against fp32 on {CHECK_IMAGES} generated images: max |score difference| "
+    say(f"--precision {precision} against fp32 on {CHECK_IMAGES} generated images: max |score difference| "
         f"{result['max_abs_diff']:.2e}, labels agree {100 * result['label_agreement']:.0f}% "
         f"({'within' if result['meets_targets'] else 'NOT within'} the 0.01 / 99% bounds); recorded in {path}")
     return result
 
 
-def _fp32_scores(engine: OpenVINOEngine, fp32_dir: Path, files: list[str], x: np.ndarray) -> np.ndarray:
+def _fp32_scores(fp32_dir: Path, files: list[str], x: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     """Ensemble P(fake) of the fp32 graphs, one expert compiled at a time (the reduced ones are loaded)."""
-    ov = engine.runtime
+    import openvino as ov
+
     core = ov.Core()
-    config = {**engine._config(), "INFERENCE_PRECISION_HINT": "f32"}
+    config = {**config, "INFERENCE_PRECISION_HINT": "f32"}
     probs = []
     for xml in (f for f in files if f.endswith(".xml")):
         compiled = core.compile_model(str(fp32_dir / xml), "CPU", config)
