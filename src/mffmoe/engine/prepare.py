@@ -36,9 +36,11 @@ from mffmoe.model.info import CheckpointInfo
 FORMAT = "openvino"
 ENGINES = ("torch", "openvino")
 LOCK = "prepare.lock"
-#: Seconds per expert at 512 px to export, convert and calibrate, measured on the 2-core development
-#: machine (full roster: 7 experts in about 100 s); scaled by the roster and the input size's area.
-ESTIMATE = 14.0
+#: Expected time: a fixed start (child process, imports, loading the weights) plus seconds per expert at
+#: 512 px to export, convert and calibrate, scaled by the input size's area. Measured on the 2-core
+#: development machine: 83-120 s for the full roster (7 experts), 16 s for two tiny ones, under load.
+ESTIMATE_START = 8.0
+ESTIMATE = 13.0
 ERROR_TAG = "MFFMOE-ERROR "
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def prepared(info: CheckpointInfo) -> bool:
 
 
 def estimate_seconds(info: CheckpointInfo) -> float:
-    return ESTIMATE * len(info.roster) * max(0.05, (info.input_size / 512) ** 2)
+    return ESTIMATE_START + ESTIMATE * len(info.roster) * (info.input_size / 512) ** 2
 
 
 def maybe_prepare(info: CheckpointInfo, device: str = "auto", build: bool | None = None) -> str | None:
