@@ -54,7 +54,7 @@ def _quantize(fp32_dir: Path, final: Path, files: list[str], input_size: int, so
               ) -> dict[str, Any]:
     xmls = [f for f in files if f.endswith(".xml")]
     say(f"--precision int8, first use with these weights: quantising the {len(xmls)} expert(s) with NNCF, "
-        f"calibrated on generated images (once; about 10-30 s per expert at 512 px on 2 cores)")
+        f"calibrated on generated images (once; about two minutes per expert at 512 px on 2 cores)")
     t0 = time.perf_counter()
     images = calibration_images(input_size)
     stage = StagingDir(final)
