@@ -25,6 +25,10 @@ class Engine(ABC):
     name: ClassVar[str]
     #: Why `--engine auto` picked this engine (set by the registry; None when it was asked for by name).
     auto_reason: str | None = None
+    #: The largest batch worth handing this engine (None: any). An engine that runs images one at a time
+    #: gains nothing from more, while callers buffer a batch of decoded inputs (3 MB each at 512 px) and
+    #: decode twice as many ahead: the detector caps its batch size here.
+    max_useful_batch: ClassVar[int | None] = None
 
     def __init__(self, roster: Sequence[str], input_size: int, device: str, workers: int, threads: int,
                  costs: Sequence[float] | None = None) -> None:

@@ -40,6 +40,9 @@ class OpenVINOEngine(ExportedEngine):
     name = "openvino"
     runtime_module = "openvino"
     format = "openvino"
+    #: images run one at a time (static [1, 3, S, S] graphs): 4 keeps decoding ahead of the engine while
+    #: holding 8 decoded frames instead of 32 (about 100 MB less for a 1080p video at batch 16)
+    max_useful_batch = 4
 
     def __init__(self, model: WeightsSource | MFFMoE, info: CheckpointInfo, device: str = "auto",
                  workers: int | None = None, cache_compiled: bool = True, release: bool = True,

@@ -80,7 +80,8 @@ class Detector:
         self.info = info
         self.threshold = threshold
         self.frames = frames
-        self.batch_size = max(1, batch_size)
+        # capped for engines that run images one at a time (`Engine.max_useful_batch`): scores do not change
+        self.batch_size = min(max(1, batch_size), getattr(engine, "max_useful_batch", None) or batch_size)
         self.pooling = pooling
         self.pool: Pooling = get_pooling(pooling)
         #: True on random weights (`Detector.untrained`): every result then says its score means nothing.

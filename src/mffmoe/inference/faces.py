@@ -21,6 +21,7 @@ Other faces and frames keep the cheapest group's mean. Non-monotone poolings run
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,9 @@ class SampledFrame:
     looks: list[np.ndarray]            # appearance per face, for tracking
     frame: np.ndarray | None           # the whole frame, preprocessed, when it has no face
     error: str | None = None
+
+
+_NO_INPUT = np.zeros(0, dtype=np.float32)
 
 
 def min_person_frames(frames_with_faces: int) -> int:
@@ -108,10 +112,13 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
                 failures[s.frame_index] = FrameFailure(frame_index=s.frame_index, timestamp=s.timestamp,
                                                        error=s.error)
                 continue
-            sampled[s.frame_index] = s
             if s.frame is not None:
                 queue.append(((s.frame_index, -1), s.frame))
             queue += [((s.frame_index, n), f.pixels) for n, f in enumerate(s.faces)]
+            # kept for the result without its model inputs (3 MB a crop): 100 frames of two faces held
+            # 600 MB of them until the end; the queue (and early exit, for later groups) holds what it needs
+            sampled[s.frame_index] = dataclasses.replace(
+                s, frame=None, faces=[dataclasses.replace(f, pixels=_NO_INPUT) for f in s.faces])
             queued_frames += 1
             if len(queue) >= batch_size or queued_frames >= step:
                 run()

@@ -22,13 +22,14 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, computed_field
 
 from mffmoe._util.fs import sha256_file
 from mffmoe.errors import WeightsError
+from mffmoe.model.check import Check, Status
 from mffmoe.model.checkpoint import (
     MANIFEST,
     SAFETENSORS_FORMAT,
@@ -45,9 +46,6 @@ from mffmoe.model.checkpoint import (
 from mffmoe.model.ema import validate_ema_state
 from mffmoe.model.ensemble import build_model
 
-Status = Literal["pass", "fail", "unknown", "skipped"]
-Group = Literal["hash", "structure", "golden"]
-
 #: SHA-256 (hex) of the published weight files, by file name. Filled from the publisher's release notes
 #: (or a verified download: `mffmoe info --hashes`); empty while the package knows none, and then every
 #: hash check is `unknown`. Only names of the official layouts belong here; a mismatch is a failure,
@@ -56,16 +54,6 @@ KNOWN_SHA256: dict[str, str] = {
     # "MFF-MoE-v1.pth": "<64 hex digits>",
     # "MFF-MoE-v1.state": "<64 hex digits>",
 }
-
-class Check(BaseModel):
-    """One check's outcome. `name` says what was checked (`sha256 MFF-MoE-v1.pth`, `finite`, `golden
-    img_1_should_be_0.0016829653177410.jpg`); `detail` why it passed or failed, in words."""
-
-    name: str
-    group: Group
-    status: Status
-    detail: str
-
 
 class VerifyReport(BaseModel):
     """Every check of one set of weights, in the order they ran."""

@@ -47,7 +47,7 @@ def weights_checks(detector: Detector) -> dict[str, Any]:
     Run once, after start-up; for large weights in a child process: reading every tensor of the full
     weights takes seconds and about 1.3 GB of pages, which must not stay in the server's memory. A failure
     is logged and shown, and the server keeps serving."""
-    from mffmoe.model.verify import Check
+    from mffmoe.model.check import Check  # verify.py itself needs torch: the checks run in a child
 
     try:
         info = detector.info
