@@ -46,7 +46,7 @@ from mffmoe.errors import DatasetError
 
 if TYPE_CHECKING:
     from mffmoe.datasets import LabeledPath
-    from mffmoe.model.checkpoint import CheckpointInfo
+    from mffmoe.model.info import CheckpointInfo
 
 CALIBRATION_FILE = "mffmoe-calibration.json"
 FORMAT_VERSION = 1

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from mffmoe.config import DetectorConfig, config_error, nest_detector_fields, resolve_weights_dir
 from mffmoe.errors import ScanSourceError
-from mffmoe.model.checkpoint import CheckpointInfo, read_info, trained_settings
+from mffmoe.model.info import CheckpointInfo, read_info, trained_settings
 from mffmoe.scan.decode import DecodeConfig
 from mffmoe.scan.plan import Action, Planner, check_identity
 from mffmoe.scan.progress import ScanProgress, ScanSummary
@@ -73,7 +73,8 @@ def weights_info(config: DetectorConfig) -> CheckpointInfo:
         return CheckpointInfo(source="untrained", layout="untrained", roster=config.roster,
                               input_size=config.input_size, ema=False)
     where = Path(resolve_weights_dir(config.weights)).resolve()  # every node loads the same path
-    return read_info(where, allow_missing_ema=config.allow_missing_ema)
+    # names checked where the model is built (the detector, or the graphs' preparation): no torch here
+    return read_info(where, allow_missing_ema=config.allow_missing_ema, check_names=False)
 
 
 def resolve_crop(config: DetectorConfig, info: CheckpointInfo) -> DetectorConfig:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from mffmoe._util.fs import sha256_file
 from mffmoe.config import DetectorConfig
 from mffmoe.errors import ErrorInfo
-from mffmoe.model.checkpoint import CheckpointInfo
+from mffmoe.model.info import CheckpointInfo
 from mffmoe.results import AnalysisResult, VideoAnalysisResult
 
 
