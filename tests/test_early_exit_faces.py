@@ -15,28 +15,13 @@ from mffmoe.inference.detector import Detector
 from mffmoe.results import FaceResult, ImageAnalysisResult, VideoAnalysisResult
 from mffmoe.testing.faces import crossing_video, face_scene
 from mffmoe.testing.media import make_video
+from test_early_exit import Recording  # the same recording wrapper
 
 ROSTER = ("test_efficientnet", "test_convnext", "test_efficientnet", "test_convnext", "test_efficientnet")
 SHARPEN = 300.0
 EPS = 1e-12
 
 
-class Recording:
-    """The detector's engine, recording which experts ran on how many crops."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.calls: list[tuple[tuple[int, ...], int]] = []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def predict_experts(self, batch, experts):
-        self.calls.append((tuple(experts), len(batch)))
-        return self.inner.predict_experts(batch, experts)
-
-    def predict(self, batch):
-        return self.predict_experts(batch, range(len(self.inner.roster)))
 
 
 def _detectors(seed: int) -> tuple[Detector, Detector, Recording]:
