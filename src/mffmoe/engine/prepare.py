@@ -68,8 +68,7 @@ def maybe_prepare(info: CheckpointInfo, device: str = "auto", build: bool | None
     except WeightsError:
         raise
     except MFFMoEError as e:
-        log.warning("could not prepare the OpenVINO graphs (%s); running the torch engine", e)
-        say(f"could not prepare the OpenVINO graphs ({e}); running the torch engine instead")
+        log.warning("could not prepare the OpenVINO graphs (%s); running the torch engine instead", e)
         return str(e)
     return None
 
