@@ -17,7 +17,7 @@ image read in strips (`media.strips.StripImage`) is never decoded whole either.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -113,13 +113,6 @@ def resize_strips(strips: Iterable[np.ndarray], width: int, height: int, size: i
     if top != height:
         raise ValueError(f"strips cover {top} of {height} rows")
     return _resize(wide, size, size)
-
-
-def as_tensor(pixels: np.ndarray | Any) -> torch.Tensor:
-    """Pixels from `preprocess` (or a batch of them) as a torch tensor sharing their memory, for torch code."""
-    import torch
-
-    return pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(pixels))
 
 
 def spec_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:

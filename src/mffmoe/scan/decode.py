@@ -33,6 +33,7 @@ from mffmoe.config import (
 from mffmoe.errors import ErrorInfo, MFFMoEError, VideoDecodeError
 from mffmoe.faces.finder import THUMBNAIL, FaceFinder, FaceInput
 from mffmoe.faces.tracks import appearance
+from mffmoe.inference.batching import stack
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.source import VideoItem, open_media, unexpected
 
@@ -120,10 +121,6 @@ def face_meta(face: FaceInput, look: np.ndarray | None = None) -> dict[str, Any]
     return meta
 
 
-def _stack(pixels: list[np.ndarray]) -> np.ndarray:
-    return np.stack(pixels).astype(np.float32, copy=False)
-
-
 def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
     """Yield the parts of one file. Never raises for a bad file: failures are ERROR parts (or a
     VIDEO_END carrying the error, once some frames were sent)."""
@@ -143,7 +140,7 @@ def decode_file(path: str, cfg: DecodeConfig) -> Iterator[Part]:
             meta["faces"] = [face_meta(f) for f in item.faces or ()]
             if item.faces_note:
                 meta["faces_note"] = item.faces_note
-        pixels = _stack([f.pixels for f in item.faces]) if item.faces else _stack([item.pixels])
+        pixels = stack([f.pixels for f in item.faces]) if item.faces else stack([item.pixels])
         yield Part(path, IMAGE, meta, pixels, seconds=item.seconds)
         return
     sent = 0
@@ -173,7 +170,7 @@ def _frame_parts(item: VideoItem) -> Iterator[Part]:
         if frame.pixels is None:
             yield Part(item.path, FRAME_ERROR, {**where, "error": frame.error})
         else:
-            yield Part(item.path, FRAME, where, _stack([frame.pixels]))
+            yield Part(item.path, FRAME, where, stack([frame.pixels]))
 
 
 def _face_frame_parts(item: VideoItem, finder: FaceFinder, input_size: int) -> Iterator[Part]:
@@ -188,7 +185,7 @@ def _face_frame_parts(item: VideoItem, finder: FaceFinder, input_size: int) -> I
             faces = finder.find(s.image, input_size)
             looks = [appearance(f.crop.pixels) for f in faces]
             thumbs = np.stack([np.asarray(f.thumbnail()) for f in faces]) if faces else None
-            pixels = _stack([f.pixels for f in faces]) if faces else _stack([preprocess(s.image, input_size)])
+            pixels = stack([f.pixels for f in faces]) if faces else stack([preprocess(s.image, input_size)])
         except MFFMoEError:
             raise
         except Exception as e:
