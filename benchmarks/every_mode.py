@@ -335,15 +335,23 @@ def report(r: dict) -> str:
         x = ref[key]["seconds"] / c["seconds"]
         rows.append(f"| `mffmoe analyze` {name} 1080p video, 16 frames (wall, load included) | {c['seconds']:.1f} s "
                     f"(reference {ref[key]['seconds']:.1f} s) | {x:.2f}x | {ok(x >= t['video_x'])} (>= 2.0x) |")
+    # the real commands over many inputs: wall time, load included, against the reference's b1 rate
+    for name, n, c in (("`mffmoe analyze` 20 images, frame", 20, r["cli"]["20 images, frame"]),
+                       ("`mffmoe analyze` video 100 frames, frame", 100, r["cli"]["video 100 frames, frame"]),
+                       ("`mffmoe scan` 20 photos", 20, r["scan"])):
+        x = n / c["seconds"] * ref["image_s"]
+        rows.append(f"| {name} (wall, load included) | {n / c['seconds']:.2f} images/s | {x:.2f}x the reference's "
+                    f"b1 rate | {ok(x >= t['many_x'])} (>= 2.2x) |")
     length = r["cli"]["video 5 min, 16 frames, frame"]["seconds"] / r["cli"]["video 10 s, 16 frames, frame"]["seconds"]
     rows.append(f"| 5 min / 10 s, 16 frames | | {length:.2f} | {ok(length <= t['length_x'])} (<= 1.5) |")
     for name, c in r["cli"].items():
         rows.append(f"| peak RSS, `mffmoe analyze` {name} | {c['peak_mb']:.0f} MB ({c['seconds']:.1f} s) | | "
                     f"{ok(c['peak_mb'] <= t['rss_mb'])} (<= 1.1 GB) |")
-    rows.append(f"| peak RSS, library `Detector.from_dir` + image + 20 photos | {lib['peak_mb']:.0f} MB | torch "
-                f"imported: {lib['torch_imported']} | {ok(lib['peak_mb'] <= t['rss_mb'])} |")
+    # a library caller or the host adapter keeps every expert compiled (resident), like the server
+    rows.append(f"| peak RSS, library `Detector.from_dir` + image + 20 photos (resident) | {lib['peak_mb']:.0f} MB | "
+                f"torch imported: {lib['torch_imported']} | {ok(lib['peak_mb'] <= t['rss_mb'])} |")
     hp = r["host"]["peak_mb"]
-    rows.append(f"| peak RSS, host adapter | {hp:.0f} MB | | {ok(hp <= t['rss_mb'])} |")
+    rows.append(f"| peak RSS, host adapter (resident) | {hp:.0f} MB | | {ok(hp <= t['rss_mb'])} |")
     sv = r["server"]
     rows.append(f"| `mffmoe serve`: RSS once loaded | {sv['loaded_mb']:.0f} MB (ready in {sv['start_s']:.1f} s) | | "
                 f"{ok(sv['loaded_mb'] <= t['rss_mb'])} |")

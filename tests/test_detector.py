@@ -239,3 +239,29 @@ def test_unexpected_decoder_failure_is_a_typed_error(tiny_detector, media, monke
     out = dict(tiny_detector.analyze_many([media["png"], media["jpg"]]))
     assert isinstance(out[str(media["png"])], UnexpectedDecodeError) and "decoder bug" in str(out[str(media["png"])])
     assert out[str(media["jpg"])].media_type == "image"
+
+
+def test_video_calls_are_even_and_a_streamed_engine_gets_few():
+    """Frames per model call: equal calls (100 frames at batch 32: four of 25); a short video in
+    SHORT_VIDEO_STEPS calls so its progress moves, but in one call on an engine that compiles its experts
+    per call (each call costs a compile of the roster there)."""
+    from mffmoe.inference.batching import SHORT_VIDEO_STEPS, useful_batch, video_step
+
+    class Plain:
+        min_useful_batch = max_useful_batch = None
+
+    class Streamed:
+        min_useful_batch, max_useful_batch = 32, None
+
+    class OneAtATime:
+        min_useful_batch, max_useful_batch = None, 4
+
+    assert video_step(100, 32, Plain()) == 25 and video_step(100, 16, Plain()) == 15
+    assert video_step(16, 16, Plain()) == 16 // SHORT_VIDEO_STEPS and video_step(1, 16, Plain()) == 1
+    assert video_step(16, 32, Streamed()) == 16 and video_step(100, 32, Streamed()) == 25
+    assert useful_batch(Streamed(), 4) == 32 and useful_batch(Streamed(), 64) == 64
+    assert useful_batch(OneAtATime(), 16) == 4 and useful_batch(Plain(), 0) == 1
+    from mffmoe.inference.batching import lookahead
+
+    assert lookahead(32, Streamed()) == 32 and lookahead(32, Streamed(), faces=True) == 16
+    assert lookahead(4, OneAtATime()) == 8 and lookahead(1, Plain()) == 4

@@ -242,3 +242,52 @@ def test_torch_cpu_scores_do_not_depend_on_the_batch(loaded, batch, torch_probs)
     engine = create_engine("torch", model, info, device="cpu")
     alone = np.concatenate([engine.predict(batch[i:i + 1]) for i in range(len(batch))])
     assert np.array_equal(alone, torch_probs)
+
+
+def test_openvino_not_resident_holds_no_expert_and_gives_the_same_numbers(loaded, batch, ckpt, media):
+    """`resident=False` (one-shot jobs) compiles each expert for a call and frees it: between calls it
+    holds no compiled expert, its scores are those of the resident engine exactly, and the detector hands
+    it batches of at least `STREAMED_BATCH` (each call compiles every expert once)."""
+    pytest.importorskip("openvino")
+    from mffmoe.engine.openvino_engine import STREAMED_BATCH
+    from mffmoe.inference.detector import Detector
+
+    model, info = loaded
+    resident = create_engine("openvino", model, info, device="cpu")
+    streamed = create_engine("openvino", model, info, device="cpu", resident=False)
+    assert len(resident.compiled) == len(TINY_ROSTER) and streamed.compiled == [] and streamed.requests == []
+    np.testing.assert_array_equal(streamed.predict(batch), resident.predict(batch))
+    np.testing.assert_array_equal(streamed.predict_experts(batch[:1], [1, 0]),
+                                  resident.predict_experts(batch[:1], [1, 0]))
+    assert streamed.compiled == [] and streamed.describe()["resident"] is False
+    assert resident.describe()["resident"] is True
+    assert (resident.max_useful_batch, resident.min_useful_batch) == (4, None)
+    assert (streamed.max_useful_batch, streamed.min_useful_batch) == (None, STREAMED_BATCH)
+
+    d = Detector.from_dir(ckpt, device="cpu", engine="openvino", engine_options={"resident": False}, batch_size=4)
+    assert d.batch_size == STREAMED_BATCH
+    ref = Detector.from_dir(ckpt, device="cpu", engine="openvino")
+    assert ref.batch_size == 4
+    assert d.analyze(media["jpg"]).score == ref.analyze(media["jpg"]).score
+
+
+def test_one_shot_jobs_ask_for_streamed_experts_and_others_do_not():
+    """`mffmoe analyze` and scans run OpenVINO not resident (auto passes the option on only to OpenVINO);
+    the torch and onnxruntime engines, which do not take it, are left alone."""
+    from mffmoe.cli.analyze import analyze_engine_options
+    from mffmoe.config import DetectorConfig
+    from mffmoe.engine.openvino_engine import STREAMED_BATCH
+    from mffmoe.media.probe import MediaKind
+    from mffmoe.scan.job import one_shot
+
+    for name in ("auto", "openvino", "ov"):
+        assert analyze_engine_options(name, [MediaKind.IMAGE] * 2, 16)["resident"] is False
+    for name in ("torch", "onnxruntime"):
+        assert "resident" not in analyze_engine_options(name, [MediaKind.IMAGE] * 2, 16)
+    assert "resident" in auto_mod.ACCEPTS["openvino"] and "resident" not in auto_mod.ACCEPTS["torch"]
+    scan = one_shot(DetectorConfig(untrained=True, batch_size=8))
+    assert scan.engine_options["resident"] is False and scan.batch_size == STREAMED_BATCH
+    kept = DetectorConfig(untrained=True, engine_options={"resident": True})
+    assert one_shot(kept) is kept
+    torch_cfg = DetectorConfig(untrained=True, engine="torch", batch_size=8)
+    assert one_shot(torch_cfg) is torch_cfg

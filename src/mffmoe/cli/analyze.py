@@ -63,8 +63,10 @@ def analyze_engine_options(engine: str, kinds: Sequence[MediaKind], frames: int,
                            autocast: str | None = None) -> dict[str, Any]:
     """Engine options for an `analyze` job over inputs of these (probed) kinds. A single input runs lean
     (torch weights leave memory layer by layer, experts one after another), and `auto` is told the job's
-    size so that it weighs start-up against per-image time (see mffmoe.engine.auto)."""
+    size so that it weighs start-up against per-image time (see mffmoe.engine.auto). OpenVINO holds one
+    expert at a time (`resident=False`): the job compiles every expert once per batch, as loading would."""
     from mffmoe.engine import ALIASES
+    from mffmoe.engine.registry import one_shot_options
 
     name = ALIASES.get(engine, engine)
     options: dict[str, Any] = {}
@@ -72,6 +74,7 @@ def analyze_engine_options(engine: str, kinds: Sequence[MediaKind], frames: int,
         options["lean"] = True
     if name == "auto":
         options["images"] = estimate_images(kinds, frames)
+    options.update(one_shot_options(name))  # OpenVINO compiles each expert for its batch, then frees it
     if autocast:
         if name not in ("torch", "auto"):
             raise ConfigError(f"--autocast is for the torch engine on CUDA, not {name}")

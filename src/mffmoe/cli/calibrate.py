@@ -81,12 +81,14 @@ def calibrate(
     from mffmoe.calibration import calibrate_scores, data_hash, data_root, save_calibration
     from mffmoe.config import DetectorConfig
     from mffmoe.datasets import read_dataset
+    from mffmoe.engine.registry import one_shot_options
     from mffmoe.evaluation.evaluate import score_items
     from mffmoe.inference.detector import Detector
 
     try:
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device,
-                                engine=engine, batch_size=batch_size, frames=frames, crop=crop)
+                                engine=engine, batch_size=batch_size, frames=frames, crop=crop,
+                                engine_options=one_shot_options(engine))  # a job that ends: experts streamed
         check_options(config.engine, config.device)
         items = read_dataset(data)
         detector = Detector.from_config(config)

@@ -120,6 +120,7 @@ def evaluate(
     Exits 1 when some files failed (they are listed and left out of the metrics)."""
     from mffmoe.config import DetectorConfig
     from mffmoe.datasets import read_dataset
+    from mffmoe.engine.registry import one_shot_options
     from mffmoe.evaluation.evaluate import crop_report, score_items, summarize, write_scores
     from mffmoe.inference.detector import Detector
 
@@ -127,7 +128,8 @@ def evaluate(
         config = DetectorConfig(weights=weights, allow_missing_ema=allow_missing_ema, device=device, engine=engine,
                                 batch_size=batch_size, threshold=threshold, frames=frames, pooling=pooling,
                                 crop=crop, face_pooling=face_pooling, face_margin=face_margin, align=align,
-                                min_face=min_face)
+                                min_face=min_face,
+                                engine_options=one_shot_options(engine))  # a job that ends: experts streamed
         check_options(config.engine, config.device)
         if scores_out.is_dir():
             raise ConfigError(f"--scores {scores_out}: is a directory; give a CSV file name")

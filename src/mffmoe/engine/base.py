@@ -28,7 +28,10 @@ class Engine(ABC):
     #: The largest batch worth handing this engine (None: any). An engine that runs images one at a time
     #: gains nothing from more, while callers buffer a batch of decoded inputs (3 MB each at 512 px) and
     #: decode twice as many ahead: the detector caps its batch size here.
-    max_useful_batch: ClassVar[int | None] = None
+    max_useful_batch: int | None = None
+    #: The smallest batch worth handing this engine (None: any). An engine that builds each expert for the
+    #: call (OpenVINO with `resident=False`) pays that on every call, so callers gather at least this many.
+    min_useful_batch: int | None = None
 
     def __init__(self, roster: Sequence[str], input_size: int, device: str, workers: int, threads: int,
                  costs: Sequence[float] | None = None) -> None:

@@ -90,6 +90,8 @@ class EarlyExitEngine(Engine):
         self.threshold = threshold
         self.device, self.roster, self.input_size = engine.device, engine.roster, engine.input_size
         self.costs, self.workers = engine.costs, engine.workers
+        self.min_useful_batch = getattr(engine, "min_useful_batch", None)
+        self.max_useful_batch = getattr(engine, "max_useful_batch", None)
 
     def _run_expert(self, i: int, x: object) -> np.ndarray:
         raise NotImplementedError("EarlyExitEngine delegates whole calls to the engine it wraps")

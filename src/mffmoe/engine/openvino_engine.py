@@ -12,6 +12,12 @@ model (about 50 MB each): released after every expert's run (`CompiledModel.rele
 blocks returned to the OS when freed (`memory.return_large_blocks_to_os`; glibc's heap would grow with
 every image otherwise). Measured cost: each expert's buffers are faulted in afresh; `release=False` keeps
 them (faster, about 370 MB more; docs/performance.md).
+
+`resident=False` (one-shot jobs: `mffmoe analyze`, scans) keeps no expert compiled between calls: each
+expert is compiled from its cached blob for a call (0.1-0.4 s each, 1.5 s for the roster: what loading
+costs anyway), runs the whole batch, and is freed. The process then holds one expert at a time (about
+0.5 GB peak for the full roster instead of 1.1-1.4 GB) and callers hand it large batches
+(`min_useful_batch`) so the compiling is paid once per batch, not per image.
 """
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
     from mffmoe.model.ensemble import MFFMoE
 
 
+#: Images per call at least when experts are compiled per call (`resident=False`): 1.5 s of compiling shared
+#: by 32 images (3 MB of input each) is 5% of their time.
+STREAMED_BATCH = 32
 #: Path parts of OpenVINO's shared libraries (their clean pages are dropped once the experts are compiled).
 OPENVINO_LIBRARIES = ("/openvino/libs/",)
 
@@ -42,11 +51,11 @@ class OpenVINOEngine(ExportedEngine):
     format = "openvino"
     #: images run one at a time (static [1, 3, S, S] graphs): 4 keeps decoding ahead of the engine while
     #: holding 8 decoded frames instead of 32 (about 100 MB less for a 1080p video at batch 16)
-    max_useful_batch = 4
+    max_useful_batch: int | None = 4
 
     def __init__(self, model: WeightsSource | MFFMoE, info: CheckpointInfo, device: str = "auto",
                  workers: int | None = None, cache_compiled: bool = True, release: bool = True,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", resident: bool = True) -> None:
         #: fp32 (exact, default), or bf16 / int8 (opt-in; `engine.precision`): refused where unsupported
         self.precision = check_precision(precision, "openvino")
         #: the measured difference of a reduced precision from fp32 on a fixed image set (None for fp32)
@@ -54,6 +63,10 @@ class OpenVINOEngine(ExportedEngine):
         self.cache_compiled = cache_compiled
         #: release each expert's activation buffers after its run (see the module docstring)
         self.release = release
+        #: keep every expert compiled (a server, a library caller), or compile each for its run (module docstring)
+        self.resident = resident
+        if not resident:
+            self.max_useful_batch, self.min_useful_batch = None, STREAMED_BATCH
         # Experts one after another, each on all cores: at batch 1 this measured faster than two experts
         # side by side on one core each (OpenVINO's kernels scale well; docs/performance.md), and it holds
         # one expert's activations at a time. `workers=2` restores the side-by-side plan.
@@ -68,50 +81,66 @@ class OpenVINOEngine(ExportedEngine):
         self.fp32_artifacts, fp32_files = self.artifacts, files
         if self.precision == "int8":  # the int8 graphs, quantised from these on first use
             self.artifacts, files = reduced.int8_graphs(self.artifacts, files, self.input_size)
-        ov = self.runtime
-        core = ov.Core()
-        compiled_dir = self.artifacts / "compiled"
+        self.core = self.runtime.Core()
+        self._compiled_dir = self.artifacts / "compiled"
         if self.cache_compiled:
-            core.set_property({"CACHE_DIR": str(compiled_dir)})
-        graphs = [f for f in files if f.endswith(".xml")]
-        compiled: dict[int, Any] = {}
-        # Largest first: compiling maps the expert's blob in beside the weights already held, so the
-        # load's peak is lowest when the biggest blob comes while little is held yet.
-        for i in sorted(range(len(graphs)), key=lambda i: -self.costs[i]):
-            # From the file path: OpenVINO finds its compiled blob in CACHE_DIR without reading the IR.
-            compiled[i] = core.compile_model(str(self.artifacts / graphs[i]), "CPU", self._config())
-            drop_file_pages(self._read_files(compiled_dir))
-        self.compiled = [compiled[i] for i in range(len(graphs))]
-        self.requests = [c.create_infer_request() for c in self.compiled]
-        self._mapped = self._read_files(compiled_dir)
+            self.core.set_property({"CACHE_DIR": str(self._compiled_dir)})
+        self.graphs = [str(self.artifacts / f) for f in files if f.endswith(".xml")]
+        self.compiled: list[Any] = []
+        self.requests: list[Any] = []
+        if self.release and self.workers == 1:
+            # Large blocks from their own mappings, returned when freed: the released activation buffers
+            # (and, not resident, each expert's weights) then leave the process; glibc would keep them.
+            return_large_blocks_to_os()
+        if self.resident:
+            self._compile_all()
         if self.precision != "fp32":
             self.agreement = reduced.measured_agreement(self.precision, self.predict, self.input_size,
                                                         self.fp32_artifacts, fp32_files, self._config())
+
+    def _compile(self, i: int) -> Any:
+        # From the file path: OpenVINO finds its compiled blob in CACHE_DIR without reading the IR.
+        return self.core.compile_model(self.graphs[i], "CPU", self._config())
+
+    def _compile_all(self) -> None:
+        compiled: dict[int, Any] = {}
+        # Largest first: compiling maps the expert's blob in beside the weights already held, so the
+        # load's peak is lowest when the biggest blob comes while little is held yet.
+        for i in sorted(range(len(self.graphs)), key=lambda i: -self.costs[i]):
+            compiled[i] = self._compile(i)
+            drop_file_pages(self._read_files())
+        self.compiled = [compiled[i] for i in range(len(self.graphs))]
+        self.requests = [c.create_infer_request() for c in self.compiled]
+        self._mapped = self._read_files()
         if self.release and self.workers == 1:
-            # Large blocks from their own mappings, returned when freed: the released activation buffers
-            # then leave the process (glibc would otherwise keep them, and its heap grows with every image).
-            return_large_blocks_to_os()
             # OpenVINO's libraries: compiling touched far more of their pages than inference runs
             drop_clean_library_pages(OPENVINO_LIBRARIES)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "precision": self.precision, "agreement_with_fp32": self.agreement}
+        return {**super().describe(), "precision": self.precision, "agreement_with_fp32": self.agreement,
+                "resident": self.resident}
 
     def predict_experts(self, batch: np.ndarray, experts: Sequence[int]) -> np.ndarray:
         out = super().predict_experts(batch, experts)
-        if self.release:
+        if self.release and self.resident:
             # the few constants the compiled experts read from their blobs in place come back from the
             # page cache next time (about 35 MB, otherwise resident for good)
             drop_file_pages(self._mapped)
         return out
 
-    def _read_files(self, compiled_dir: Path) -> list[Path]:
+    def _read_files(self) -> list[Path]:
         """The files compiling maps in (IR weights, cached blobs): pages the compiled models read little."""
-        blobs = list(compiled_dir.glob("*.blob")) if compiled_dir.is_dir() else []
+        blobs = list(self._compiled_dir.glob("*.blob")) if self._compiled_dir.is_dir() else []
         return [*self.artifacts.glob("*.bin"), *blobs]
 
     def _run_expert(self, i: int, x: np.ndarray) -> np.ndarray:
-        request = self.requests[i]
+        if not self.resident:  # compiled for this call and freed after it (its blob stays in the page cache)
+            compiled = self._compile(i)
+            drop_file_pages(self._read_files())  # the mapped blob: -160 MB for B6 while it runs
+            return self._run(compiled, compiled.create_infer_request(), x, release=False)
+        return self._run(self.compiled[i], self.requests[i], x, release=self.release and self.workers == 1)
+
+    def _run(self, compiled: Any, request: Any, x: np.ndarray, release: bool) -> np.ndarray:
         out = np.empty(len(x), dtype=np.float64)
         for j in range(len(x)):
             # Hand the request a tensor that shares the image rather than letting `infer({0: x})` fill the
@@ -120,6 +149,6 @@ class OpenVINOEngine(ExportedEngine):
             request.start_async()  # `infer()` keeps the GIL for the whole run; start + wait lets experts overlap
             request.wait()
             out[j] = float(request.get_output_tensor(0).data.reshape(-1)[0])
-        if self.release and self.workers == 1:
-            self.compiled[i].release_memory()
+        if release:
+            compiled.release_memory()
         return out

@@ -98,6 +98,12 @@ ENGINES: dict[str, EngineFactory] = {
 ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ov": "openvino"}
 
 
+def one_shot_options(name: str) -> dict[str, Any]:
+    """Engine options for a job that runs its inputs and ends (`mffmoe analyze`, scans), not a server: the
+    OpenVINO engine then holds one expert at a time (`resident=False`; the options `auto` passes on)."""
+    return {"resident": False} if ALIASES.get(name, name) in ("openvino", "auto") else {}
+
+
 def create_engine(name: str, model: Weights, info: CheckpointInfo, device: str = "auto", **options: Any) -> Engine:
     """The engine `name` (or an alias of it) for `model` (a model, or a `WeightsSource`); `options` go to
     its constructor."""

@@ -18,6 +18,39 @@ from mffmoe.pooling import Pooling
 SHORT_VIDEO_STEPS = 4
 
 
+def useful_batch(engine: Engine, batch_size: int) -> int:
+    """`batch_size` fitted to what the engine gains from: at most its `max_useful_batch` (one image at a
+    time: more only holds more decoded inputs), at least its `min_useful_batch` (an engine that builds each
+    expert per call pays that per call). Scores do not depend on it."""
+    size = max(1, batch_size)
+    low = getattr(engine, "min_useful_batch", None)
+    high = getattr(engine, "max_useful_batch", None)
+    size = max(size, low) if low else size
+    return min(size, high) if high else size
+
+
+def video_step(planned: int, batch_size: int, engine: Engine) -> int:
+    """Frames per model call for a video of `planned` samples. Calls of equal size (100 frames at batch 32:
+    four of 25, not 32+32+32+4); a video of one batch or less in SHORT_VIDEO_STEPS calls so its progress
+    moves, except on an engine that builds its experts per call (`min_useful_batch`), where each call costs."""
+    planned, size = max(1, planned), max(1, batch_size)
+    if planned <= size and not getattr(engine, "min_useful_batch", None):
+        return max(1, -(-planned // SHORT_VIDEO_STEPS))
+    calls = -(-planned // size)
+    return -(-planned // calls)
+
+
+def lookahead(batch_size: int, engine: Engine, faces: bool = False) -> int:
+    """Items decoded ahead of the engine: two batches, so decoding never waits on a fast engine. On an
+    engine that builds its experts per call, where a call of 32 inputs takes tens of seconds, one batch of
+    inputs: more ahead would only hold more decoded inputs (3 MB each; in faces mode an item is a frame or
+    an image of about two faces, each a crop and its input)."""
+    size = max(1, batch_size)
+    if getattr(engine, "min_useful_batch", None):
+        return max(size // 2 if faces else size, 4)
+    return max(2 * size, 4)
+
+
 def score_batch(engine: Engine, batch: np.ndarray, batch_size: int) -> np.ndarray:
     """[N, 3, S, S] -> [N, E] per-expert P(fake), in model calls of at most `batch_size` images."""
     step = max(1, batch_size)

@@ -44,7 +44,14 @@ from mffmoe.inference.assemble import (
     out_of_scope,
     video_result,
 )
-from mffmoe.inference.batching import SHORT_VIDEO_STEPS, begin_video, score_batch, score_items
+from mffmoe.inference.batching import (
+    begin_video,
+    lookahead,
+    score_batch,
+    score_items,
+    useful_batch,
+    video_step,
+)
 from mffmoe.inference.faces import score_video_faces
 from mffmoe.inference.trust import judge_scope
 from mffmoe.media.image import image_jpeg_quality, to_rgb
@@ -80,8 +87,8 @@ class Detector:
         self.info = info
         self.threshold = threshold
         self.frames = frames
-        # capped for engines that run images one at a time (`Engine.max_useful_batch`): scores do not change
-        self.batch_size = min(max(1, batch_size), getattr(engine, "max_useful_batch", None) or batch_size)
+        # fitted to the engine (`Engine.max_useful_batch`, `min_useful_batch`): scores do not change
+        self.batch_size = useful_batch(engine, batch_size)
         self.pooling = pooling
         self.pool: Pooling = get_pooling(pooling)
         #: True on random weights (`Detector.untrained`): every result then says its score means nothing.
@@ -244,7 +251,7 @@ class Detector:
             except MFFMoEError as e:
                 return e
 
-        window = max(2 * self.batch_size, 4)
+        window = lookahead(self.batch_size, engine, faces=finder is not None)
         executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mffmoe-decode")
         futures: list[Future[ImageItem | VideoItem | MFFMoEError] | None] = [
             executor.submit(decode, p) for p in todo[:window]]
@@ -392,9 +399,8 @@ class Detector:
             batch.clear()
             report()
 
-        planned = len(item.planned)
-        step = self.batch_size if planned > self.batch_size else max(1, -(-planned // SHORT_VIDEO_STEPS))
-        with item, decode_ahead(item.frames(), 2 * self.batch_size) as decoded:
+        step = video_step(len(item.planned), self.batch_size, self.engine)
+        with item, decode_ahead(item.frames(), lookahead(self.batch_size, self.engine)) as decoded:
             for frame in decoded:
                 if frame.pixels is None:
                     assert frame.error is not None  # a frame without pixels says why

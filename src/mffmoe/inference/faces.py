@@ -42,7 +42,7 @@ from mffmoe.inference.assemble import (
     out_of_scope,
     video_result,
 )
-from mffmoe.inference.batching import SHORT_VIDEO_STEPS, score_batch
+from mffmoe.inference.batching import lookahead, score_batch, video_step
 from mffmoe.inference.trust import agreement, pooled_experts
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.source import VideoItem, decode_ahead
@@ -66,6 +66,14 @@ class SampledFrame:
 
 
 _NO_INPUT = np.zeros(0, dtype=np.float32)
+
+
+def _kept(face: FaceInput) -> FaceInput:
+    """A face as a video's result keeps it until the end: without its model input (3 MB) and with its
+    thumbnail in place of the crop (about 1 MB at 1080p; the thumbnail is all the result shows of it). 100
+    frames of two faces held 800 MB of them before."""
+    thumb = np.asarray(face.thumbnail())
+    return dataclasses.replace(face, pixels=_NO_INPUT, crop=dataclasses.replace(face.crop, pixels=thumb))
 
 
 def min_person_frames(frames_with_faces: int) -> int:
@@ -103,10 +111,9 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
             frame = None if faces else preprocess(s.image, input_size)
             yield SampledFrame(s.frame_index, s.timestamp, faces, looks, frame)
 
-    planned = len(item.planned)  # a short video is scored in SHORT_VIDEO_STEPS steps, so its progress moves
-    step = batch_size if planned > batch_size else max(1, -(-planned // SHORT_VIDEO_STEPS))
+    step = video_step(len(item.planned), batch_size, engine)  # frames per call (a short video: several)
     queued_frames = 0
-    with item, decode_ahead(samples(), 2 * batch_size) as decoded:
+    with item, decode_ahead(samples(), lookahead(batch_size, engine, faces=True)) as decoded:
         for s in decoded:
             if s.error is not None:
                 failures[s.frame_index] = FrameFailure(frame_index=s.frame_index, timestamp=s.timestamp,
@@ -115,10 +122,9 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
             if s.frame is not None:
                 queue.append(((s.frame_index, -1), s.frame))
             queue += [((s.frame_index, n), f.pixels) for n, f in enumerate(s.faces)]
-            # kept for the result without its model inputs (3 MB a crop): 100 frames of two faces held
-            # 600 MB of them until the end; the queue (and early exit, for later groups) holds what it needs
-            sampled[s.frame_index] = dataclasses.replace(
-                s, frame=None, faces=[dataclasses.replace(f, pixels=_NO_INPUT) for f in s.faces])
+            # kept for the result as `_kept` leaves it; the queue (and early exit, for later groups) holds
+            # the model inputs it needs
+            sampled[s.frame_index] = dataclasses.replace(s, frame=None, faces=[_kept(f) for f in s.faces])
             queued_frames += 1
             if len(queue) >= batch_size or queued_frames >= step:
                 run()

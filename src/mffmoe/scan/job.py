@@ -83,8 +83,22 @@ def resolve_crop(config: DetectorConfig, info: CheckpointInfo) -> DetectorConfig
     return config.with_trained(trained_settings(info))
 
 
+def one_shot(config: DetectorConfig) -> DetectorConfig:
+    """A scan runs its files and ends: OpenVINO holds one expert at a time (`registry.one_shot_options`),
+    with batches large enough that compiling each expert per batch costs little (`STREAMED_BATCH`)."""
+    from mffmoe.engine.openvino_engine import STREAMED_BATCH
+    from mffmoe.engine.registry import one_shot_options
+
+    extra = {k: v for k, v in one_shot_options(config.engine).items() if k not in config.engine_options}
+    if not extra:
+        return config
+    return config.model_copy(update={"engine_options": {**config.engine_options, **extra},
+                                     "batch_size": max(config.batch_size, STREAMED_BATCH)})
+
+
 def _make_runner(o: ScanOptions) -> tuple[LocalRunner | RayRunner, str, DetectorConfig]:
     """The runner, the weights identity and the detector configuration (its crop mode resolved)."""
+    o = o.model_copy(update={"detector": one_shot(o.detector)})
     if o.ray is None:
         from mffmoe.inference.detector import Detector
         from mffmoe.scan.local_runner import LocalRunner
