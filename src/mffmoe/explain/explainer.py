@@ -36,7 +36,7 @@ from mffmoe.explain.base import (
 )
 from mffmoe.explain.combine import combine, normalise
 from mffmoe.explain.occlusion import Occlusion
-from mffmoe.explain.placement import Placement, full_size_map, peak, small_map
+from mffmoe.explain.placement import CellGrid, Placement, full_size_map, peak, small_map, upsample
 from mffmoe.faces.crops import cut_padded
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
@@ -49,10 +49,17 @@ if TYPE_CHECKING:
 
 
 class Saliency(Protocol):
-    """A method: per-expert maps [N, E, S, S] (>= 0) and the experts' P(fake) [N, E] of the same inputs."""
+    """A method: per-expert maps (one [N, h, w] array each, >= 0, at the method's own resolution) and the
+    experts' P(fake) [N, E] of the same inputs."""
     name: str
 
-    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def maps(self, batch: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]: ...
+
+
+def saliency_grids(saliency: Saliency, n: int) -> list[CellGrid | None]:
+    """Where each expert's cells sit (None: equal cells, centred on their squares)."""
+    grids = getattr(saliency, "cell_grids", None)
+    return list(grids()) if callable(grids) else [None] * n
 
 
 @dataclass
@@ -164,8 +171,11 @@ class Explainer:
         items: list[ExplainedItem] = []
         if inputs:
             maps, probs = self.saliency().maps(np.stack([it.pixels for it in inputs]))
+            size = self.detector.input_size
+            grids = saliency_grids(self.saliency(), len(maps))
             for k, it in enumerate(inputs):
-                items.append(self._item(it, maps[k], probs[k], roster, experts, out, Path(path), media_type))
+                per_expert = np.stack([upsample(m[k], size, g) for m, g in zip(maps, grids, strict=True)])
+                items.append(self._item(it, per_expert, probs[k], roster, experts, out, Path(path), media_type))
         height, width = (inputs[0].rgb.shape[:2] if inputs else (0, 0))
         if isinstance(result, ImageAnalysisResult):
             width, height = result.dimensions["width"], result.dimensions["height"]

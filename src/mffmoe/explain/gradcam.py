@@ -5,6 +5,13 @@ softmax(logits)[fake] = sigmoid(logit(fake) - logit(real)) moves with; positive 
 Grad-CAM defines it. The layer is the one whose output the classifier pools: EfficientNet's `bn2` (after
 `conv_head`, activation included), ConvNeXt's last stage.
 
+Placement: a feature cell is not centred on its nominal 32 x 32 square of the input. A strided
+convolution's output j sits at input s*j - padding_left + (k - 1) * dilation / 2, so EfficientNet's
+padded 3x3 stride-2 convolutions put cell j at input pixel 32*j (half a cell up and left of the square's
+centre), ConvNeXt's unpadded patchify layers at 32*j + 15.5. `CellGrid` records, per expert, where its
+cells sit, measured from the convolutions that ran in the first explained forward pass (their input and
+output sizes give "same" padding's real left pad too), so the map is placed where its evidence is.
+
 Cost: captum marks the layer's output as needing a gradient (its forward hook), and the model's
 parameters need none, so autograd records only the head (pooling, norm, linear) and the backward runs
 through that alone: one explanation costs about one forward pass of the torch model.
@@ -19,6 +26,7 @@ import torch
 from torch import nn
 
 from mffmoe.errors import ConfigError, MissingExtraError
+from mffmoe.explain.placement import CellGrid
 from mffmoe.model.ensemble import MFFMoE
 from mffmoe.model.experts import Expert
 
@@ -50,6 +58,8 @@ class GradCAM:
         self.layers = [last_stage(e.baseline_extractor) for e in self.experts]
         self._cams = [attr.LayerGradCam(self._log_odds(i), layer) for i, layer in enumerate(self.layers)]
         self._probs: dict[int, torch.Tensor] = {}
+        #: per expert, where its cells sit in the input (measured on the first pass)
+        self.grids: list[CellGrid | None] = [None] * len(self.experts)
 
     def _log_odds(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
         expert = self.experts[i]
@@ -60,19 +70,65 @@ class GradCAM:
             return logits[:, 1] - logits[:, 0]
         return forward
 
-    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[N, 3, S, S] normalised float32 -> (maps [N, E, S, S] float32, >= 0; P(fake) [N, E])."""
+    def _attribute(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert `i`'s Grad-CAM [N, 1, h, w]; the first time, its cell grid is measured on the way."""
+        if self.grids[i] is not None:
+            return self._cams[i].attribute(x, relu_attributions=True)
+        convs: list[tuple[nn.Conv2d, int, int]] = []  # (conv, input width, output width), in order run
+        done = [False]
+
+        def on_conv(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if not done[0] and isinstance(module, nn.Conv2d) and args and args[0].ndim == 4:
+                convs.append((module, int(args[0].shape[-1]), int(output.shape[-1])))
+
+        def on_layer(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            done[0] = True
+        net = self.experts[i].baseline_extractor
+        hooks = [m.register_forward_hook(on_conv) for m in net.modules() if isinstance(m, nn.Conv2d)]
+        hooks.append(self.layers[i].register_forward_hook(on_layer))
+        try:
+            out = self._cams[i].attribute(x, relu_attributions=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        self.grids[i] = conv_grid(convs)
+        return out
+
+    def maps(self, batch: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """[N, 3, S, S] normalised float32 -> (per expert [N, h, w] float32 maps at the stage's own
+        resolution, >= 0; P(fake) [N, E])."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ConfigError(f"expected a [N, 3, S, S] batch, got shape {batch.shape}")
-        size = batch.shape[-2:]
         device = next(self.model.parameters()).device
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-        maps = np.zeros((batch.shape[0], len(self.experts), *size), dtype=np.float32)
+        maps: list[np.ndarray] = []
         probs = np.zeros((batch.shape[0], len(self.experts)), dtype=np.float64)
-        for i, cam in enumerate(self._cams):
-            attributions = cam.attribute(x, relu_attributions=True).detach()
-            up = torch.nn.functional.interpolate(attributions.float(), size=size, mode="bilinear",
-                                                 align_corners=False)
-            maps[:, i] = up[:, 0].cpu().numpy()
+        for i in range(len(self._cams)):
+            attributions = self._attribute(i, x).detach()
+            maps.append(attributions[:, 0].float().cpu().numpy())
             probs[:, i] = self._probs.pop(i).double().cpu().numpy()
         return maps, probs
+
+    def cell_grids(self) -> list[CellGrid]:
+        """Where each expert's cells sit (known once `maps` has run)."""
+        if any(g is None for g in self.grids):
+            raise ConfigError("cell grids are measured by the first maps() call")
+        return [g for g in self.grids if g is not None]
+
+
+def conv_grid(convs: list[tuple[nn.Conv2d, int, int]]) -> CellGrid:
+    """The composite placement of a chain of convolutions (order run): cell j of the last output sits at
+    input pixel step * j + offset. Branches that do not stride or shift (depthwise, 1x1, squeeze-excite)
+    add nothing, so running them all is fine for the EfficientNet and ConvNeXt families."""
+    step, offset = 1.0, 0.0
+    for conv, n_in, n_out in convs:
+        k, s, d = conv.kernel_size[-1], conv.stride[-1], conv.dilation[-1]
+        if type(conv).__name__ == "Conv2dSame" or conv.padding == "same":  # padded at run time (TF style)
+            left = max((n_out - 1) * s + (k - 1) * d + 1 - n_in, 0) // 2
+        else:
+            pad = conv.padding
+            left = int(pad[-1]) if isinstance(pad, tuple) else 0
+        shift = -left + (k - 1) * d / 2
+        offset += step * shift
+        step *= s
+    return CellGrid(step, offset)

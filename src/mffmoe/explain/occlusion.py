@@ -45,8 +45,9 @@ class Occlusion:
     def _edges(self, size: int) -> np.ndarray:
         return np.round(np.linspace(0, size, self.grid + 1)).astype(int)
 
-    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[N, 3, S, S] normalised float32 -> (maps [N, E, S, S] float32, >= 0; P(fake) [N, E])."""
+    def maps(self, batch: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """[N, 3, S, S] normalised float32 -> (per expert [N, grid, grid] float32 maps, >= 0; P(fake)
+        [N, E])."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ConfigError(f"expected a [N, 3, S, S] batch, got shape {batch.shape}")
         n, _, height, width = batch.shape
@@ -54,7 +55,7 @@ class Occlusion:
         steps = self.grid - self.window + 1
         spots = [(r, c) for r in range(steps) for c in range(steps)]
         n_experts = len(self.engine.roster)
-        maps = np.zeros((n, n_experts, height, width), dtype=np.float32)
+        maps = np.zeros((n_experts, n, self.grid, self.grid), dtype=np.float32)
         probs = np.zeros((n, n_experts), dtype=np.float64)
         for k in range(n):
             image = np.asarray(batch[k], dtype=np.float32)
@@ -66,11 +67,9 @@ class Occlusion:
                 cells[r:r + self.window, c:c + self.window] += fall
                 cover[r:r + self.window, c:c + self.window] += 1
             cells /= np.maximum(cover, 1)
-            for r in range(self.grid):
-                for c in range(self.grid):
-                    maps[k, :, ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = cells[r, c][:, None, None]
+            maps[:, k] = np.moveaxis(cells, -1, 0)
             probs[k] = base
-        return maps, probs
+        return list(maps), probs
 
     def _scores(self, image: np.ndarray, spots: list[tuple[int, int]], ys: np.ndarray,
                 xs: np.ndarray) -> np.ndarray:

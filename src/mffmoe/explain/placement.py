@@ -62,6 +62,48 @@ def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(plane.resize((int(width), int(height)), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class CellGrid:
+    """Where a coarse map's cells sit in the model input: cell j's centre at input pixel step * j + offset
+    (pixel centres at integer coordinates; the same along both axes)."""
+    step: float
+    offset: float
+
+    @classmethod
+    def even(cls, cells: int, size: int) -> CellGrid:
+        """`cells` equal cells over `size` pixels, each centred on its square."""
+        step = size / cells
+        return cls(step, step / 2 - 0.5)
+
+
+def _linear(values: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of `values` along `axis` at fractional indices `coords` (clamped at the ends)."""
+    n = values.shape[axis]
+    if n == 1:
+        return np.repeat(values, len(coords), axis=axis)
+    c = np.clip(coords, 0, n - 1)
+    i0 = np.minimum(np.floor(c).astype(int), n - 2)
+    t = (c - i0).astype(np.float32)
+    shape = [1, 1]
+    shape[axis] = len(coords)
+    t = t.reshape(shape)
+    return np.take(values, i0, axis=axis) * (1 - t) + np.take(values, i0 + 1, axis=axis) * t
+
+
+def upsample(values: np.ndarray, size: int, grid: CellGrid | None = None) -> np.ndarray:
+    """A method's coarse map to the model's size x size input, bilinear between the cells' true centres
+    (`grid`; default: equal cells centred on their squares), constant beyond the outer centres."""
+    arr = as_map(values)
+    if arr.shape == (size, size) and grid is None:
+        return arr.copy()
+    h, w = arr.shape
+    gy = grid or CellGrid.even(h, size)
+    gx = grid or CellGrid.even(w, size)
+    pixels = np.arange(size, dtype=np.float64)
+    rows = _linear(arr, (pixels - gy.offset) / gy.step, axis=0)
+    return np.clip(_linear(rows, (pixels - gx.offset) / gx.step, axis=1), 0, None).astype(np.float32)
+
+
 def small_map(values: np.ndarray, size: int) -> np.ndarray:
     """The map shrunk to size x size by area averaging, for JSON."""
     arr = as_map(values)
