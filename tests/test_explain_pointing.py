@@ -95,3 +95,40 @@ def test_pointing_game(detector, fakes, method):
     print(f"{method}: peak inside the pattern for {hits}/{len(fakes)}; mean fake score {np.mean(scores):.3f}")
     assert np.mean(scores) > 0.8, "the roster did not learn the task"
     assert rate >= 0.9, f"{method}: {hits}/{len(fakes)} peaks inside the pattern"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "occlusion"])
+@pytest.mark.parametrize("crop", [(150, 40, 278, 168), (-40, -30, 88, 98)], ids=["inside", "leaving_the_frame"])
+def test_a_face_crops_map_lines_up_with_the_crop_in_the_frame(detector, tmp_path, method, crop):
+    """A pattern planted at a known place in a face crop (the crop square may leave the frame): the
+    peak, in frame pixels, lies in the pattern's box in the frame, and the full-size map is the frame's
+    size and zero outside the crop."""
+    from mffmoe.explain import Placement, full_size_map
+    from mffmoe.results import FaceResult
+
+    rng = np.random.default_rng(3)
+    width, height = 320, 240
+    frame = pattern(width, height, seed=11).astype(np.float32) + rng.normal(0, 8.0, (height, width, 3))
+    left, top = crop[0], crop[1]
+    px, py = (left + 62, top + 50) if left >= 0 else (left + 60, top + 55)   # inside the frame either way
+    frame[py:py + BOX, px:px + BOX] += planted(BOX, BOX, amplitude=40.0)
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.clip(np.rint(frame), 0, 255).astype(np.uint8)).save(path)
+    base = detector.analyze(path)
+    face = FaceResult(box=[float(v) for v in crop], detector_score=1.0, crop_box=list(crop), score=0.9,
+                      expert_scores=[0.9, 0.9], prediction="FAKE")
+    result = base.model_copy(update={"faces": [face], "crop": "faces"})
+    ex = explain_result(detector, path, result, method=method, grid=8, window=3, out_dir=tmp_path / "out")
+    (item,) = ex.items
+    assert item.kind == "face" and item.face == 0 and item.box == list(crop) and item.score == 0.9
+    x, y = item.peak
+    assert px <= x < px + BOX and py <= y < py + BOX, (item.peak, (px, py))
+    full = full_size_map(item.map, Placement.crop(item.box, ex.width, ex.height))
+    assert full.shape == (height, width)
+    inside = np.zeros_like(full, dtype=bool)
+    inside[max(0, crop[1]):crop[3], max(0, crop[0]):crop[2]] = True
+    assert full[~inside].max() == 0 and full[inside].max() > 0.5
+    fy, fx = np.unravel_index(int(np.argmax(full)), full.shape)
+    assert px - 8 <= fx < px + BOX + 8 and py - 8 <= fy < py + BOX + 8
+    overlay = Image.open(item.overlay)
+    assert overlay.size == (width, height) and item.overlay.endswith("scene.face.0.png")

@@ -23,7 +23,7 @@ import numpy as np
 
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
-from mffmoe.errors import ConfigError, VideoDecodeError
+from mffmoe.errors import ConfigError, MediaNotFoundError, VideoDecodeError
 from mffmoe.explain.base import (
     DEFAULT_EXPLAIN_FRAMES,
     METHODS,
@@ -158,6 +158,8 @@ class Explainer:
         start = time.perf_counter()
         if frames < 1:
             raise ConfigError(f"frames to explain must be at least 1, got {frames}")
+        if not Path(path).is_file():
+            raise MediaNotFoundError(f"{path}: no such file")
         out = _output_dir(out_dir)
         if isinstance(result, ImageAnalysisResult):
             inputs = self._image_inputs(path, result)
