@@ -45,7 +45,7 @@ def test_image_map_shapes_and_full_size(det, files, method):
     assert ex.note == WHAT_A_MAP_IS and ex.roster == list(TINY_ROSTER)
     (item,) = ex.items
     m = np.asarray(item.map)
-    assert m.shape == (SMALL_MAP, SMALL_MAP) and 0 <= m.min() and m.max() <= 1
+    assert m.shape == (SMALL_MAP, SMALL_MAP) and m.min() >= 0 and m.max() <= 1
     assert item.box == [0, 0, 200, 150] and item.score == result.score
     assert sum(item.weights) == pytest.approx(1.0, abs=1e-5)
     assert [e.expert for e in item.experts] == list(TINY_ROSTER)
@@ -106,7 +106,8 @@ def test_placement_is_pure_and_undoes_resize_and_crop():
     m = np.zeros((4, 4), dtype=np.float32)
     m[1, 2] = 1.0
     full = full_size_map(m, Placement.frame(80, 40))   # stretched: cells 20 x 10 px
-    assert full.shape == (40, 80) and np.unravel_index(np.argmax(full), full.shape) in {(14, 49), (14, 50), (15, 49), (15, 50)}
+    assert full.shape == (40, 80)
+    assert np.unravel_index(np.argmax(full), full.shape) in {(14, 49), (14, 50), (15, 49), (15, 50)}
     assert peak(m, Placement.frame(80, 40)) == (50, 15)
     crop = Placement.crop([-20, -20, 20, 20], 30, 30)   # a 40 px square, half outside
     full = full_size_map(np.ones((8, 8)), crop)

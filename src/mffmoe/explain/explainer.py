@@ -272,7 +272,8 @@ class Explainer:
         name = ".".join(parts) + ".png"
         what = ([] if it.face is None else [f"face {it.face}"]) + \
             ([] if it.frame_index is None else [f"frame {it.frame_index}"])
-        title = (f"P(fake) {it.score:.3f} {label(it.score, self.detector.threshold)} | {self.method} | {', '.join(what) or 'frame'}")
+        verdict = label(it.score, self.detector.threshold)
+        title = f"P(fake) {it.score:.3f} {verdict} | {self.method} | {', '.join(what) or 'frame'}"
         box = None if it.kind == "frame" else it.placement.box
         picture = render(it.rgb, full_size_map(ensemble, it.placement), title=title, box=box, peak=where)
         try:

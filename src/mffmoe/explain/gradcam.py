@@ -33,11 +33,13 @@ from mffmoe.model.experts import Expert
 
 def last_stage(net: nn.Module) -> nn.Module:
     """The module whose output the classifier head pools (the last feature stage)."""
-    if hasattr(net, "conv_head") and hasattr(net, "bn2"):  # timm EfficientNet: conv_head -> bn2 (+act)
-        return cast(nn.Module, net.bn2)
+    head = getattr(net, "bn2", None)
+    if hasattr(net, "conv_head") and isinstance(head, nn.Module):  # timm EfficientNet: conv_head -> bn2 (+act)
+        return head
     stages = getattr(net, "stages", None)
     if isinstance(stages, nn.Sequential) and len(stages) > 0:  # timm ConvNeXt (norm_pre is Identity)
-        return cast(nn.Module, stages[-1])
+        last: nn.Module = stages[-1]
+        return last
     raise ConfigError(f"no known last feature stage in {type(net).__name__}: Grad-CAM supports the "
                       f"EfficientNet and ConvNeXt experts; use the occlusion method")
 
