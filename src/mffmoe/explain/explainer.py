@@ -104,9 +104,20 @@ def torch_model(detector: Detector) -> MFFMoE:
     else:
         allow = config.allow_missing_ema if config is not None else not info.ema
         model = WeightsSource(info.source, allow_missing_ema=allow).model()
+    _channels_last_efficientnets(model)
     if tuple(model.roster) != tuple(engine.roster):
         raise ConfigError(f"the torch model's roster {model.roster} is not the engine's {engine.roster}")
     return model
+
+
+def _channels_last_efficientnets(model: MFFMoE) -> None:
+    """As the torch engine lays them out on the CPU: EfficientNets in channels_last run faster there
+    (ConvNeXt does not). Only for a model loaded here, never the engine's own."""
+    import torch
+
+    for name, expert in zip(model.roster, model.experts, strict=True):
+        if "efficientnet" in name:
+            expert.to(memory_format=torch.channels_last)
 
 
 def pick_method(choice: str) -> tuple[Method, str]:

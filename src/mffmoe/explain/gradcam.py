@@ -19,12 +19,15 @@ through that alone: one explanation costs about one forward pass of the torch mo
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from mffmoe.engine.costs import roster_gflops
+from mffmoe.engine.scheduler import plan_threads
 from mffmoe.errors import ConfigError, MissingExtraError
 from mffmoe.explain.placement import CellGrid
 from mffmoe.model.ensemble import MFFMoE
@@ -49,7 +52,7 @@ class GradCAM:
 
     name = "gradcam"
 
-    def __init__(self, model: MFFMoE) -> None:
+    def __init__(self, model: MFFMoE, workers: int | None = None) -> None:
         try:
             from captum import attr
         except ImportError as e:
@@ -62,6 +65,13 @@ class GradCAM:
         self._probs: dict[int, torch.Tensor] = {}
         #: per expert, where its cells sit in the input (measured on the first pass)
         self.grids: list[CellGrid | None] = [None] * len(self.experts)
+        # experts in parallel, one per core on the CPU, the longest first (as the engines' scheduler)
+        cpu = next(model.parameters()).device.type == "cpu"
+        self.workers, self.threads = plan_threads(len(self.experts), workers) if cpu else (1, torch.get_num_threads())
+        costs = roster_gflops(model.roster, model.input_size)
+        self._order = sorted(range(len(self.experts)), key=lambda i: -costs[i])
+        self._channels_last = [any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+                                   and not p.is_contiguous() for p in e.parameters()) for e in self.experts]
 
     def _log_odds(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
         expert = self.experts[i]
@@ -103,13 +113,30 @@ class GradCAM:
             raise ConfigError(f"expected a [N, 3, S, S] batch, got shape {batch.shape}")
         device = next(self.model.parameters()).device
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-        maps: list[np.ndarray] = []
+        maps: list[np.ndarray | None] = [None] * len(self.experts)
         probs = np.zeros((batch.shape[0], len(self.experts)), dtype=np.float64)
-        for i in range(len(self._cams)):
-            attributions = self._attribute(i, x).detach()
-            maps.append(attributions[:, 0].float().cpu().numpy())
+
+        def one(i: int) -> None:
+            xi = x.contiguous(memory_format=torch.channels_last) if self._channels_last[i] else x
+            attributions = self._attribute(i, xi).detach()
+            maps[i] = attributions[:, 0].float().cpu().numpy()
             probs[:, i] = self._probs.pop(i).double().cpu().numpy()
-        return maps, probs
+
+        before = torch.get_num_threads()
+        if device.type == "cpu" and before != self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            if self.workers == 1:
+                for i in self._order:
+                    one(i)
+            else:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="mffmoe-gradcam") as pool:
+                    for f in [pool.submit(one, i) for i in self._order]:
+                        f.result()
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+        return [m for m in maps if m is not None], probs
 
     def cell_grids(self) -> list[CellGrid]:
         """Where each expert's cells sit (known once `maps` has run)."""
