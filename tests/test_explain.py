@@ -187,3 +187,27 @@ def test_bad_inputs_give_typed_errors(det, files, tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"mffmoe\[explain\]"):
         Explainer(det, "gradcam").saliency()
     assert Explainer(det, "auto").method == "occlusion"
+
+
+def test_video_faces_are_explained_by_their_crop_boxes(det, files):
+    result = det.analyze(files["mp4"], frames=4)
+    top = max(result.frame_predictions, key=lambda f: f.score)
+    face = FaceResult(box=[0, 0, 1, 1], detector_score=1.0, crop_box=[40, 20, 120, 100], score=0.8,
+                      expert_scores=[0.8, 0.8], prediction="FAKE")
+    frames = [fp.model_copy(update={"faces": [face] if fp is top else None}) for fp in result.frame_predictions]
+    result = result.model_copy(update={"frame_predictions": frames, "crop": "faces"})
+    ex = explain_result(det, files["mp4"], result, method="gradcam", frames=1)
+    (item,) = ex.items
+    assert (item.kind, item.face, item.frame_index, item.box, item.score) == ("face", 0, top.frame_index,
+                                                                              [40, 20, 120, 100], 0.8)
+
+
+def test_importing_the_package_costs_nothing():
+    """Without an explanation asked for, nothing heavy is imported (the scoring path never imports it)."""
+    import subprocess
+
+    code = ("import sys, mffmoe.explain, mffmoe.inference.detector; "
+            "print(sorted(m for m in ('torch', 'captum', 'mffmoe.explain.gradcam', 'mffmoe.explain.explainer') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "captum" not in out and "mffmoe.explain" not in out
