@@ -145,8 +145,12 @@ def test_the_full_default_roster_gives_maps_for_all_seven_experts(files):
 
 
 def test_an_exported_engine_is_explained_with_the_same_weights(tiny_ckpt, files):
-    """Grad-CAM loads the torch model from the weights when the engine runs exported graphs; occlusion runs
-    on the engine itself. The maps agree with the torch engine's."""
+    """Grad-CAM on an exported engine takes the feature stages from OpenVINO graphs (built once, cached
+    with the weights) and differentiates the torch heads; occlusion runs on the engine itself. The maps
+    agree with the torch engine's."""
+    from mffmoe.explain.explainer import _EXPLAINERS
+    from mffmoe.explain.features import FeatureGraphs
+
     ov = Detector.from_dir(tiny_ckpt, engine="openvino", crop="frame")
     pt = Detector.from_dir(tiny_ckpt, engine="torch", crop="frame")
     result = ov.analyze(files["png"])
@@ -154,6 +158,9 @@ def test_an_exported_engine_is_explained_with_the_same_weights(tiny_ckpt, files)
         a = explain_result(ov, files["png"], result, method=method, grid=4, window=2).items[0]
         b = explain_result(pt, files["png"], pt.analyze(files["png"]), method=method, grid=4, window=2).items[0]
         assert np.allclose(a.map, b.map, atol=2e-3) and a.weights == pytest.approx(b.weights, abs=1e-4)
+    gradcam = _EXPLAINERS[ov][("gradcam", None, None)].saliency()
+    assert isinstance(gradcam.features, FeatureGraphs)
+    assert list(tiny_ckpt.glob(".mffmoe-cache/*/explain-openvino/features.json"))
 
 
 def test_auto_is_gradcam_when_captum_is_there(det, files):

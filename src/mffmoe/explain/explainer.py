@@ -83,7 +83,7 @@ def scoring_engine(detector: Detector) -> Engine:
     return engine
 
 
-def torch_model(detector: Detector) -> MFFMoE:
+def torch_model(detector: Detector, channels_last: bool = True) -> MFFMoE:
     """The detector's torch model: the torch engine's own, else the weights loaded once more (an exported
     engine holds only its graphs), or the same seeded random weights for an untrained detector."""
     from mffmoe.engine.weights import WeightsSource
@@ -104,7 +104,8 @@ def torch_model(detector: Detector) -> MFFMoE:
     else:
         allow = config.allow_missing_ema if config is not None else not info.ema
         model = WeightsSource(info.source, allow_missing_ema=allow).model()
-    _channels_last_efficientnets(model)
+    if channels_last:
+        _channels_last_efficientnets(model)
     if tuple(model.roster) != tuple(engine.roster):
         raise ConfigError(f"the torch model's roster {model.roster} is not the engine's {engine.roster}")
     return model
@@ -141,8 +142,10 @@ class Explainer:
     hooks) is built on first use and kept."""
 
     def __init__(self, detector: Detector, method: MethodChoice = "auto", *, grid: int | None = None,
-                 window: int | None = None) -> None:
+                 window: int | None = None, features: bool = True) -> None:
         self.detector = detector
+        #: Grad-CAM for an exported engine: the feature stages from OpenVINO (False: the torch forward)
+        self.features = features
         self.method, self.method_reason = pick_method(method)
         self._occlusion_options = {k: v for k, v in (("grid", grid), ("window", window)) if v is not None}
         self._saliency: Saliency | None = None
@@ -152,14 +155,28 @@ class Explainer:
         with self._lock:
             if self._saliency is None:
                 if self.method == "gradcam":
-                    from mffmoe.explain.gradcam import GradCAM
-
-                    self._saliency = GradCAM(torch_model(self.detector))
+                    self._saliency = self._gradcam()
                 else:
                     self._saliency = Occlusion(scoring_engine(self.detector),
                                                batch_size=max(1, self.detector.batch_size),
                                                **self._occlusion_options)
             return self._saliency
+
+    def _gradcam(self) -> Saliency:
+        """Grad-CAM on the torch model; for an exported engine on real weights, on OpenVINO graphs of the
+        experts' feature stages (about one OpenVINO pass instead of one torch pass; `features.py`)."""
+        from mffmoe.engine.scheduler import plan_threads
+        from mffmoe.explain.gradcam import GradCAM
+
+        engine = scoring_engine(self.detector)
+        exported = getattr(engine, "model", None) is None
+        if not (exported and self.detector.info.files and self.features):
+            return GradCAM(torch_model(self.detector))
+        from mffmoe.explain.features import FeatureGraphs
+
+        model = torch_model(self.detector, channels_last=False)  # only its heads run: pages stay on disk
+        _, threads = plan_threads(len(model.roster))
+        return GradCAM(model, features=FeatureGraphs(model, self.detector.info, threads))
 
     def explain(self, path: str | os.PathLike[str], result: ImageAnalysisResult | VideoAnalysisResult, *,
                 frames: int = DEFAULT_EXPLAIN_FRAMES, experts: bool = False,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from mffmoe.errors import ConfigError, MissingExtraError
 from mffmoe.explain.placement import CellGrid
 from mffmoe.model.ensemble import MFFMoE
 from mffmoe.model.experts import Expert
+
+if TYPE_CHECKING:
+    from mffmoe.explain.features import FeatureGraphs
 
 
 def last_stage(net: nn.Module) -> nn.Module:
@@ -52,7 +55,7 @@ class GradCAM:
 
     name = "gradcam"
 
-    def __init__(self, model: MFFMoE, workers: int | None = None) -> None:
+    def __init__(self, model: MFFMoE, workers: int | None = None, features: FeatureGraphs | None = None) -> None:
         try:
             from captum import attr
         except ImportError as e:
@@ -61,7 +64,14 @@ class GradCAM:
         self.model = model.eval().requires_grad_(False)
         self.experts = [cast(Expert, e) for e in model.experts]
         self.layers = [last_stage(e.baseline_extractor) for e in self.experts]
-        self._cams = [attr.LayerGradCam(self._log_odds(i), layer) for i, layer in enumerate(self.layers)]
+        #: With OpenVINO feature graphs, the stage's activations come from them and captum differentiates
+        #: the torch head alone, tapped at its input (`features.py`).
+        self.features = features
+        self._taps = [nn.Identity() for _ in self.experts]
+        if features is None:
+            self._cams = [attr.LayerGradCam(self._log_odds(i), layer) for i, layer in enumerate(self.layers)]
+        else:
+            self._cams = [attr.LayerGradCam(self._head_log_odds(i), tap) for i, tap in enumerate(self._taps)]
         self._probs: dict[int, torch.Tensor] = {}
         #: per expert, where its cells sit in the input (measured on the first pass)
         self.grids: list[CellGrid | None] = [None] * len(self.experts)
@@ -78,6 +88,15 @@ class GradCAM:
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             logits = expert(x)
+            self._probs[i] = torch.softmax(logits.detach(), dim=1)[:, 1]
+            return logits[:, 1] - logits[:, 0]
+        return forward
+
+    def _head_log_odds(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        net, tap = self.experts[i].baseline_extractor, self._taps[i]
+
+        def forward(features: torch.Tensor) -> torch.Tensor:
+            logits = net.forward_head(tap(features))  # type: ignore[operator]
             self._probs[i] = torch.softmax(logits.detach(), dim=1)[:, 1]
             return logits[:, 1] - logits[:, 0]
         return forward
@@ -116,9 +135,15 @@ class GradCAM:
         maps: list[np.ndarray | None] = [None] * len(self.experts)
         probs = np.zeros((batch.shape[0], len(self.experts)), dtype=np.float64)
 
+        features = self.features
+
         def one(i: int) -> None:
-            xi = x.contiguous(memory_format=torch.channels_last) if self._channels_last[i] else x
-            attributions = self._attribute(i, xi).detach()
+            if features is not None:
+                attributions = self._cams[i].attribute(torch.from_numpy(features.run(i, batch)),
+                                                       relu_attributions=True).detach()
+            else:
+                xi = x.contiguous(memory_format=torch.channels_last) if self._channels_last[i] else x
+                attributions = self._attribute(i, xi).detach()
             maps[i] = attributions[:, 0].float().cpu().numpy()
             probs[:, i] = self._probs.pop(i).double().cpu().numpy()
 
@@ -140,9 +165,28 @@ class GradCAM:
 
     def cell_grids(self) -> list[CellGrid]:
         """Where each expert's cells sit (known once `maps` has run)."""
+        if self.features is not None:
+            return list(self.features.grids)
         if any(g is None for g in self.grids):
             raise ConfigError("cell grids are measured by the first maps() call")
         return [g for g in self.grids if g is not None]
+
+
+def measure_grid(net: nn.Module, x: torch.Tensor) -> CellGrid:
+    """The cell grid of `net`'s last stage for inputs like `x`, from one forward pass (no gradients)."""
+    convs: list[tuple[nn.Conv2d, int, int]] = []
+
+    def on_conv(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d) and args and args[0].ndim == 4:
+            convs.append((module, int(args[0].shape[-1]), int(output.shape[-1])))
+    hooks = [m.register_forward_hook(on_conv) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net.forward_features(x)  # type: ignore[operator]
+    finally:
+        for h in hooks:
+            h.remove()
+    return conv_grid(convs)
 
 
 def conv_grid(convs: list[tuple[nn.Conv2d, int, int]]) -> CellGrid:
