@@ -158,7 +158,7 @@ def test_an_exported_engine_is_explained_with_the_same_weights(tiny_ckpt, files)
         a = explain_result(ov, files["png"], result, method=method, grid=4, window=2).items[0]
         b = explain_result(pt, files["png"], pt.analyze(files["png"]), method=method, grid=4, window=2).items[0]
         assert np.allclose(a.map, b.map, atol=2e-3) and a.weights == pytest.approx(b.weights, abs=1e-4)
-    gradcam = _EXPLAINERS[ov][("gradcam", None, None)].saliency()
+    gradcam = _EXPLAINERS[ov][("gradcam", 4, 2)].saliency()
     assert isinstance(gradcam.features, FeatureGraphs)
     assert list(tiny_ckpt.glob(".mffmoe-cache/*/explain-openvino/features.json"))
 
