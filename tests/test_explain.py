@@ -13,8 +13,9 @@ from mffmoe.config import DEFAULT_ROSTER
 from mffmoe.errors import ConfigError, MediaNotFoundError, MissingExtraError
 from mffmoe.explain import Placement, explain_result, full_size_map
 from mffmoe.explain.base import SMALL_MAP, WHAT_A_MAP_IS
+from mffmoe.explain.cells import conv_grid
 from mffmoe.explain.explainer import Explainer
-from mffmoe.explain.gradcam import GradCAM, conv_grid
+from mffmoe.explain.gradcam import GradCAM
 from mffmoe.explain.placement import CellGrid, peak, upsample
 from mffmoe.inference.detector import Detector
 from mffmoe.model.checkpoint import untrained_model

@@ -6,7 +6,7 @@ exact: here from OpenVINO graphs of each expert's `forward_features` (fp32 force
 captum differentiates the torch head alone on them. The graphs are converted from the torch model on
 first use (about 1.5 minutes for the seven experts on 2 cores, once) and kept in the weights' cache
 folder (`engine.cache`: next to the weights, else the user cache), keyed by the weights' fingerprint,
-with the cell grids measured while converting (`gradcam.conv_grid`).
+with the cell grids measured while converting (`cells.measure_grid`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from mffmoe.engine.cache import StagingDir, candidate_roots, locked, read_json, say, writable_root, write_json
 from mffmoe.engine.extras import import_extra
+from mffmoe.explain.cells import measure_grid
 from mffmoe.explain.placement import CellGrid
 from mffmoe.model.ensemble import MFFMoE
 from mffmoe.model.experts import Expert
@@ -51,8 +52,6 @@ def _find(info: CheckpointInfo) -> tuple[Path, dict[str, Any]] | None:
 
 
 def _build(model: MFFMoE, info: CheckpointInfo) -> tuple[Path, dict[str, Any]]:
-    from mffmoe.explain.gradcam import measure_grid
-
     ov = import_extra("openvino", "Grad-CAM on OpenVINO features")
     root = writable_root(info)
     with locked(root / f"{FORMAT}.lock"):
