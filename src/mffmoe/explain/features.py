@@ -96,7 +96,10 @@ class FeatureGraphs:
                   "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
         xmls = [f for f in manifest["files"] if f.endswith(".xml")]
         self.compiled = [core.compile_model(str(directory / f), "CPU", config) for f in xmls]
+        # one request per expert, made once (as the engine): its buffers are reused, not made per call
+        self.requests = [c.create_infer_request() for c in self.compiled]
 
     def run(self, i: int, batch: np.ndarray) -> np.ndarray:
-        request = self.compiled[i].create_infer_request()
-        return np.asarray(request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0])
+        """Expert i's last-stage activations (a copy: the request's buffer is reused by the next call)."""
+        out = self.requests[i].infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return np.array(out, dtype=np.float32, copy=True)

@@ -18,6 +18,7 @@ through that alone: one explanation costs about one forward pass of the torch mo
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
@@ -51,6 +52,18 @@ def last_stage(net: nn.Module) -> nn.Module:
                       f"EfficientNet and ConvNeXt experts; use the occlusion method")
 
 
+#: The submodules timm's `forward_head` uses (EfficientNet: global_pool, classifier; ConvNeXt: head).
+HEAD_MODULES = ("global_pool", "classifier", "head", "fc_norm", "head_drop")
+
+
+def head_only(net: nn.Module) -> nn.Module:
+    """A shallow copy of `net` that keeps only its head's submodules, so `forward_head` works while the
+    backbone's weights can be freed (Grad-CAM on OpenVINO features runs only the heads in torch)."""
+    head = copy.copy(net)
+    head._modules = {k: m for k, m in net._modules.items() if k in HEAD_MODULES}
+    return head
+
+
 class GradCAM:
     """Per-expert Grad-CAM maps at the model's input size, and the experts' P(fake) of the same pass."""
 
@@ -62,9 +75,12 @@ class GradCAM:
         except ImportError as e:
             raise MissingExtraError(f"Grad-CAM explanations need captum, which is not installed ({e}): "
                                     f"pip install 'mffmoe[explain]', or use the occlusion method") from e
-        self.model = model.eval().requires_grad_(False)
+        self.model: MFFMoE | None = model.eval().requires_grad_(False)
+        self.device = next(model.parameters()).device
         self.experts = [cast(Expert, e) for e in model.experts]
+        self.n = len(self.experts)
         self.layers = [last_stage(e.baseline_extractor) for e in self.experts]
+        self._nets = [e.baseline_extractor for e in self.experts]
         #: With OpenVINO feature graphs, the stage's activations come from them and captum differentiates
         #: the torch head alone, tapped at its input (`features.py`).
         self.features = features
@@ -72,17 +88,20 @@ class GradCAM:
         if features is None:
             self._cams = [attr.LayerGradCam(self._log_odds(i), layer) for i, layer in enumerate(self.layers)]
         else:
+            self._nets = [head_only(net) for net in self._nets]
             self._cams = [attr.LayerGradCam(self._head_log_odds(i), tap) for i, tap in enumerate(self._taps)]
         self._probs: dict[int, torch.Tensor] = {}
         #: per expert, where its cells sit in the input (measured on the first pass)
         self.grids: list[CellGrid | None] = [None] * len(self.experts)
         # experts in parallel, one per core on the CPU, the longest first (as the engines' scheduler)
-        cpu = next(model.parameters()).device.type == "cpu"
+        cpu = self.device.type == "cpu"
         self.workers, self.threads = plan_threads(len(self.experts), workers) if cpu else (1, torch.get_num_threads())
         costs = roster_gflops(model.roster, model.input_size)
         self._order = sorted(range(len(self.experts)), key=lambda i: -costs[i])
         self._channels_last = [any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
                                    and not p.is_contiguous() for p in e.parameters()) for e in self.experts]
+        if features is not None:  # only the heads run in torch: let the backbones' weights go
+            self.model, self.experts, self.layers = None, [], []
 
     def _log_odds(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
         expert = self.experts[i]
@@ -94,7 +113,7 @@ class GradCAM:
         return forward
 
     def _head_log_odds(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        net, tap = self.experts[i].baseline_extractor, self._taps[i]
+        net, tap = self._nets[i], self._taps[i]
 
         def forward(features: torch.Tensor) -> torch.Tensor:
             logits = net.forward_head(tap(features))  # type: ignore[operator]
@@ -131,10 +150,10 @@ class GradCAM:
         resolution, >= 0; P(fake) [N, E])."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ConfigError(f"expected a [N, 3, S, S] batch, got shape {batch.shape}")
-        device = next(self.model.parameters()).device
+        device = self.device
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-        maps: list[np.ndarray | None] = [None] * len(self.experts)
-        probs = np.zeros((batch.shape[0], len(self.experts)), dtype=np.float64)
+        maps: list[np.ndarray | None] = [None] * self.n
+        probs = np.zeros((batch.shape[0], self.n), dtype=np.float64)
 
         features = self.features
 
