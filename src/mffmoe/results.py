@@ -88,6 +88,54 @@ class CalibrationUse(BaseModel):
     note: str | None = Field(default=None, description="why it was not applied")
 
 
+ExplainMethod = Literal["gradcam", "occlusion"]
+#: What a map is (said with every explanation, on the page, in the CLI help and the docs).
+WHAT_A_MAP_IS = ("A map shows where the evidence that moved the score lies, not proof that a region was "
+                 "manipulated.")
+
+
+class ExpertMap(BaseModel):
+    """One expert's map (`--explain-experts`)."""
+    expert: str = Field(description="the expert's timm name")
+    score: float = Field(description="the expert's P(fake) for this input")
+    weight: float = Field(description="its weight in the ensemble map")
+    map: list[list[float]] = Field(description="small map, rows top to bottom, values in [0, 1]")
+
+
+class ExplainedItem(BaseModel):
+    """One explained input: a whole frame or a face crop, of an image or of a video frame."""
+    kind: Literal["frame", "face"]
+    face: int | None = Field(None, description="faces: the face's index in the result's list")
+    frame_index: int | None = Field(None, description="videos: the frame number in the stream")
+    timestamp: float | None = Field(None, description="videos: seconds from the stream start")
+    method: ExplainMethod = Field(description="what made this map")
+    score: float = Field(description="the ensemble P(fake) of this input, as the result reported it")
+    box: list[int] = Field(description="the region the model saw, [left, top, right, bottom] in original "
+                           "pixels (faces: the crop square, which may leave the picture)")
+    map: list[list[float]] = Field(description="the ensemble map over `box`, small (rows top to bottom), "
+                                   "values in [0, 1] (1: the strongest evidence for fake in this input)")
+    peak: list[int] | None = Field(description="[x, y] of the map's maximum in original pixels, inside the "
+                                   "picture; null when the map is zero everywhere (no evidence found)")
+    weights: list[float] = Field(description="each expert's weight in the ensemble map, roster order "
+                                 "(its share of the summed P(fake))")
+    experts: list[ExpertMap] | None = Field(None, description="per-expert maps, when asked for")
+    overlay: str | None = Field(None, description="the overlay PNG written, when an output folder was given")
+
+
+class Explanation(BaseModel):
+    """The explanation of one result."""
+    path: str
+    media_type: Literal["image", "video"]
+    width: int = Field(description="the original picture's width (pixels)")
+    height: int
+    method: ExplainMethod
+    method_reason: str = Field(description="why this method was used")
+    roster: list[str]
+    items: list[ExplainedItem]
+    seconds: float = Field(description="time spent explaining")
+    note: str = WHAT_A_MAP_IS
+
+
 class _Result(BaseModel):
     prediction: Label
     confidence: float = Field(ge=0.0, le=1.0)
@@ -113,6 +161,9 @@ class _Result(BaseModel):
     scope_reasons: list[str] = Field(default_factory=list, description="what makes this input one the model is "
                                      "known not to handle (no_face, tiny_input, upscaled, extreme_aspect, "
                                      "heavy_jpeg, few_frames); in_scope is false when any is listed")
+    explanation: Explanation | None = Field(None, description="--explain: where the evidence that moved the "
+                                            "score lies (maps of the image, its faces or the most suspicious "
+                                            "frames); not proof that a region was manipulated")
 
 
 class ImageAnalysisResult(_Result):

@@ -9,9 +9,11 @@ from mffmoe._util.lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "explain_result": "mffmoe.explain.explainer",
+    "explained": "mffmoe.explain.explainer",
+    "ExplainOptions": "mffmoe.explain.base",
     "Explainer": "mffmoe.explain.explainer",
-    "Explanation": "mffmoe.explain.base",
-    "ExplainedItem": "mffmoe.explain.base",
+    "Explanation": "mffmoe.results",
+    "ExplainedItem": "mffmoe.results",
     "full_size_map": "mffmoe.explain.placement",
     "Placement": "mffmoe.explain.placement",
     "METHODS": "mffmoe.explain.base",

@@ -17,19 +17,20 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
-from mffmoe.errors import ConfigError, MediaNotFoundError, VideoDecodeError
+from mffmoe.errors import ConfigError, MediaNotFoundError, MFFMoEError, VideoDecodeError
 from mffmoe.explain.base import (
     DEFAULT_EXPLAIN_FRAMES,
     METHODS,
     SMALL_MAP,
     ExpertMap,
     ExplainedItem,
+    ExplainOptions,
     Explanation,
     Method,
     MethodChoice,
@@ -349,3 +350,19 @@ def explain_result(detector: Detector, path: str | os.PathLike[str],
         if explainer is None:
             explainer = per[key] = Explainer(detector, method, grid=grid, window=window)
     return explainer.explain(path, result, frames=frames, experts=experts, out_dir=out_dir)
+
+
+R = TypeVar("R", ImageAnalysisResult, VideoAnalysisResult)
+
+
+def explained(detector: Detector, path: str | os.PathLike[str], result: R, options: ExplainOptions) -> R:
+    """`result` with its `explanation` (`--explain`). The score stands whatever happens here: a typed
+    error of the explanation (a frame that no longer decodes, an aligned crop) goes into the result's
+    note instead, so one file's explanation never costs its result."""
+    try:
+        explanation = explain_result(detector, path, result, method=options.method, frames=options.frames,
+                                     experts=options.experts, out_dir=options.out_dir)
+    except MFFMoEError as e:
+        why = f"no explanation: {e}"
+        return result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
+    return result.model_copy(update={"explanation": explanation})
