@@ -161,6 +161,13 @@ def test_an_exported_engine_is_explained_with_the_same_weights(tiny_ckpt, files)
         assert np.allclose(a.map, b.map, atol=2e-3) and a.weights == pytest.approx(b.weights, abs=1e-4)
     gradcam = _EXPLAINERS[ov][("gradcam", 4, 2)].saliency()
     assert isinstance(gradcam.features, FeatureGraphs)
+    assert gradcam.features.resident and len(gradcam.features.compiled) == len(ov.engine.roster)
+    # a one-shot job's engine holds one expert at a time: so do its feature graphs, with the same maps
+    lean = Detector.from_dir(tiny_ckpt, engine="openvino", crop="frame", engine_options={"resident": False})
+    c = explain_result(lean, files["png"], lean.analyze(files["png"]), method="gradcam", grid=4, window=2).items[0]
+    streamed = _EXPLAINERS[lean][("gradcam", 4, 2)].saliency().features
+    assert not streamed.resident and streamed.compiled == []
+    assert c.map == explain_result(ov, files["png"], result, method="gradcam", grid=4, window=2).items[0].map
     assert list(tiny_ckpt.glob(".mffmoe-cache/*/explain-openvino/features.json"))
 
 

@@ -21,6 +21,11 @@ from mffmoe.cli.options import (
     DeviceOpt,
     EarlyExitOpt,
     EngineOpt,
+    ExplainDirOpt,
+    ExplainExpertsOpt,
+    ExplainFramesOpt,
+    ExplainMethodOpt,
+    ExplainOpt,
     FaceMarginOpt,
     FacePoolingOpt,
     Format,
@@ -48,6 +53,7 @@ from mffmoe.config import (
 from mffmoe.errors import ConfigError, MFFMoEError
 
 if TYPE_CHECKING:
+    from mffmoe.explain.base import ExplainOptions
     from mffmoe.inference.detector import Detector
     from mffmoe.media.probe import MediaKind
 
@@ -108,8 +114,16 @@ def analyze(
     min_face: MinFaceOpt = None,
     untrained: UntrainedOpt = False,
     allow_missing_ema: AllowMissingEmaOpt = False,
+    explain: ExplainOpt = False,
+    explain_dir: ExplainDirOpt = None,
+    explain_frames: ExplainFramesOpt = 3,
+    explain_experts: ExplainExpertsOpt = False,
+    explain_method: ExplainMethodOpt = "auto",
 ) -> None:
     """Analyze images and videos; print one result per input, in input order.
+
+    With --explain, each result also says where the evidence that moved its score lies (maps; see
+    --explain). A map is not proof that a region was manipulated.
 
     Options, the output path and the inputs are checked before the model loads: when no input can be
     read, their errors are reported and no model is loaded."""
@@ -130,6 +144,8 @@ def analyze(
                                 min_face=min_face)
         check_engine(config.engine)
         check_precision_here(config.precision, config.engine)
+        explaining = explain_options(explain or explain_dir is not None or explain_experts, explain_dir,
+                                     explain_frames, explain_experts, explain_method)
         files = expand_paths(paths)
         if not files:
             raise fail("no input files")
@@ -150,7 +166,7 @@ def analyze(
             report.discard()
         raise fail(str(e)) from None
     try:
-        rows = _run(detector, files, probed, good)
+        rows = _run(detector, files, probed, good, explaining)
         write_results(rows, fmt, report)
     finally:  # interrupted or failed: no temporary report left beside --output
         if report is not None:
@@ -161,9 +177,29 @@ def analyze(
         raise typer.Exit(1)
 
 
+def explain_options(on: bool, out_dir: Path | None, frames: int, experts: bool, method: str) -> ExplainOptions | None:
+    """The --explain options, checked before any model loads (the folder can be written, the method can
+    run here); None without --explain."""
+    if not on:
+        return None
+    from pydantic import ValidationError
+
+    from mffmoe.explain.base import ExplainOptions
+    from mffmoe.explain.explainer import check_options
+
+    if method not in ("auto", "gradcam", "occlusion"):
+        raise ConfigError(f"--explain-method {method!r}: choose auto, gradcam or occlusion")
+    try:
+        options = ExplainOptions(method=method, frames=frames, experts=experts, out_dir=out_dir)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ConfigError(f"--explain: {e.errors()[0]['msg']}") from None
+    return check_options(options)
+
+
 def _run(detector: Detector | None, files: list[Path], probed: list[MediaKind | MFFMoEError],
-         good: list[Path]) -> list[dict[str, Any]]:
-    """One row per input in input order: the probe's error for inputs that failed it, else the analysis."""
+         good: list[Path], explaining: ExplainOptions | None = None) -> list[dict[str, Any]]:
+    """One row per input in input order: the probe's error for inputs that failed it, else the analysis
+    (explained after it was scored, with --explain)."""
     rows: list[dict[str, Any]] = []
     with progress() as bar:
         files_task = bar.add_task("files", total=len(files))
@@ -177,8 +213,13 @@ def _run(detector: Detector | None, files: list[Path], probed: list[MediaKind | 
             if isinstance(kind, MFFMoEError):  # probed before the model loaded: its row, as analysis gives it
                 rows.append(result_row(str(f), kind))
             else:
-                assert results is not None  # a detector is loaded whenever an input passed the probe
-                rows.append(result_row(*next(results)))
+                assert results is not None and detector is not None  # loaded whenever an input passed the probe
+                path, result = next(results)
+                if explaining is not None and not isinstance(result, MFFMoEError):
+                    from mffmoe.explain.explainer import explained
+
+                    result = explained(detector, path, result, explaining)
+                rows.append(result_row(path, result))
             bar.update(files_task, advance=1)
             bar.update(frames_task, visible=False, completed=0)
         if results is not None:

@@ -87,6 +87,25 @@ PrecisionOpt = Annotated[Precision, typer.Option(
                         "graphs quantised once): faster, not exact; the measured difference from fp32 is "
                         "printed on first use and in every result's note. Refused where "
                         "the CPU lacks it.")]
+# --explain (issue 15): where the evidence that moved the score lies
+EXPLAIN_HELP = ("Also show where the evidence that moved the score lies: a map for each image, each face and "
+                "the --explain-frames most suspicious video frames (Grad-CAM on each expert's last feature stage, "
+                "or occlusion), the experts' maps combined (weighted by each expert's P(fake)) and placed on the "
+                "original picture; JSON gets a 32x32 map and its peak per item. A map shows where the evidence "
+                "that moved the score lies, not proof that a region was manipulated.")
+ExplainOpt = Annotated[bool, typer.Option("--explain", help=EXPLAIN_HELP)]
+ExplainDirOpt = Annotated[Path | None, typer.Option(
+    "--explain-dir", metavar="DIR", help="Write overlay PNGs here (DIR/<input>.<frame|face>[.N].png: the original "
+                                         "picture, the map, a legend and the score). Implies --explain.")]
+ExplainFramesOpt = Annotated[int, typer.Option(
+    "--explain-frames", min=1, max=32, metavar="K", help="Videos: explain the K most suspicious sampled frames.")]
+ExplainExpertsOpt = Annotated[bool, typer.Option(
+    "--explain-experts", help="Add each expert's own map to the JSON. Implies --explain.")]
+ExplainMethodOpt = Annotated[str, typer.Option(
+    "--explain-method", metavar="[auto|gradcam|occlusion]",
+    help="gradcam: about one ensemble pass (captum; the first use of new weights converts the experts' "
+         "feature graphs once); occlusion: gradient-free, any engine, about 26 passes; auto: Grad-CAM where "
+         "captum is installed.")]
 UntrainedOpt = Annotated[bool, typer.Option("--untrained", help="Random weights (pipeline check only).")]
 AllowMissingEmaOpt = Annotated[bool, typer.Option(
     "--allow-missing-ema", help="Run on raw weights when the .state file is absent.")]

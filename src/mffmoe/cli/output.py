@@ -112,10 +112,28 @@ def results_table(rows: list[dict[str, Any]], console: Console) -> None:
                       f"{r['score']:.4f}", *cal_cell, assessment, spread, frames, f"{r['processing_time']:.2f}",
                       r.get("note") or "")
     console.print(table)
+    explanation_lines(rows, console)
     names = sorted({r["calibration"]["name"] for r in rows if r.get("calibration") and r.get("calibrated_score")
                     is not None})
     if names:
         console.print(f"calibrated by: {', '.join(names)} (score stays the spec's number)")
+
+
+def explanation_lines(rows: list[dict[str, Any]], console: Console) -> None:
+    """Under the table, with --explain: each explained item's peak and overlay, then what a map is."""
+    from mffmoe.results import WHAT_A_MAP_IS
+
+    explained = [r for r in rows if r.get("explanation")]
+    for r in explained:
+        e = r["explanation"]
+        for it in e["items"]:
+            what = it["kind"] + ("" if it.get("face") is None else f" {it['face']}") + \
+                ("" if it.get("frame_index") is None else f" of frame {it['frame_index']}")
+            peak = "no evidence found" if it["peak"] is None else f"peak at x={it['peak'][0]}, y={it['peak'][1]}"
+            overlay = f" -> {it['overlay']}" if it.get("overlay") else ""
+            console.print(f"{r['path']}: {what}, P(fake) {it['score']:.3f}, {it['method']} map, {peak}{overlay}")
+    if explained:
+        console.print(WHAT_A_MAP_IS)
 
 
 _ASSESSMENT_STYLE = {"likely_fake": "red", "likely_real": "green", "uncertain": "yellow"}

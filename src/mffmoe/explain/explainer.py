@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from mffmoe.faces.crops import cut_padded
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.video import VideoSampler
-from mffmoe.results import FaceResult, ImageAnalysisResult, VideoAnalysisResult
+from mffmoe.results import AnalysisResult, FaceResult, ImageAnalysisResult, VideoAnalysisResult
 
 if TYPE_CHECKING:
     from mffmoe.inference.detector import Detector
@@ -177,7 +177,8 @@ class Explainer:
 
         model = torch_model(self.detector, channels_last=False)  # only its heads run: pages stay on disk
         _, threads = plan_threads(len(model.roster))
-        return GradCAM(model, features=FeatureGraphs(model, self.detector.info, threads))
+        resident = bool(getattr(engine, "resident", True))  # as the engine: a one-shot job holds one at a time
+        return GradCAM(model, features=FeatureGraphs(model, self.detector.info, threads, resident=resident))
 
     def explain(self, path: str | os.PathLike[str], result: ImageAnalysisResult | VideoAnalysisResult, *,
                 frames: int = DEFAULT_EXPLAIN_FRAMES, experts: bool = False,
@@ -315,6 +316,22 @@ def _rounded(values: np.ndarray) -> list[list[float]]:
     return [[round(float(v), 4) for v in row] for row in np.clip(values, 0.0, 1.0)]
 
 
+def check_options(options: ExplainOptions) -> ExplainOptions:
+    """Before any model loads: the overlay folder can be written (made if missing) and the method can run
+    here (Grad-CAM needs captum). Raises a typed error."""
+    method, _ = pick_method(options.method)
+    if method == "gradcam":
+        import importlib.util
+
+        if importlib.util.find_spec("captum") is None:
+            from mffmoe.errors import MissingExtraError
+
+            raise MissingExtraError("Grad-CAM explanations need captum (pip install 'mffmoe[explain]'); "
+                                    "or use --explain-method occlusion")
+    _output_dir(options.out_dir)
+    return options
+
+
 def _output_dir(out_dir: str | os.PathLike[str] | None) -> Path | None:
     """The overlay folder, made if missing; a typed error (before any work) when it cannot be."""
     if out_dir is None:
@@ -352,10 +369,8 @@ def explain_result(detector: Detector, path: str | os.PathLike[str],
     return explainer.explain(path, result, frames=frames, experts=experts, out_dir=out_dir)
 
 
-R = TypeVar("R", ImageAnalysisResult, VideoAnalysisResult)
-
-
-def explained(detector: Detector, path: str | os.PathLike[str], result: R, options: ExplainOptions) -> R:
+def explained(detector: Detector, path: str | os.PathLike[str], result: AnalysisResult,
+              options: ExplainOptions) -> AnalysisResult:
     """`result` with its `explanation` (`--explain`). The score stands whatever happens here: a typed
     error of the explanation (a frame that no longer decodes, an aligned crop) goes into the result's
     note instead, so one file's explanation never costs its result."""

@@ -83,23 +83,30 @@ def _build(model: MFFMoE, info: CheckpointInfo) -> tuple[Path, dict[str, Any]]:
 
 
 class FeatureGraphs:
-    """Compiled feature graphs, one per expert: `run(i, batch) -> [N, C, h, w]` float32."""
+    """Compiled feature graphs, one per expert: `run(i, batch) -> [N, C, h, w]` float32. Kept compiled
+    (`resident`, as a server's engine), or compiled for each run and freed, as a one-shot job's engine
+    (`OpenVINOEngine(resident=False)`): seven compiled graphs hold about 1 GB."""
 
-    def __init__(self, model: MFFMoE, info: CheckpointInfo, threads: int) -> None:
+    def __init__(self, model: MFFMoE, info: CheckpointInfo, threads: int, resident: bool = True) -> None:
         ov = import_extra("openvino", "Grad-CAM on OpenVINO features")
         found = _find(info) or _build(model, info)
         directory, manifest = found
         self.grids = [CellGrid(float(s), float(o)) for s, o in manifest["grids"]]
-        core = ov.Core()
-        core.set_property({"CACHE_DIR": str(directory / "compiled")})
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                  "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
-        xmls = [f for f in manifest["files"] if f.endswith(".xml")]
-        self.compiled = [core.compile_model(str(directory / f), "CPU", config) for f in xmls]
+        self.core = ov.Core()
+        self.core.set_property({"CACHE_DIR": str(directory / "compiled")})
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                       "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+        self.graphs = [str(directory / f) for f in manifest["files"] if f.endswith(".xml")]
+        self.resident = resident
+        self.compiled = [self._compile(i) for i in range(len(self.graphs))] if resident else []
         # one request per expert, made once (as the engine): its buffers are reused, not made per call
         self.requests = [c.create_infer_request() for c in self.compiled]
 
+    def _compile(self, i: int) -> Any:
+        return self.core.compile_model(self.graphs[i], "CPU", self.config)
+
     def run(self, i: int, batch: np.ndarray) -> np.ndarray:
         """Expert i's last-stage activations (a copy: the request's buffer is reused by the next call)."""
-        out = self.requests[i].infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        request = self.requests[i] if self.resident else self._compile(i).create_infer_request()
+        out = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         return np.array(out, dtype=np.float32, copy=True)
