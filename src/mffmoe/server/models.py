@@ -76,9 +76,7 @@ class JobProgress(BaseModel):
     done: int = Field(description="frames scored so far (1 for a finished image)")
     total: int | None = Field(default=None, description="frames to score; null until the video is opened")
     fraction: float | None = Field(default=None, description="done / total; null until the video is opened "
-                                   "and while the explanation is made (`stage` explaining)")
-    stage: str | None = Field(default=None, description="while running: `scoring`, then `explaining` when "
-                              "an explanation was asked for (`explain`); null otherwise")
+                                   "and while the explanation is made (the job's `stage` is explaining)")
 
 
 class JobRecord(BaseModel):
@@ -104,7 +102,8 @@ class JobRecord(BaseModel):
     explain: ExplainOptions | None = Field(default=None, description="the explanation asked for (form field "
                                            "`explain`); null: none. The server never writes overlay files "
                                            "(`out_dir` is null): the maps are in the result")
-    stage: str | None = Field(default=None, exclude=True)   # served in progress
+    stage: str | None = Field(default=None, description="a running job that explains: `scoring`, then "
+                              "`explaining` (it is not finished before its maps are made); null otherwise")
     done: int = Field(default=0, exclude=True)          # served as progress
     total: int | None = Field(default=None, exclude=True)
     result: Annotated[dict[str, Any], DocumentedAs(AnalyzeResponse)] | None = Field(
@@ -116,7 +115,7 @@ class JobRecord(BaseModel):
     @property
     def progress(self) -> JobProgress:
         explaining = self.stage == STAGE_EXPLAINING
-        return JobProgress(done=self.done, total=self.total, stage=self.stage,
+        return JobProgress(done=self.done, total=self.total,
                            fraction=(self.done / self.total) if self.total and not explaining else None)
 
     @property
