@@ -618,6 +618,10 @@ for (const b of document.querySelectorAll("#crop-switch button")) {
   });
 }
 
+// Ticking "Show where the experts look" re-analyses the file shown with (or without) maps, once: the
+// result without them stays kept, as each mode's.
+$("explain").addEventListener("change", () => { if (current.file) run(current.crop); });
+
 const drop = $("drop");
 $("file").addEventListener("change", () => { const f = $("file").files[0]; if (f) analyse(f); });
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
