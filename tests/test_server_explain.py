@@ -18,7 +18,7 @@ from mffmoe.explain.base import WHAT_A_MAP_IS
 from mffmoe.inference.detector import Detector
 from mffmoe.server.app import create_app
 from mffmoe.server.settings import ServerSettings
-from server_helpers import assert_error, sample_media, tiny_detector, wait_until
+from server_helpers import FACE_VIDEO_FRAMES, assert_error, face_media, sample_media, tiny_detector, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,26 @@ def test_a_video_job_explains_its_frames_and_keeps_their_pictures(client, media)
     for index in indices:  # the page draws each map on its frame's picture
         picture = client.get(f"/jobs/{job['job_id']}/frames/{index}")
         assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+
+
+def test_faces_are_explained_by_their_crop_squares(client, tmp_path):
+    faces = face_media(tmp_path / "faces")
+    image = wait_job(client, post_file(client, faces["faces"], crop="faces", explain="true",
+                                       explain_method="occlusion").json()["job_id"], timeout=60)
+    data = image["result"]["data"]
+    assert data["crop"] == "faces" and len(data["faces"]) == 2
+    assert_maps(data["explanation"], "occlusion")
+    items = data["explanation"]["items"]
+    assert [it["kind"] for it in items] == ["face", "face"] and [it["face"] for it in items] == [0, 1]
+    assert [it["box"] for it in items] == [f["crop_box"] for f in data["faces"]]
+    video = wait_job(client, post_file(client, faces["video"], crop="faces", frames=FACE_VIDEO_FRAMES, explain="yes",
+                                       explain_method="occlusion", explain_frames=1).json()["job_id"], timeout=90)
+    data = video["result"]["data"]
+    (index,) = {it["frame_index"] for it in data["explanation"]["items"]}
+    frame = next(f for f in data["frame_predictions"] if f["frame_index"] == index)
+    assert frame["score"] == max(f["score"] for f in data["frame_predictions"])  # the most suspicious
+    assert [it["box"] for it in data["explanation"]["items"]] == [f["crop_box"] for f in frame["faces"]]
+    assert client.get(f"/jobs/{video['job_id']}/frames/{index}").status_code == 200
 
 
 @pytest.mark.parametrize(("fields", "status", "kind"), [

@@ -487,17 +487,19 @@ def test_explanations_overlay_with_opacity_faces_and_frames(setup, tmp_path):
             raw = json.loads(page.text_content("#raw"))
             explained = [it["frame_index"] for it in raw["data"]["explanation"]["items"]]
             assert len(explained) == 3 and page.locator("#chart circle.pt.explained").count() == 3
-            assert page.get_attribute("#frame-image", "data-frame") == str(explained[0])
+            scores = {f["frame_index"]: f["score"] for f in raw["data"]["frame_predictions"]}
+            ranked = sorted(explained, key=lambda i: (-scores[i], i))  # the most suspicious first
+            assert page.get_attribute("#frame-image", "data-frame") == str(ranked[0])
             assert page.locator("#explain-item option").count() == 3
             others = [f for f in raw["data"]["frame_predictions"] if f["frame_index"] not in explained]
             page.click(f"#chart circle.pt[data-index='{others[0]['index']}']")
             page.wait_for_function("(f) => document.getElementById('frame-image').dataset.frame === f",
                                    arg=str(others[0]["frame_index"]))
             assert page.is_hidden("#frame-heat") and "no map" in page.text_content("#explain-info")
-            last = next(f for f in raw["data"]["frame_predictions"] if f["frame_index"] == explained[-1])
+            last = next(f for f in raw["data"]["frame_predictions"] if f["frame_index"] == ranked[-1])
             page.click(f"#chart circle.pt[data-index='{last['index']}']")
             page.wait_for_selector("#frame-heat:not([hidden])")
-            assert page.get_attribute("#frame-image", "data-frame") == str(explained[-1])
+            assert page.get_attribute("#frame-image", "data-frame") == str(ranked[-1])
             assert page.eval_on_selector("#explain-item", "s => s.selectedIndex") == 2
             assert page.is_visible("#explain-what")
             shot(page, tmp_path, "ui-explain-video")

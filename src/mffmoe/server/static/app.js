@@ -117,7 +117,11 @@ function explainViews(r) {
     byFrame.get(it.frame_index).push(it);
   }
   const predictions = new Map(r.frame_predictions.map((f) => [f.frame_index, f]));
-  for (const [index, items] of byFrame) {
+  const score = (index) => (predictions.get(index) || { score: 0 }).score;
+  // The most suspicious explained frame first (the items come in frame order).
+  const order = [...byFrame.keys()].sort((a, b) => score(b) - score(a) || a - b);
+  for (const index of order) {
+    const items = byFrame.get(index);
     const f = predictions.get(index);
     const at = items[0].timestamp !== null && items[0].timestamp !== undefined ? ` at ${fmt(items[0].timestamp, 2)} s` : "";
     const score = f ? ` · P(fake) ${fmt(f.score)}` : "";
@@ -346,7 +350,11 @@ function explainViews(r) {
     byFrame.get(it.frame_index).push(it);
   }
   const predictions = new Map(r.frame_predictions.map((f) => [f.frame_index, f]));
-  for (const [index, items] of byFrame) {
+  const score = (index) => (predictions.get(index) || { score: 0 }).score;
+  // The most suspicious explained frame first (the items come in frame order).
+  const order = [...byFrame.keys()].sort((a, b) => score(b) - score(a) || a - b);
+  for (const index of order) {
+    const items = byFrame.get(index);
     const f = predictions.get(index);
     const at = items[0].timestamp !== null && items[0].timestamp !== undefined ? ` at ${fmt(items[0].timestamp, 2)} s` : "";
     const score = f ? ` · P(fake) ${fmt(f.score)}` : "";
@@ -1060,7 +1068,11 @@ function explainViews(r) {
     byFrame.get(it.frame_index).push(it);
   }
   const predictions = new Map(r.frame_predictions.map((f) => [f.frame_index, f]));
-  for (const [index, items] of byFrame) {
+  const score = (index) => (predictions.get(index) || { score: 0 }).score;
+  // The most suspicious explained frame first (the items come in frame order).
+  const order = [...byFrame.keys()].sort((a, b) => score(b) - score(a) || a - b);
+  for (const index of order) {
+    const items = byFrame.get(index);
     const f = predictions.get(index);
     const at = items[0].timestamp !== null && items[0].timestamp !== undefined ? ` at ${fmt(items[0].timestamp, 2)} s` : "";
     const score = f ? ` · P(fake) ${fmt(f.score)}` : "";
