@@ -503,6 +503,21 @@ def test_explanations_overlay_with_opacity_faces_and_frames(setup, tmp_path):
             assert page.eval_on_selector("#explain-item", "s => s.selectedIndex") == 2
             assert page.is_visible("#explain-what")
             shot(page, tmp_path, "ui-explain-video")
+
+            # A video in faces mode: the explained frame's faces, each by its crop square, on its thumbnail.
+            page.click("#crop-faces")
+            page.fill("#frames", str(FACE_VIDEO_FRAMES))
+            page.set_input_files("#file", str(faces["video"]))
+            page.wait_for_selector("#chart.with-persons")
+            page.wait_for_selector("#frame-heat:not([hidden])")
+            raw = json.loads(page.text_content("#raw"))
+            items = raw["data"]["explanation"]["items"]
+            first = page.get_attribute("#frame-image", "data-frame")
+            shown = [it for it in items if str(it["frame_index"]) == first]
+            assert shown and all(it["kind"] == "face" for it in shown)
+            assert page.get_attribute("#frame-heat", "data-items") == str(len(shown))
+            assert page.locator("#frame-overlay .face-box").count() == len(shown)
+            shot(page, tmp_path, "ui-explain-video-faces")
             assert foreign == []
         finally:
             browser.close()
