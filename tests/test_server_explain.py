@@ -224,3 +224,37 @@ def test_the_options_are_stored_and_an_old_database_gains_the_column(detector, m
         assert old["status"] == "done" and old["explain"] is None
         again = wait_job(c, post_file(c, media["png"], explain="true", explain_method="occlusion").json()["job_id"])
         assert again["explain"]["method"] == "occlusion"
+
+
+def test_the_event_stream_says_when_the_explanation_starts(client, media, monkeypatch):
+    import mffmoe.explain.explainer as explainer
+
+    real, gate = explainer.explain_result, threading.Event()
+
+    def held(*args, **kwargs):
+        assert gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explainer, "explain_result", held)
+    job_id = post_file(client, media["image"], explain="true", explain_method="occlusion").json()["job_id"]
+    fallback = threading.Timer(15, gate.set)  # never hangs: the assertions below then fail instead
+    fallback.start()
+    events: list[tuple[str, dict]] = []
+    try:
+        with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+            name = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    name = line.removeprefix("event:").strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line.removeprefix("data:"))
+                    events.append((name or "message", data))
+                    if data["stage"] == "explaining":
+                        gate.set()
+    finally:
+        fallback.cancel()
+        gate.set()
+    explaining = [(n, d) for n, d in events if d["stage"] == "explaining"]
+    assert explaining and all(d["status"] == "running" and d["result"] is None for _, d in explaining)
+    assert events[-1][0] == "done" and events[-1][1]["stage"] is None
+    assert events[-1][1]["result"]["data"]["explanation"] is not None
