@@ -415,3 +415,109 @@ def test_docs_page_asks_for_the_key_instead_of_failing(setup, tmp_path):
             shot(page, tmp_path, "docs")
         finally:
             browser.close()
+
+
+def test_explanations_overlay_with_opacity_faces_and_frames(setup, tmp_path):
+    """With "Show where the experts look": the map over the image on a canvas, the slider sets its
+    opacity, the sentence saying what a map is; a faces image offers each face; a video shows its most
+    suspicious frame's map at once, marks the explained points, and a click on one shows its map."""
+    from mffmoe.results import WHAT_A_MAP_IS
+
+    detector, media, settings = setup
+    faces = face_media(tmp_path / "faces")
+    with live_server(create_app(detector, settings)) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1300})
+            foreign: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else foreign.append(r.url))
+            page.set_default_timeout(30_000)
+            page.goto(f"{url}/ui")
+            page.evaluate(f"() => sessionStorage.setItem('mffmoe.apiKey', {json.dumps(KEY)})")
+            page.reload()
+            page.wait_for_selector("#upload-panel:not([hidden])")
+            assert page.is_hidden("#explain-panel") and not page.is_checked("#explain")
+            page.check("#explain")
+
+            # An image (no face: the whole picture): one map over the whole picture.
+            page.set_input_files("#file", str(media["image"]))
+            page.wait_for_selector("#image-heat:not([hidden])")
+            assert page.text_content("#explain-what").strip() == WHAT_A_MAP_IS
+            assert page.is_visible("#explain-what")
+            assert page.get_attribute("#explain-info", "data-method") in ("gradcam", "occlusion")
+            heat = page.evaluate("""() => {
+                const c = document.getElementById('image-heat'), img = document.getElementById('media-image');
+                const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let painted = 0;
+                for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
+                const a = c.getBoundingClientRect(), b = img.getBoundingClientRect();
+                return {painted, pixels: c.width * c.height, same: [a.left - b.left, a.top - b.top,
+                        a.width - b.width, a.height - b.height].every((d) => Math.abs(d) < 1.5)};
+            }""")
+            assert heat["same"] and heat["painted"] == heat["pixels"] > 0, heat  # the box is the whole picture
+            assert page.locator("#explain-item option").count() == 1
+            raw = json.loads(page.text_content("#raw"))
+            (item,) = raw["data"]["explanation"]["items"]
+            assert page.locator("#image-overlay .peak").count() == (1 if item["peak"] else 0)
+            opacity = lambda: float(page.evaluate(  # noqa: E731
+                "getComputedStyle(document.getElementById('image-heat')).opacity"))
+            assert opacity() == pytest.approx(0.6)
+            page.fill("#heat-opacity", "20")
+            assert opacity() == pytest.approx(0.2) and page.text_content("#heat-opacity-value") == "20 %"
+            page.fill("#heat-opacity", "90")
+            assert opacity() == pytest.approx(0.9)
+            shot(page, tmp_path, "ui-explain-image")
+
+            # Two faces: one map per face crop, all at once or each alone.
+            page.set_input_files("#file", str(faces["faces"]))
+            page.wait_for_function("document.querySelectorAll('#explain-item option').length === 3")
+            assert page.text_content("#explain-item option:first-child").startswith("All faces (2)")
+            page.wait_for_selector("#image-heat[data-items='2']")
+            page.select_option("#explain-item", "1")
+            page.wait_for_selector("#image-heat[data-items='1']")
+            assert opacity() == pytest.approx(0.9)  # the slider holds for the next picture
+            shot(page, tmp_path, "ui-explain-faces")
+
+            # A video in whole-frame mode: the most suspicious frame's map on its thumbnail at once.
+            page.click("#crop-frame")
+            page.fill("#frames", "8")
+            page.set_input_files("#file", str(media["video"]))
+            page.wait_for_selector("#timeline:not([hidden])")
+            page.wait_for_selector("#frame-heat:not([hidden])")
+            raw = json.loads(page.text_content("#raw"))
+            explained = [it["frame_index"] for it in raw["data"]["explanation"]["items"]]
+            assert len(explained) == 3 and page.locator("#chart circle.pt.explained").count() == 3
+            scores = {f["frame_index"]: f["score"] for f in raw["data"]["frame_predictions"]}
+            ranked = sorted(explained, key=lambda i: (-scores[i], i))  # the most suspicious first
+            assert page.get_attribute("#frame-image", "data-frame") == str(ranked[0])
+            assert page.locator("#explain-item option").count() == 3
+            others = [f for f in raw["data"]["frame_predictions"] if f["frame_index"] not in explained]
+            page.click(f"#chart circle.pt[data-index='{others[0]['index']}']")
+            page.wait_for_function("(f) => document.getElementById('frame-image').dataset.frame === f",
+                                   arg=str(others[0]["frame_index"]))
+            assert page.is_hidden("#frame-heat") and "no map" in page.text_content("#explain-info")
+            last = next(f for f in raw["data"]["frame_predictions"] if f["frame_index"] == ranked[-1])
+            page.click(f"#chart circle.pt[data-index='{last['index']}']")
+            page.wait_for_selector("#frame-heat:not([hidden])")
+            assert page.get_attribute("#frame-image", "data-frame") == str(ranked[-1])
+            assert page.eval_on_selector("#explain-item", "s => s.selectedIndex") == 2
+            assert page.is_visible("#explain-what")
+            shot(page, tmp_path, "ui-explain-video")
+
+            # A video in faces mode: the explained frame's faces, each by its crop square, on its thumbnail.
+            page.click("#crop-faces")
+            page.fill("#frames", str(FACE_VIDEO_FRAMES))
+            page.set_input_files("#file", str(faces["video"]))
+            page.wait_for_selector("#chart.with-persons")
+            page.wait_for_selector("#frame-heat:not([hidden])")
+            raw = json.loads(page.text_content("#raw"))
+            items = raw["data"]["explanation"]["items"]
+            first = page.get_attribute("#frame-image", "data-frame")
+            shown = [it for it in items if str(it["frame_index"]) == first]
+            assert shown and all(it["kind"] == "face" for it in shown)
+            assert page.get_attribute("#frame-heat", "data-items") == str(len(shown))
+            assert page.locator("#frame-overlay .face-box").count() == len(shown)
+            shot(page, tmp_path, "ui-explain-video-faces")
+            assert foreign == []
+        finally:
+            browser.close()

@@ -13,10 +13,11 @@ import anyio
 from starlette.requests import Request
 
 from mffmoe.errors import MFFMoEError
+from mffmoe.explain.base import MAX_EXPLAIN_FRAMES, ExplainOptions
 from mffmoe.media.probe import probe_kind
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.jobs import Job, JobManager
-from mffmoe.server.models import CROP_MODES, JobRecord
+from mffmoe.server.models import CROP_MODES, EXPLAIN_METHODS, JobRecord
 from mffmoe.server.uploads import RequestBody, receive_upload
 
 #: Names a request may use for the served model, after `_normalise_model`.
@@ -49,6 +50,49 @@ def crop_field(value: str | None, default: str | None) -> str | None:
     return crop
 
 
+TRUE = frozenset({"true", "1", "yes", "on"})
+FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def bool_field(name: str, value: str | None) -> bool | None:
+    """A yes/no form field: true/1/yes/on or false/0/no/off (any case); missing or blank: None."""
+    if value is None or value.strip() == "":
+        return None
+    word = value.strip().lower()
+    if word in TRUE:
+        return True
+    if word in FALSE:
+        return False
+    raise ApiError(400, "invalid_request", f"{name} must be true or false, got {value!r}")
+
+
+def explain_fields(fields: dict[str, str]) -> ExplainOptions | None:
+    """`explain`, `explain_frames`, `explain_experts`, `explain_method`: the explanation asked for, or
+    None. The options are checked even without `explain`, so a mistyped one is never silently ignored."""
+    explain = bool_field("explain", fields.get("explain"))
+    experts = bool_field("explain_experts", fields.get("explain_experts"))
+    frames = fields.get("explain_frames")
+    count: int | None = None
+    if frames is not None and frames.strip() != "":
+        try:
+            count = int(frames)
+        except ValueError:
+            raise ApiError(400, "invalid_request", f"explain_frames must be an integer, got {frames!r}") from None
+        if not 1 <= count <= MAX_EXPLAIN_FRAMES:
+            raise ApiError(400, "invalid_request",
+                           f"explain_frames must be between 1 and {MAX_EXPLAIN_FRAMES}, got {count}")
+    method = (fields.get("explain_method") or "").strip().lower() or "auto"
+    if method not in EXPLAIN_METHODS:
+        raise ApiError(422, "unknown_explain_method", f"explain_method must be one of {', '.join(EXPLAIN_METHODS)}; "
+                                                      f"got {fields.get('explain_method')!r}")
+    if not explain:
+        return None
+    options: dict[str, object] = {"method": method, "experts": bool(experts)}
+    if count is not None:
+        options["frames"] = count
+    return ExplainOptions.model_validate(options)  # out_dir None: the server writes no overlay files
+
+
 async def accept(request: Request, jobs: JobManager, *, persist: bool) -> Job:
     """Receive the upload (refused at once when the queue is full), check the form and the media type,
     take a queue slot and queue the job. Raises ApiError, answered after the body is settled."""
@@ -66,6 +110,7 @@ async def _accept(request: Request, body: RequestBody, jobs: JobManager, *, pers
         upload = await receive_upload(body, request.headers.get("content-type", ""), upload_dir=settings.upload_dir)
     try:
         frames = frames_field(upload.fields.get("frames"), settings.max_frames)
+        explain = explain_fields(upload.fields)
         crop = crop_field(upload.fields.get("crop"), settings.detector.crop) or jobs.detector.crop
         model = upload.fields.get("model") or served
         if _normalise_model(model) not in {_normalise_model(served), *MODEL_ALIASES}:
@@ -75,7 +120,7 @@ async def _accept(request: Request, body: RequestBody, jobs: JobManager, *, pers
         except MFFMoEError as e:
             raise from_mffmoe(e, {str(upload.path): upload.filename}) from None
         record = JobRecord(filename=upload.filename, size=upload.size, frames=frames, crop=crop, model=served,
-                           media_id=upload.fields.get("mediaId"), user_id=upload.fields.get("userId"),
+                           explain=explain, media_id=upload.fields.get("mediaId"), user_id=upload.fields.get("userId"),
                            total=1 if kind.value == "image" else None)
         job = Job(record, upload, persist=persist, media_type=kind.value)
         slot = jobs.reserve()

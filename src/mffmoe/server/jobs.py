@@ -24,11 +24,11 @@ import anyio
 
 from mffmoe.errors import MFFMoEError
 from mffmoe.inference.detector import Detector
-from mffmoe.results import VideoAnalysisResult
+from mffmoe.results import ImageAnalysisResult, VideoAnalysisResult
 from mffmoe.server import thumbnails
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.metrics import Metrics
-from mffmoe.server.models import ErrorDetail, JobRecord, JobStatus
+from mffmoe.server.models import STAGE_EXPLAINING, STAGE_SCORING, ErrorDetail, JobRecord, JobStatus
 from mffmoe.server.settings import ServerSettings
 from mffmoe.server.store import JobStore
 from mffmoe.server.uploads import Upload
@@ -220,7 +220,8 @@ class JobManager:
             return
         with self._lock:
             self._running += 1
-        job.update(status=JobStatus.running, started=time.time())
+        job.update(status=JobStatus.running, started=time.time(),
+                   stage=STAGE_SCORING if job.record.explain is not None else None)
         self._store_started(job)
 
         def progress(done: int, total: int) -> None:
@@ -231,6 +232,8 @@ class JobManager:
         try:
             result = self.detector.analyze(job.upload.path, frames=job.record.frames, progress=progress,
                                           crop=job.record.crop)
+            if job.record.explain is not None:
+                result = self._explain(job, result)
             envelope = {"success": True, "model_used": self.detector.model_name,
                         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
                         "data": result.model_dump(mode="json")}
@@ -243,13 +246,44 @@ class JobManager:
             self._finish(job, JobStatus.failed, error=ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
         else:
             if job.persist and isinstance(result, VideoAnalysisResult):  # for the web page's chart
+                explained = [] if result.explanation is None else \
+                    [it.frame_index for it in result.explanation.items if it.frame_index is not None]
                 thumbnails.keep(thumbnails.folder(self.settings.db_path), job.id, job.upload.path,
-                                job.record.frames or self.detector.frames, result)
+                                job.record.frames or self.detector.frames, result, also=explained)
             total = job.record.total
             if total is None or job.media_type == "image":
                 total = total or 1
                 job.update(done=total, total=total)
             self._finish(job, JobStatus.done, result=envelope, processing=result.processing_time)
+
+    def _explain(self, job: Job, result: ImageAnalysisResult | VideoAnalysisResult,
+                 ) -> ImageAnalysisResult | VideoAnalysisResult:
+        """`result` with its explanation, made from the upload (still there: `_finish` removes it). The
+        job shows stage `explaining` meanwhile, so it never looks finished before its maps are made. The
+        score stands whatever happens: a failed explanation is said in the result's note."""
+        from mffmoe.explain.explainer import explained  # torch and captum only when asked for
+
+        options = job.record.explain
+        assert options is not None
+        if job.cancel_requested.is_set():
+            raise JobCancelled()
+        total = job.record.total or 1
+        job.update(stage=STAGE_EXPLAINING, done=total, total=total)
+        try:
+            options = options.model_copy(update={"out_dir": None})  # the server writes no overlay files
+            out: ImageAnalysisResult | VideoAnalysisResult  # `explained` keeps the result's type
+            if isinstance(result, ImageAnalysisResult):
+                out = explained(self.detector, job.upload.path, result, options)
+            else:
+                out = explained(self.detector, job.upload.path, result, options)
+        except Exception as e:  # a bug in the explanation, not in the score: logged, said, the job stands
+            log.exception("job %s: the explanation failed unexpectedly", job.id)
+            why = f"no explanation: internal error ({type(e).__name__}: {e})"
+            out = result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
+        if job.cancel_requested.is_set():
+            raise JobCancelled()
+        job.update(stage=None)
+        return out
 
     def _store_started(self, job: Job) -> None:
         """Persist the start, so a job interrupted by a crash keeps its `started`."""
@@ -267,7 +301,8 @@ class JobManager:
                 self._running -= 1
         finished = time.time()
         record = job.record.model_copy(update=dict(
-            status=status, finished=finished, result=result, http_status=200 if error is None else error.status,
+            status=status, stage=None, finished=finished, result=result,
+            http_status=200 if error is None else error.status,
             error=None if error is None else ErrorDetail(error=error.kind, message=error.message)))
         if job.persist:
             try:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_fie
 from pydantic.json_schema import GetJsonSchemaHandler, JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from mffmoe.results import ImageAnalysisResult, VideoAnalysisResult
+from mffmoe.explain.base import DEFAULT_EXPLAIN_FRAMES, MAX_EXPLAIN_FRAMES, ExplainOptions
+from mffmoe.results import WHAT_A_MAP_IS, ImageAnalysisResult, VideoAnalysisResult
 
 
 class ErrorDetail(BaseModel):
@@ -66,10 +67,16 @@ class DocumentedAs:
         return handler(self.model.__pydantic_core_schema__)
 
 
+#: `JobRecord.stage` values: the detector scores, then (when asked) the explanation is made.
+STAGE_SCORING = "scoring"
+STAGE_EXPLAINING = "explaining"
+
+
 class JobProgress(BaseModel):
     done: int = Field(description="frames scored so far (1 for a finished image)")
     total: int | None = Field(default=None, description="frames to score; null until the video is opened")
-    fraction: float | None = None
+    fraction: float | None = Field(default=None, description="done / total; null until the video is opened "
+                                   "and while the explanation is made (the job's `stage` is explaining)")
 
 
 class JobRecord(BaseModel):
@@ -92,6 +99,11 @@ class JobRecord(BaseModel):
     frames: int | None = None
     crop: str | None = Field(default=None, description="the crop mode asked for: frame, faces or auto "
                              "(the result's `crop` says what was scored)")
+    explain: ExplainOptions | None = Field(default=None, description="the explanation asked for (form field "
+                                           "`explain`); null: none. The server never writes overlay files "
+                                           "(`out_dir` is null): the maps are in the result")
+    stage: str | None = Field(default=None, description="a running job that explains: `scoring`, then "
+                              "`explaining` (it is not finished before its maps are made); null otherwise")
     done: int = Field(default=0, exclude=True)          # served as progress
     total: int | None = Field(default=None, exclude=True)
     result: Annotated[dict[str, Any], DocumentedAs(AnalyzeResponse)] | None = Field(
@@ -102,8 +114,9 @@ class JobRecord(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def progress(self) -> JobProgress:
+        explaining = self.stage == STAGE_EXPLAINING
         return JobProgress(done=self.done, total=self.total,
-                           fraction=(self.done / self.total) if self.total else None)
+                           fraction=(self.done / self.total) if self.total and not explaining else None)
 
     @property
     def is_final(self) -> bool:
@@ -122,6 +135,8 @@ class JobAccepted(BaseModel):
 
 #: Values of the `crop` form field (the detector's crop modes).
 CROP_MODES = ("frame", "faces", "auto")
+#: Values of the `explain_method` form field.
+EXPLAIN_METHODS = ("auto", "gradcam", "occlusion")
 
 #: The multipart form shared by /analyze and /jobs (parsed by hand, so declared here for the docs).
 UPLOAD_FORM: dict[str, Any] = {
@@ -145,6 +160,28 @@ UPLOAD_FORM: dict[str, Any] = {
                                         "configured default (frame unless configured, so the host's "
                                         "clients get the numbers they stored). Any other value: 422 "
                                         "`unknown_crop`"},
+                "explain": {"type": "boolean", "default": False,
+                            "description": "true (also 1, yes, on): add an explanation to the result "
+                                           "(`data.explanation`): small maps (32 x 32, values in [0, 1]) of "
+                                           "where the experts look, for the image, each face scored, or a "
+                                           "video's most suspicious sampled frames, each placed by its `box` "
+                                           "in original pixels. " + WHAT_A_MAP_IS + " Missing or false: no "
+                                           "explanation, the response is unchanged (`explanation` null). Any "
+                                           "other value: 400 `invalid_request`. The score never changes; an "
+                                           "explanation that cannot be made is said in `data.note` and the "
+                                           "job still succeeds"},
+                "explain_frames": {"type": "integer", "minimum": 1, "maximum": MAX_EXPLAIN_FRAMES,
+                                   "default": DEFAULT_EXPLAIN_FRAMES,
+                                   "description": "with explain, videos: how many of the most suspicious "
+                                                  "sampled frames to explain; outside 1.."
+                                                  f"{MAX_EXPLAIN_FRAMES}: 400 `invalid_request`"},
+                "explain_experts": {"type": "boolean", "default": False,
+                                    "description": "with explain: add each expert's own map"},
+                "explain_method": {"type": "string", "enum": list(EXPLAIN_METHODS), "default": "auto",
+                                   "description": "with explain: `gradcam` (Grad-CAM, about one ensemble "
+                                                  "pass), `occlusion` (gradient-free, 26 passes) or `auto` "
+                                                  "(Grad-CAM where captum is installed). Any other value: 422 "
+                                                  "`unknown_explain_method`"},
             }}}},
     }
 }
@@ -153,6 +190,7 @@ UPLOAD_FORM: dict[str, Any] = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "empty upload or bad form", 401: "missing or wrong X-API-Key", 404: "unknown job",
             408: "upload too slow (timeout, idle or rate limit)", 413: "upload over --max-upload-mb",
-            415: "not an image or a video", 422: "undecodable media, or an unknown crop mode",
+            415: "not an image or a video",
+            422: "undecodable media, or an unknown crop mode or explanation method",
             503: "queue full (see Retry-After)"}
     return {c: {"model": ErrorBody, "description": text.get(c, "")} for c in codes}

@@ -115,7 +115,7 @@ class JobStore:
         error = ErrorDetail(error="interrupted", message=message).model_dump_json()
         with self._lock:
             cur = self._db.execute(
-                f"UPDATE jobs SET status = ?, finished = ?, error = ?, http_status = 503 "
+                f"UPDATE jobs SET status = ?, stage = NULL, finished = ?, error = ?, http_status = 503 "
                 f"WHERE status IN ({', '.join('?' * len(UNFINISHED))})",
                 (JobStatus.failed.value, time.time(), error, *UNFINISHED))
         return cur.rowcount

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -44,11 +44,14 @@ def spread(indices: Sequence[int], limit: int) -> list[int]:
     return sorted({indices[round(i * (len(indices) - 1) / (limit - 1))] for i in range(limit)})
 
 
-def keep(root: Path | None, job_id: str, video: Path, frames: int, result: VideoAnalysisResult) -> int:
-    """Write the thumbnails of `result`'s frames (sampled as `frames` per video); returns how many."""
+def keep(root: Path | None, job_id: str, video: Path, frames: int, result: VideoAnalysisResult,
+         also: Iterable[int] = ()) -> int:
+    """Write the thumbnails of `result`'s frames (sampled as `frames` per video; at most MAX_PER_JOB of
+    them, plus every frame index in `also`: the explained frames, whose maps the page draws on them);
+    returns how many."""
     if root is None:
         return 0
-    wanted = set(spread([f.frame_index for f in result.frame_predictions], MAX_PER_JOB))
+    wanted = set(spread([f.frame_index for f in result.frame_predictions], MAX_PER_JOB)) | set(also)
     staging = root / f".{job_id}.partial"
     try:
         staging.mkdir(parents=True, exist_ok=True)

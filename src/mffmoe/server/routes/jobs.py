@@ -61,7 +61,8 @@ async def cancel_job(job_id: str, jobs: ManagerDep) -> JSONResponse:
 
 @router.get("/{job_id}/events", summary="Progress as server-sent events",
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "events `status`, `progress`, then one of `done`, `failed`, "
+                             "description": "events `status`, `progress` (also when the stage changes "
+                                            "from scoring to explaining), then one of `done`, `failed`, "
                                             "`cancelled`; each `data` is the job as GET /jobs/{id} gives it"},
                        **error_responses(401, 404)})
 async def job_events(job_id: str, jobs: ManagerDep) -> EventSourceResponse:
@@ -85,7 +86,7 @@ async def _events(first: JobRecord, job: Job | None) -> AsyncIterator[ServerSent
             return
         if record.status != last.status:
             yield _event("status", record)
-        elif record.done != last.done:
+        elif record.done != last.done or record.stage != last.stage:
             yield _event("progress", record)
         last = record
         await job.wait(record)

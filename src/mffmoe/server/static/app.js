@@ -85,6 +85,7 @@ function upload(file, crop, isCurrent) {
     form.append("crop", crop);
     const frames = parseInt($("frames").value, 10);
     if (frames > 0) form.append("frames", String(frames));
+    if ($("explain").checked) form.append("explain", "true");
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/jobs");
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
@@ -159,7 +160,7 @@ async function run(crop) {
   const token = ++current.token;
   const file = current.file;
   const isCurrent = () => token === current.token;
-  const key = `${crop}/${$("frames").value}`;  // a result holds for its mode and frame count
+  const key = `${crop}/${$("frames").value}/${$("explain").checked}`;  // a result holds for its mode, frame count and explanation
   stopClock();
   show("error", false);
   show("result", false);
@@ -192,7 +193,8 @@ async function job(file, crop, isCurrent) {
     if (job.status === "queued") setStatus("Queued…");
     else if (job.status === "running") {
       startClock();
-      if (p.total && p.total > 1) setStatus(`Analysing frames: ${p.done} / ${p.total}`, p.done, p.total);
+      if (job.stage === "explaining") setStatus("Scored; finding where the experts look…");
+      else if (p.total && p.total > 1) setStatus(`Analysing frames: ${p.done} / ${p.total}`, p.done, p.total);
       else setStatus(`Analysing (${CROP_NAMES[crop]})…`);
     }
   });
@@ -209,6 +211,10 @@ for (const b of document.querySelectorAll("#crop-switch button")) {
     if (current.file) run(current.crop);
   });
 }
+
+// Ticking "Show where the experts look" re-analyses the file shown with (or without) maps, once: the
+// result without them stays kept, as each mode's.
+$("explain").addEventListener("change", () => { if (current.file) run(current.crop); });
 
 const drop = $("drop");
 $("file").addEventListener("change", () => { const f = $("file").files[0]; if (f) analyse(f); });
@@ -253,6 +259,7 @@ function render(envelope, jobId) {
   const isVideo = r.media_type === "video";
   show("timeline", isVideo);
   show("result", true);
+  prepareExplanation(r, jobId);
   renderImage(isVideo ? null : r);
   renderFaceList(r);
   if (isVideo) renderChart(r, jobId);
@@ -324,7 +331,11 @@ function renderImage(r) {
   $("image-overlay").textContent = "";
   if (!r || !current.file) { show("image-view", false); return; }
   if (!current.imageUrl) current.imageUrl = URL.createObjectURL(current.file);
-  const draw = () => { show("image-view", true); drawBoxes($("image-overlay"), r.faces, r.dimensions, faceName); };
+  const draw = () => {
+    show("image-view", true);
+    drawBoxes($("image-overlay"), r.faces, r.dimensions, faceName);
+    drawSelectedView();
+  };
   img.onerror = () => show("image-view", false);  // a type the browser cannot show (the result stands)
   if (img.getAttribute("src") === current.imageUrl && img.complete && img.naturalWidth) {
     img.onload = null;
@@ -446,6 +457,7 @@ async function showFrame(jobId, f, dims) {
   const img = $("frame-image");
   const want = `${jobId}/${f.frame_index}`;
   img.dataset.want = want;
+  clearHeat("frame-heat", "frame-overlay");  // no map of another frame over this one
   let src = null;
   try {
     const res = await fetch(`/jobs/${jobId}/frames/${f.frame_index}`, { headers: authHeaders() });
@@ -466,6 +478,7 @@ async function showFrame(jobId, f, dims) {
   show("frame-box", !!src);
   show("frame-image", !!src);
   show("frame-missing", !src);
+  heatForFrame(f, !!src);
 }
 
 function renderChart(r, jobId) {
@@ -525,11 +538,12 @@ function renderChart(r, jobId) {
   };
   const radius = frames.length > 150 ? 2.5 : 4.5;
   frames.forEach((f) => {
+    const explained = heat.frames.has(f.frame_index) ? " explained" : "";
     const pt = el("circle", {
-      class: `pt ${f.prediction === "FAKE" ? "fake" : "real"}`, cx: x(f.timestamp), cy: y(f.score), r: radius,
+      class: `pt ${f.prediction === "FAKE" ? "fake" : "real"}${explained}`, cx: x(f.timestamp), cy: y(f.score), r: radius,
       "data-index": f.index, "data-time": f.timestamp,
     });
-    pt.append(el("title", {}, `${fmt(f.timestamp, 2)} s: ${fmt(f.score)}`));
+    pt.append(el("title", {}, `${fmt(f.timestamp, 2)} s: ${fmt(f.score)}` + (explained ? " (has a map)" : "")));
     pt.addEventListener("click", () => select(f));
     svg.append(pt);
   });
@@ -552,6 +566,10 @@ function renderChart(r, jobId) {
   });
   renderLegend(persons);
   $("frame-info").textContent = "Click a point to see that frame.";
+  heat.select = select;
+  // With an explanation, the most suspicious explained frame is shown with its map at once.
+  const first = heat.views.length ? frames.find((f) => f.frame_index === heat.views[0].frame) : null;
+  if (first) select(first);
 }
 
 // Below the chart in faces mode: each person's line colour, face, score and verdict.
@@ -591,5 +609,212 @@ function renderLegend(persons) {
   entry("frame", null, "each frame's highest face", null);
   show("chart-legend", true);
 }
+
+// -- explanations: where the experts look -------------------------------------------------------------
+// Each explained item has a small map (32 x 32, values in [0, 1]) over its `box`, the region the model
+// saw in original pixels (a face's crop square may leave the picture). The page colours it and stretches
+// it bilinearly over the box, scaled to the picture as displayed, on a canvas over the picture; the
+// slider sets the canvas's opacity. Videos: the explained frames (the most suspicious ones) are drawn on
+// their thumbnails; clicking such a frame in the chart shows its map.
+const WHAT_A_MAP_IS = "A map shows where the evidence that moved the score lies, not proof that a region was manipulated.";
+const heat = { explanation: null, result: null, views: [], frames: new Set(), select: null };
+
+// The heat scale (the legend's gradient): value in [0, 1] to RGB.
+const HEAT_STOPS = [[0, [0, 0, 140]], [0.2, [0, 150, 255]], [0.4, [0, 220, 120]], [0.6, [255, 230, 0]],
+  [0.8, [255, 60, 0]], [1, [180, 0, 0]]];
+function heatColour(v) {
+  for (let i = 1; i < HEAT_STOPS.length; i++) {
+    const [v1, c1] = HEAT_STOPS[i];
+    if (v <= v1) {
+      const [v0, c0] = HEAT_STOPS[i - 1];
+      const t = (v - v0) / (v1 - v0);
+      return [0, 1, 2].map((k) => Math.round(c0[k] + t * (c1[k] - c0[k])));
+    }
+  }
+  return HEAT_STOPS[HEAT_STOPS.length - 1][1];
+}
+
+// The views the selector offers: for an image, the whole picture or each face (and all faces at once);
+// for a video, each explained frame (all its maps) and, with several faces, each face of it.
+function explainViews(r) {
+  const ex = r.explanation;
+  if (!ex) return [];
+  const views = [];
+  if (r.media_type === "image") {
+    const faces = ex.items.filter((it) => it.kind === "face");
+    if (faces.length > 1) views.push({ label: `All faces (${faces.length})`, frame: null, items: ex.items });
+    ex.items.forEach((it) => views.push({
+      label: `${it.kind === "face" ? `Face ${it.face + 1}` : "Whole picture"} · P(fake) ${fmt(it.score)}`,
+      frame: null, items: [it] }));
+    return views;
+  }
+  const byFrame = new Map();
+  for (const it of ex.items) {
+    if (!byFrame.has(it.frame_index)) byFrame.set(it.frame_index, []);
+    byFrame.get(it.frame_index).push(it);
+  }
+  const predictions = new Map(r.frame_predictions.map((f) => [f.frame_index, f]));
+  const score = (index) => (predictions.get(index) || { score: 0 }).score;
+  // The most suspicious explained frame first (the items come in frame order).
+  const order = [...byFrame.keys()].sort((a, b) => score(b) - score(a) || a - b);
+  for (const index of order) {
+    const items = byFrame.get(index);
+    const f = predictions.get(index);
+    const at = items[0].timestamp !== null && items[0].timestamp !== undefined ? ` at ${fmt(items[0].timestamp, 2)} s` : "";
+    const score = f ? ` · P(fake) ${fmt(f.score)}` : "";
+    views.push({ label: `Frame ${index}${at}${score}`, frame: index, items });
+    if (items.length > 1 || items[0].kind === "face") {
+      items.forEach((it) => {
+        if (it.kind !== "face") return;
+        const face = f && f.faces ? f.faces[it.face] : null;
+        const name = face ? faceName(face, it.face) : `Face ${it.face + 1}`;
+        if (items.length > 1) views.push({ label: `Frame ${index} · ${name} · P(fake) ${fmt(it.score)}`, frame: index, items: [it] });
+      });
+    }
+  }
+  return views;
+}
+
+function prepareExplanation(r, jobId) {
+  const panel = $("explain-panel");
+  const ex = r.explanation || null;
+  heat.explanation = ex;
+  heat.result = r;
+  heat.select = null;
+  heat.views = explainViews(r);
+  heat.frames = new Set(heat.views.map((v) => v.frame).filter((x) => x !== null));
+  clearHeat("image-heat", "image-overlay");
+  clearHeat("frame-heat", "frame-overlay");
+  if (!ex || !heat.views.length) { show("explain-panel", false); return; }
+  // Next to the picture it draws on: the image, or the frame shown under the chart.
+  if (r.media_type === "image") $("image-view").after(panel);
+  else $("timeline").querySelector(".frame-view").after(panel);
+  $("explain-what").textContent = ex.note || WHAT_A_MAP_IS;
+  const select = $("explain-item");
+  select.textContent = "";
+  heat.views.forEach((v, i) => {
+    const o = document.createElement("option");
+    o.value = String(i);
+    o.textContent = v.label;
+    select.append(o);
+  });
+  select.value = "0";
+  const frames = r.media_type === "video" ? ` · ${heat.frames.size} most suspicious frame(s) explained` : "";
+  $("explain-info").textContent = `Method: ${ex.method} (${ex.method_reason})${frames} · made in ${fmt(ex.seconds, 2)} s`;
+  $("explain-info").dataset.method = ex.method;
+  show("explain-panel", true);
+  applyOpacity();
+}
+
+function selectedView() {
+  const i = parseInt($("explain-item").value, 10);
+  return Number.isInteger(i) ? heat.views[i] || null : null;
+}
+
+function clearHeat(canvasId, overlayId) {
+  const canvas = $(canvasId);
+  canvas.hidden = true;
+  delete canvas.dataset.items;
+  $(overlayId).querySelectorAll(".peak").forEach((p) => p.remove());
+}
+
+// Draw `items`' maps on `canvas`, sized to `picture` as displayed; their peaks go into `overlay`.
+function drawHeat(canvas, overlay, picture, items) {
+  const ex = heat.explanation;
+  overlay.querySelectorAll(".peak").forEach((p) => p.remove());
+  const w = Math.max(1, Math.round(picture.clientWidth)), h = Math.max(1, Math.round(picture.clientHeight));
+  if (!ex || !items.length || !picture.clientWidth) { canvas.hidden = true; return; }
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  const sx = w / ex.width, sy = h / ex.height;
+  for (const it of items) {
+    const map = it.map, rows = map.length, cols = map[0].length;
+    const [l, t, r, b] = it.box.map(Number);
+    const bx = l * sx, by = t * sy, bw = (r - l) * sx, bh = (b - t) * sy;
+    if (bw <= 0 || bh <= 0) continue;
+    const x0 = Math.max(0, Math.floor(bx)), x1 = Math.min(w, Math.ceil(bx + bw));
+    const y0 = Math.max(0, Math.floor(by)), y1 = Math.min(h, Math.ceil(by + bh));
+    for (let py = y0; py < y1; py++) {
+      // bilinear between the cells' centres, clamped at the box's edges
+      const v = Math.min(rows - 1, Math.max(0, ((py + 0.5 - by) / bh) * rows - 0.5));
+      const r0 = Math.floor(v), r1 = Math.min(rows - 1, r0 + 1), fy = v - r0;
+      for (let px = x0; px < x1; px++) {
+        const u = Math.min(cols - 1, Math.max(0, ((px + 0.5 - bx) / bw) * cols - 0.5));
+        const c0 = Math.floor(u), c1 = Math.min(cols - 1, c0 + 1), fx = u - c0;
+        const top = map[r0][c0] * (1 - fx) + map[r0][c1] * fx;
+        const bottom = map[r1][c0] * (1 - fx) + map[r1][c1] * fx;
+        const value = Math.min(1, Math.max(0, top * (1 - fy) + bottom * fy));
+        const [cr, cg, cb] = heatColour(value);
+        const k = 4 * (py * w + px);
+        image.data[k] = cr;
+        image.data[k + 1] = cg;
+        image.data[k + 2] = cb;
+        image.data[k + 3] = Math.round(255 * (0.35 + 0.65 * value));
+      }
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  canvas.dataset.items = String(items.length);
+  canvas.hidden = false;
+  for (const it of items) {
+    if (!it.peak) continue;
+    const mark = document.createElement("div");
+    mark.className = "peak";
+    mark.style.left = `${(100 * it.peak[0] / ex.width).toFixed(3)}%`;
+    mark.style.top = `${(100 * it.peak[1] / ex.height).toFixed(3)}%`;
+    mark.title = `Peak of the map at (${it.peak[0]}, ${it.peak[1]}) px`;
+    overlay.append(mark);
+  }
+  const peaks = items.filter((it) => it.peak).map((it) => `(${it.peak[0]}, ${it.peak[1]})`);
+  const base = $("explain-info").textContent.split(" · peak")[0];
+  $("explain-info").textContent = base + (peaks.length ? ` · peak at ${peaks.join(", ")} px` : " · no evidence found (the map is zero)");
+}
+
+// The selected view on its picture: the image, or (videos) the frame under the chart.
+function drawSelectedView() {
+  const view = selectedView();
+  if (!heat.explanation || !view) return;
+  if (view.frame === null) {
+    if (heat.result.media_type === "image") drawHeat($("image-heat"), $("image-overlay"), $("media-image"), view.items);
+    return;
+  }
+  if ($("frame-image").dataset.frame === String(view.frame) && !$("frame-image").hidden) {
+    drawHeat($("frame-heat"), $("frame-overlay"), $("frame-image"), view.items);
+  }
+}
+
+// A frame was shown (a click in the chart, or the selector): its map, when it has one.
+function heatForFrame(f, shown) {
+  if (!heat.explanation || heat.result.media_type !== "video") return;
+  const current = selectedView();
+  const select = $("explain-item");
+  if (!current || current.frame !== f.frame_index) {
+    const i = heat.views.findIndex((v) => v.frame === f.frame_index);
+    select.selectedIndex = i;  // -1: this frame has no map (only the most suspicious frames are explained)
+  }
+  if (select.selectedIndex < 0) {
+    const base = $("explain-info").textContent.split(" · peak")[0];
+    $("explain-info").textContent = base + " · peak: this frame has no map (choose an explained frame)";
+    return;
+  }
+  if (shown) drawSelectedView();
+}
+
+$("explain-item").addEventListener("change", () => {
+  const view = selectedView();
+  if (!view) return;
+  if (view.frame === null) { drawSelectedView(); return; }
+  const f = heat.result.frame_predictions.find((p) => p.frame_index === view.frame);
+  if (f && heat.select) heat.select(f);
+});
+
+function applyOpacity() {
+  const value = parseInt($("heat-opacity").value, 10);
+  for (const id of ["image-heat", "frame-heat"]) $(id).style.opacity = String(value / 100);
+  $("heat-opacity-value").textContent = `${value} %`;
+}
+$("heat-opacity").addEventListener("input", applyOpacity);
 
 connect();
