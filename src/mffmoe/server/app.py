@@ -9,6 +9,7 @@ The routes live in `server/routes/`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,7 +71,11 @@ def create_app(detector: Detector | None = None, settings: ServerSettings | None
         try:
             yield
         finally:
-            checking.cancel()
+            # Waited for, not cancelled: its thread cannot be stopped, and a process that exits while a
+            # thread is inside torch aborts ("terminate called without an active exception"). Small
+            # weights take well under a second; large ones run in a child that ends with the check.
+            with contextlib.suppress(Exception):
+                await checking
             app.state.ready = False
             await anyio.to_thread.run_sync(app.state.jobs.shutdown)
             store.close()
