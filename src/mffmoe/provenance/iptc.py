@@ -4,7 +4,7 @@ program fields still carry generator names ("Made with Google AI", a generator a
 """
 from __future__ import annotations
 
-from PIL import Image, IptcImagePlugin
+from PIL import ImageFile, IptcImagePlugin
 
 from mffmoe.provenance.findings import Findings
 
@@ -14,7 +14,7 @@ _FIELDS = {(2, 80): ("By-line", True), (2, 110): ("Credit", True), (2, 115): ("S
            (2, 70): ("ProgramVersion", False), (2, 55): ("DateCreated", False), (2, 60): ("TimeCreated", False)}
 
 
-def read_iptc(image: Image.Image) -> Findings:
+def read_iptc(image: ImageFile.ImageFile) -> Findings:
     found = Findings("iptc")
     if image.format not in ("JPEG", "TIFF"):
         return found

@@ -62,7 +62,7 @@ class C2PAAction(BaseModel):
     digital_source_type: str | None = None
     software_agent: str | None = None
     when: str | None = None
-    manifest: str = Field("active", description="'active' or the label of an ingredient's manifest")
+    manifest: str = Field(default="active", description="'active' or the label of an ingredient's manifest")
 
 
 class C2PAInfo(BaseModel):
@@ -76,10 +76,10 @@ class C2PAInfo(BaseModel):
     format: str | None = None
     actions: list[C2PAAction] = Field(default_factory=list)
     digital_source_types: list[str] = Field(default_factory=list)
-    signer: str | None = Field(None, description="the signing certificate's subject common name")
-    issuer: str | None = Field(None, description="the signing certificate's issuer organisation")
+    signer: str | None = Field(default=None, description="the signing certificate's subject common name")
+    issuer: str | None = Field(default=None, description="the signing certificate's issuer organisation")
     signature_alg: str | None = None
-    signing_time: str | None = Field(None, description="from a time-stamp, when the manifest has one")
+    signing_time: str | None = Field(default=None, description="from a time-stamp, when the manifest has one")
     validation_state: str | None = None
     validation_codes: list[str] = Field(default_factory=list, description="failure codes, e.g. "
                                         "signingCredential.untrusted")
