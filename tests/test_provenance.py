@@ -304,3 +304,13 @@ def test_missing_c2pa_is_visible_in_the_summary(tmp_path: Path, monkeypatch: pyt
     path = tmp_path / "plain.png"
     _pixels().save(path)
     assert read_provenance(path).summary == "no provenance found (C2PA not checked)"
+
+
+def test_exif_of_an_image_over_pillows_pixel_cap(camera_jpeg: Path, tmp_path: Path) -> None:
+    data = bytearray(camera_jpeg.read_bytes())
+    sof = data.find(b"\xff\xc0")  # baseline SOF0: length(2) precision(1) height(2) width(2)
+    data[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2  # 900 MP: Image.open refuses it
+    path = tmp_path / "huge_header.jpg"
+    path.write_bytes(bytes(data))
+    p = read_provenance(path)
+    assert p.exif["Model"] == "Canon EOS R5" and not p.errors

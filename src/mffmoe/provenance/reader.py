@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
+
+from PIL import ImageFile
 
 from mffmoe.errors import UnsupportedMediaError
 from mffmoe.media.probe import MediaKind, probe_kind
@@ -80,11 +83,10 @@ def _image(path: Path) -> list[Findings]:
         if chunks.xmp:
             parts.append(read_xmp(chunks.xmp))
         return parts
-    from PIL import Image
     parts = []
     xmp: bytes | str | None = None
     try:
-        with Image.open(path) as im:  # lazy: headers and APPn segments only, no pixels
+        with _open_header(path) as im:  # lazy: headers and APPn segments only, no pixels
             parts += [read_exif_image(im), read_iptc(im)]
             raw = im.info.get("xmp")
             xmp = raw if isinstance(raw, bytes | str) and raw else None
@@ -97,6 +99,29 @@ def _image(path: Path) -> list[Findings]:
     else:
         parts += _scanned_xmp(path)
     return parts
+
+
+def _open_header(path: Path) -> ImageFile.ImageFile:
+    """Pillow's lazy open, also for images over its decompression-bomb cap: those are analysed in strips
+    (media/strips.py) and their metadata matters as much; only the header is parsed here, never pixels."""
+    from PIL import Image
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        pass
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(prefix):
+            continue
+        try:
+            # A path (typed as IO by Pillow's stubs): the image then owns and closes its file.
+            return factory(cast(Any, str(path)), str(path))
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError):
+            continue
+    raise OSError("no Pillow plugin reads this header")
 
 
 def _scanned_xmp(path: Path) -> list[Findings]:
