@@ -10,6 +10,8 @@ import re
 
 from mffmoe.provenance.schema import AIClaim, ClaimKind, Source
 
+LABELS = {"c2pa": "C2PA", "exif": "EXIF", "xmp": "XMP", "iptc": "IPTC", "png_text": "PNG text",
+          "container": "container tag", "file": "file"}
 IPTC_PREFIX = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
 # IPTC Digital Source Type vocabulary (https://cv.iptc.org/newscodes/digitalsourcetype/): the codes that
@@ -74,7 +76,7 @@ def hint_claim(source: Source, field: str, value: str) -> AIClaim | None:
     if name is None:
         return None
     return AIClaim(source=source, field=field, value=shorten(value), kind="generator_hint",
-                   description=f"{field} names {name}")
+                   description=f"{LABELS.get(source, source)} {field} '{shorten(value, 60)}' names {name}")
 
 
 def source_type_code(value: str) -> str:
@@ -89,7 +91,7 @@ def source_type_claim(source: Source, field: str, value: str) -> AIClaim | None:
     if code not in AI_SOURCE_TYPES:
         return None
     kind, meaning = AI_SOURCE_TYPES[code]
-    label = {"c2pa": "C2PA", "xmp": "XMP", "iptc": "IPTC"}.get(source, source)
+    label = LABELS.get(source, source)
     return AIClaim(source=source, field=field, value=value, kind=kind,
                    description=f"{label} digitalSourceType {code}: {meaning}")
 
@@ -113,4 +115,5 @@ def parameters_claim(source: Source, field: str, value: str) -> AIClaim | None:
     if not is_sd_parameters(value):
         return None
     return AIClaim(source=source, field=field, value=shorten(value), kind="generator_hint",
-                   description=f"{field} holds Stable Diffusion generation settings (AUTOMATIC1111 style)")
+                   description=f"{LABELS.get(source, source)} {field}: Stable Diffusion generation settings "
+                               "(AUTOMATIC1111 style)")

@@ -119,7 +119,7 @@ def _add_text(found: Findings, key: str, text: str) -> None:
     if lower in GENERATOR_KEYS and (lower != "prompt" or text.lstrip().startswith("{")):
         generator = GENERATOR_KEYS[lower]
         found.claims.append(AIClaim(source="png_text", field=key, value=shorten(text), kind="generator_hint",
-                                    description=f"PNG text '{key}' is {generator}'s record of a generation"))
+                                    description=f"PNG text '{key}': generation settings written by {generator}"))
     elif (claim := parameters_claim("png_text", key, text)) is not None:
         found.claims.append(claim)
 

@@ -48,7 +48,8 @@ def _tags(found: Findings, prefix: str, tags: dict[str, str]) -> None:
         low = key.lower()
         name = f"{prefix}{key}"
         if low in GPS_TAGS:
-            found.add(f"{prefix}GPS", "present")
+            if f"{prefix}GPS" not in found.fields:
+                found.add(f"{prefix}GPS", "present")
             found.fields[name] = "present"  # coordinates are not copied (privacy)
             continue
         structural = low in STRUCTURAL or f"{low}:{value}" in STRUCTURAL
