@@ -314,3 +314,25 @@ def test_exif_of_an_image_over_pillows_pixel_cap(camera_jpeg: Path, tmp_path: Pa
     path.write_bytes(bytes(data))
     p = read_provenance(path)
     assert p.exif["Model"] == "Canon EOS R5" and not p.errors
+
+
+def test_c2pa_tampered_content_reads_invalid(c2pa_jpeg: tuple[Path, str], tmp_path: Path) -> None:
+    data = bytearray(c2pa_jpeg[0].read_bytes())
+    data[-10] ^= 0xFF  # inside the entropy-coded image data, after the manifest: the hash no longer matches
+    path = tmp_path / "tampered.jpg"
+    path.write_bytes(bytes(data))
+    p = read_provenance(path)
+    assert p.c2pa_status == "found" and p.c2pa is not None
+    assert p.c2pa.validation_state == "Invalid", (p.c2pa.validation_state, p.c2pa.validation_codes)
+    assert any("mismatch" in code for code in p.c2pa.validation_codes), p.c2pa.validation_codes
+    assert p.claims_ai and "validation Invalid" in p.summary  # the claim is still reported, with its state
+
+
+def test_a1111_parameters_in_jpeg_user_comment(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[0x9286] = b"UNICODE\x00" + A1111.encode("utf-16-be")
+    path = tmp_path / "a1111.jpg"
+    _pixels().save(path, exif=exif)
+    p = read_provenance(path)
+    assert p.exif["UserComment"] == A1111
+    assert any(c.field == "UserComment" and c.kind == "generator_hint" for c in p.ai_claims)
