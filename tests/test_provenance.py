@@ -171,13 +171,10 @@ def test_zlib_bomb_text_chunk_is_bounded(tmp_path: Path) -> None:
     assert p.errors and "inflates to more than" in p.errors[0].message
 
 
-def test_mp4_container_tags(tmp_path: Path) -> None:
-    av = pytest.importorskip("av")
-    path = tmp_path / "clip.mp4"
+def _write_mp4(path: Path, tags: dict[str, str]) -> None:
+    import av
     with av.open(str(path), "w", format="mp4", options={"movflags": "use_metadata_tags"}) as out:
-        out.metadata.update({"title": "test clip", "comment": "made with Sora",
-                             "com.apple.quicktime.make": "Apple", "com.apple.quicktime.model": "iPhone 15 Pro",
-                             "creation_time": "2024-05-01T10:11:12.000000Z"})
+        out.metadata.update(tags)
         stream = out.add_stream("mpeg4", rate=5)
         stream.width = stream.height = 32
         stream.pix_fmt = "yuv420p"
@@ -185,6 +182,12 @@ def test_mp4_container_tags(tmp_path: Path) -> None:
             frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 40, np.uint8), format="rgb24")
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+
+
+def test_mp4_container_tags(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    _write_mp4(path, {"title": "test clip", "comment": "made with Sora", "com.apple.quicktime.make": "Apple",
+                      "com.apple.quicktime.model": "iPhone 15 Pro", "creation_time": "2024-05-01T10:11:12.000000Z"})
     p = read_provenance(path)
     assert p.media_kind == "video" and p.found
     c = p.container
@@ -239,26 +242,36 @@ def _cert_chain():
     return chain, key, root.public_bytes(pem).decode()
 
 
-@pytest.fixture(scope="module")
-def c2pa_jpeg(tmp_path_factory) -> tuple[Path, str]:
-    c2pa = pytest.importorskip("c2pa")
-    chain, key, root_pem = _cert_chain()
+def _sign(src: Path, dst: Path, mime: str, chain: bytes, key: bytes) -> None:
+    """Sign `src` with a manifest saying 'created by a trained model' (c2pa-python's Builder)."""
+    import c2pa
     manifest = {
         "claim_generator_info": [{"name": "mffmoe-tests", "version": "1.0"}],
-        "title": "generated.jpg",
-        "format": "image/jpeg",
+        "title": f"generated{src.suffix}",
         "assertions": [{"label": "c2pa.actions", "data": {"actions": [
             {"action": "c2pa.created", "digitalSourceType": IPTC_AI, "softwareAgent": {"name": "Test Generator"}}]}}],
     }
+    # No thumbnail (faster); no verification after signing (the test root is on no trust list).
     context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}},
                                       "verify": {"verify_after_sign": False, "remote_manifest_fetch": False}})
     signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, key, None))
+    with c2pa.Builder(manifest, context=context) as builder, open(src, "rb") as s, open(dst, "w+b") as d:
+        builder.sign(signer, mime, s, d)
+
+
+@pytest.fixture(scope="module")
+def chain() -> tuple[bytes, bytes, str]:
+    pytest.importorskip("c2pa")
+    return _cert_chain()
+
+
+@pytest.fixture(scope="module")
+def c2pa_jpeg(tmp_path_factory, chain) -> tuple[Path, str]:
     src = tmp_path_factory.mktemp("c2pa") / "source.jpg"
     _pixels().save(src)
     dst = src.with_name("signed.jpg")
-    with c2pa.Builder(manifest, context=context) as builder, open(src, "rb") as s, open(dst, "w+b") as d:
-        builder.sign(signer, "image/jpeg", s, d)
-    return dst, root_pem
+    _sign(src, dst, "image/jpeg", chain[0], chain[1])
+    return dst, chain[2]
 
 
 def test_c2pa_manifest_signed_by_a_test_chain(c2pa_jpeg: tuple[Path, str]) -> None:
@@ -336,3 +349,14 @@ def test_a1111_parameters_in_jpeg_user_comment(tmp_path: Path) -> None:
     p = read_provenance(path)
     assert p.exif["UserComment"] == A1111
     assert any(c.field == "UserComment" and c.kind == "generator_hint" for c in p.ai_claims)
+
+
+def test_c2pa_manifest_in_an_mp4(tmp_path: Path, chain) -> None:
+    src = tmp_path / "clip.mp4"
+    _write_mp4(src, {})
+    dst = tmp_path / "signed.mp4"
+    _sign(src, dst, "video/mp4", chain[0], chain[1])
+    p = read_provenance(dst)
+    assert p.media_kind == "video" and p.c2pa_status == "found" and p.c2pa is not None
+    assert p.c2pa.digital_source_types == [IPTC_AI] and p.c2pa.title == "generated.mp4"
+    assert p.claims_ai and p.container["encoder"].startswith("Lavf")
