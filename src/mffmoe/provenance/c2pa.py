@@ -20,7 +20,7 @@ from mffmoe.provenance.schema import C2PAAction, C2PAInfo, C2PAStatus
 OFFLINE_SETTINGS: dict[str, Any] = {
     "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False, "verify_after_reading": True},
 }
-_contexts: dict[str | None, Any] = {}
+_contexts: dict[tuple[int, str | None], Any] = {}  # by process (a forked worker makes its own) and trust
 _lock = threading.Lock()
 
 
@@ -32,24 +32,26 @@ class C2PAResult:
 
 
 def available() -> bool:
+    """Whether C2PA can be checked here (c2pa-python and its native library load)."""
     try:
         import c2pa  # noqa: F401
-    except ImportError:
+    except (ImportError, OSError):
         return False
     return True
 
 
 def _context(trust_anchors_pem: str | None) -> Any:
-    """One offline Context per trust setting (a Context may serve many Readers)."""
+    """One offline Context per process and trust setting (a Context may serve many Readers)."""
     import c2pa
+    key = (os.getpid(), trust_anchors_pem)
     with _lock:
-        if trust_anchors_pem not in _contexts:
+        if key not in _contexts or not _contexts[key].is_valid:
             settings = json.loads(json.dumps(OFFLINE_SETTINGS))
             if trust_anchors_pem:
                 settings["trust"] = {"user_anchors": trust_anchors_pem}
                 settings["verify"]["verify_trust"] = True
-            _contexts[trust_anchors_pem] = c2pa.Context.from_dict(settings)
-        return _contexts[trust_anchors_pem]
+            _contexts[key] = c2pa.Context.from_dict(settings)
+        return _contexts[key]
 
 
 def read_c2pa(path: str | os.PathLike[str], trust_anchors_pem: str | None = None) -> C2PAResult:
@@ -59,9 +61,10 @@ def read_c2pa(path: str | os.PathLike[str], trust_anchors_pem: str | None = None
     """
     try:
         import c2pa
-    except ImportError:
+    except (ImportError, OSError) as e:  # not installed, or its native library does not load here
         result = C2PAResult("not_checked")
-        result.found.notes.append("C2PA not checked: c2pa-python is not installed (pip install c2pa-python)")
+        why = "is not installed" if isinstance(e, ImportError) else f"does not load ({e})"
+        result.found.notes.append(f"C2PA not checked: c2pa-python {why} (pip install c2pa-python)")
         return result
     try:
         with open(path, "rb") as f:
