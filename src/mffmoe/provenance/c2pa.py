@@ -89,7 +89,10 @@ def read_c2pa(path: str | os.PathLike[str], trust_anchors_pem: str | None = None
         result.found.error(f"C2PA manifest store unreadable: {type(e).__name__}: {text}")
         return result
     result = C2PAResult("found")
-    result.info = _info(store, result.found)
+    try:
+        result.info = _info(store, result.found)
+    except Exception as e:  # a manifest whose JSON is not shaped as c2pa documents it
+        result.found.error(f"C2PA manifest store read but not understood: {type(e).__name__}: {e}")
     return result
 
 

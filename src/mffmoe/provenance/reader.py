@@ -46,7 +46,8 @@ def read_provenance(path: str | os.PathLike[str], *, kind: MediaKind | None = No
     if media_kind == MediaKind.IMAGE:
         parts += _guard("file", lambda: _image(path))
     elif media_kind == MediaKind.VIDEO:
-        parts += _guard("container", lambda: [read_container(path), *_scanned_xmp(path)])
+        parts += _guard("container", lambda: [read_container(path)])
+        parts += _guard("xmp", lambda: _scanned_xmp(path))
     else:
         parts += _guard("xmp", lambda: _scanned_xmp(path))
     c2pa_status = "not_checked"
