@@ -360,3 +360,17 @@ def test_c2pa_manifest_in_an_mp4(tmp_path: Path, chain) -> None:
     assert p.media_kind == "video" and p.c2pa_status == "found" and p.c2pa is not None
     assert p.c2pa.digital_source_types == [IPTC_AI] and p.c2pa.title == "generated.mp4"
     assert p.claims_ai and p.container["encoder"].startswith("Lavf")
+
+
+HOSTILE_HEADS = [b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00", b"\xff\xd8\xff\xe1\xff\xff",
+                 b"RIFF\x00\x00\x00\x00WEBPVP8X", b"\x00\x00\x00\x18ftypmp42", b"\x1a\x45\xdf\xa3",
+                 b"II*\x00\x08\x00\x00\x00\xff\xff"]
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's own warning for the TIFF case
+@pytest.mark.parametrize("head", HOSTILE_HEADS)
+def test_hostile_headers_never_raise(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "hostile.bin"
+    path.write_bytes(head + np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    p = read_provenance(path)
+    assert not p.claims_ai and "authentic" not in p.summary and p.summary.startswith("no provenance found")

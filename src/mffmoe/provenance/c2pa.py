@@ -86,7 +86,7 @@ def read_c2pa(path: str | os.PathLike[str], trust_anchors_pem: str | None = None
         if "no JUMBF" in text or "ManifestNotFound" in type(e).__name__:
             return C2PAResult("absent")
         result = C2PAResult("error")
-        result.found.error(f"C2PA manifest store unreadable: {type(e).__name__}: {text}")
+        result.found.error(f"C2PA check failed (a corrupt manifest store or file): {type(e).__name__}: {text}")
         return result
     result = C2PAResult("found")
     try:
