@@ -374,3 +374,9 @@ def test_hostile_headers_never_raise(tmp_path: Path, head: bytes) -> None:
     path.write_bytes(head + np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     p = read_provenance(path)
     assert not p.claims_ai and "authentic" not in p.summary and p.summary.startswith("no provenance found")
+
+
+def test_missing_file_raises_the_probes_typed_error(tmp_path: Path) -> None:
+    from mffmoe.errors import MediaNotFoundError
+    with pytest.raises(MediaNotFoundError):
+        read_provenance(tmp_path / "nope.jpg")
