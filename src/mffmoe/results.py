@@ -161,6 +161,12 @@ class _Result(BaseModel):
     scope_reasons: list[str] = Field(default_factory=list, description="what makes this input one the model is "
                                      "known not to handle (no_face, tiny_input, upscaled, extreme_aspect, "
                                      "heavy_jpeg, few_frames); in_scope is false when any is listed")
+    provenance: dict[str, Any] | None = Field(None, description="what the file says about itself (C2PA manifest, "
+                                              "EXIF, XMP/IPTC DigitalSourceType, PNG text, container tags): "
+                                              "`mffmoe.provenance.Provenance` as JSON; evidence beside `score`, "
+                                              "never folded into it. `claims_ai` true when metadata claims AI "
+                                              "generation; `found` false reads \"no provenance found\", which "
+                                              "is not evidence of authenticity")
     explanation: Explanation | None = Field(None, description="--explain: where the evidence that moved the "
                                             "score lies (maps of the image, its faces or the most suspicious "
                                             "frames); not proof that a region was manipulated")

@@ -110,13 +110,20 @@ def results_table(rows: list[dict[str, Any]], console: Console) -> None:
         cal_cell = [f"{cal:.4f}" if cal is not None else "-"] if calibrated else []
         table.add_row(r["path"], r["media_type"], f"[{color}]{r['prediction']}[/]", f"{r['confidence']:.3f}",
                       f"{r['score']:.4f}", *cal_cell, assessment, spread, frames, f"{r['processing_time']:.2f}",
-                      r.get("note") or "")
+                      note_cell(r))
     console.print(table)
     explanation_lines(rows, console)
     names = sorted({r["calibration"]["name"] for r in rows if r.get("calibration") and r.get("calibrated_score")
                     is not None})
     if names:
         console.print(f"calibrated by: {', '.join(names)} (score stays the spec's number)")
+
+
+def note_cell(row: dict[str, Any]) -> str:
+    """The note, with a provenance claim of AI generation beside it (the file's own metadata says so)."""
+    p = row.get("provenance") or {}
+    claim = f"[magenta]{p.get('summary')}[/]" if p.get("claims_ai") else ""
+    return "; ".join(x for x in (claim, row.get("note") or "") if x)
 
 
 def explanation_lines(rows: list[dict[str, Any]], console: Console) -> None:

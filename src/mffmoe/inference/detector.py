@@ -110,6 +110,8 @@ class Detector:
         #: the weights' calibration (`mffmoe calibrate`; loaded by `from_config`), and why it cannot be used
         self.calibration: Calibration | None = None
         self.calibration_problem: str | None = None
+        #: read each analysed file's provenance (`provenanced`); off for callers that only want scores
+        self.read_provenance = True
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -201,8 +203,9 @@ class Detector:
         item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
                           look=self.look(finder))
         if isinstance(item, VideoItem):
-            return self.calibrated(self._video(item, pool, threshold, progress, start, finder), crop)
-        return self.calibrated(self._image_item(item, threshold, start, finder), crop)
+            return self.provenanced(path, self.calibrated(
+                self._video(item, pool, threshold, progress, start, finder), crop))
+        return self.provenanced(path, self.calibrated(self._image_item(item, threshold, start, finder), crop))
 
     def analyze_image(self, image: Image.Image, *, threshold: float | None = None,
                       crop: str | None = None) -> ImageAnalysisResult:
@@ -241,8 +244,8 @@ class Detector:
             at = 0
             for it, ts in zip(pending, inputs, strict=True):
                 rows, at = experts[at:at + len(ts)], at + len(ts)
-                yield it.path, self.calibrated(
-                    self._assemble_image(it, rows, it.seconds + share * len(ts), threshold, finder), crop)
+                yield it.path, self.provenanced(it.path, self.calibrated(
+                    self._assemble_image(it, rows, it.seconds + share * len(ts), threshold, finder), crop))
             pending.clear()
 
         def decode(path: str) -> ImageItem | VideoItem | MFFMoEError:
@@ -273,8 +276,8 @@ class Detector:
                     yield path, item
                     continue
                 try:
-                    yield path, self.calibrated(
-                        self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder), crop)
+                    yield path, self.provenanced(path, self.calibrated(
+                        self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder), crop))
                 except MFFMoEError as e:
                     yield path, e
             yield from flush()
@@ -315,6 +318,22 @@ class Detector:
                     "calibrated_score": _calibrated_value(cal, p.score, None),
                     "face": _calibrated_face(cal, p.face)}) for p in result.persons]
         return result.model_copy(update=update)
+
+    def provenanced(self, path: str | os.PathLike[str], result: R) -> R:
+        """`result` with what the file says about itself (`mffmoe.provenance`: C2PA, EXIF, XMP/IPTC, PNG
+        text, container tags): evidence beside the score, never folded into it. Metadata only (1-20 ms an
+        image); a file that can no longer be read says so in the note."""
+        if not self.read_provenance:
+            return result
+        from mffmoe.provenance.reader import read_provenance
+
+        try:
+            found = read_provenance(path)
+        except MFFMoEError as e:
+            why = f"provenance not read: {e}"
+            return result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
+        # without its `path`: a server's would be the upload's temporary name; the caller knows the file
+        return result.model_copy(update={"provenance": found.model_dump(mode="json", exclude={"path"})})
 
     def _precision_noted(self, result: R) -> R:
         """A reduced-precision result says so, with the difference from fp32 measured for these weights."""

@@ -49,6 +49,20 @@ class Finished:
     seconds: float
 
 
+def _with_provenance(done: Finished) -> Finished:
+    """`done` with what its file says about itself (metadata only; `mffmoe.provenance`)."""
+    if isinstance(done.outcome, ErrorInfo):
+        return done
+    from mffmoe.provenance.reader import read_provenance
+
+    try:
+        found = read_provenance(done.path).model_dump(mode="json", exclude={"path"})
+    except MFFMoEError as e:
+        note = "; ".join(x for x in (done.outcome.note, f"provenance not read: {e}") if x)
+        return Finished(done.path, done.outcome.model_copy(update={"note": note}), done.seconds)
+    return Finished(done.path, done.outcome.model_copy(update={"provenance": found}), done.seconds)
+
+
 @dataclass
 class _Video:
     scored: dict[int, ScoredFrame] = field(default_factory=dict)          # frame mode
@@ -132,6 +146,10 @@ class Assembler:
         self._videos.pop(key, None)
 
     def add(self, part: Part) -> list[Finished]:
+        """The files this part finishes, each with its provenance, as `Detector.provenanced` adds it."""
+        return [_with_provenance(f) for f in self._add(part)]
+
+    def _add(self, part: Part) -> list[Finished]:
         m = part.meta
         if part.kind == IMAGE:
             assert part.experts is not None, "image parts are scored before they are assembled"
