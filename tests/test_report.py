@@ -258,6 +258,13 @@ def test_out_of_scope_and_untrained_are_flagged(reports):
     assert 'id="scope"' in page and "tiny_input" in page and "UNTRAINED" in page
 
 
+def test_heatmaps_need_the_analysed_file(reports, media, tmp_path):
+    page = render_html(reports["explained"], tmp_path / "gone.jpg")
+    assert "The maps could not be drawn" in page and WHAT_A_MAP_IS in page and "data:image/jpeg" not in page
+    page = render_html(reports["explained"], media["png"])  # another file: not drawn on the wrong picture
+    assert "The maps could not be drawn" in page
+
+
 # --- PDF ------------------------------------------------------------------------------------------
 def not_blank(png: Path) -> bool:
     pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)

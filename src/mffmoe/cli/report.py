@@ -19,7 +19,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from mffmoe.cli.analyze import analyze_engine_options, explain_options
+from mffmoe.cli.analyze import explain_options
 from mffmoe.cli.checks import check_device, check_engine, check_precision_here, probe_inputs
 from mffmoe.cli.options import (
     AlignOpt,
@@ -45,7 +45,7 @@ from mffmoe.cli.options import (
     UntrainedOpt,
     WeightsOpt,
 )
-from mffmoe.cli.output import err, fail, failed_line, one_line, progress
+from mffmoe.cli.output import fail, failed_line, one_line, print_error, progress
 from mffmoe.cli.process import request_fast_exit
 from mffmoe.config import (
     DEFAULT_BATCH_SIZE,
@@ -83,6 +83,16 @@ class DefaultCreate(TyperGroup):
 report_app = typer.Typer(cls=DefaultCreate, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                          help="Reports of analyses (JSON, HTML, PDF; Ed25519-signed with --sign), and their check. "
                               "`mffmoe report INPUT... --out DIR` is `mffmoe report create ...`.")
+
+
+def report_engine_options(engine: str) -> dict[str, Any]:
+    """The engine runs the same way whatever the number of inputs: no lean one-input mode, no job-size
+    hint for `auto` (which then picks the lowest latency, as a server does), so that a file's report (its
+    engine and settings) never depends on what else was in the same command. OpenVINO still compiles one
+    expert at a time, as in every job that ends (`one_shot_options`)."""
+    from mffmoe.engine.registry import one_shot_options
+
+    return one_shot_options(engine)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -203,13 +213,12 @@ def create(
         check_out_dir(out)
         probed = probe_inputs(files, config.max_image_pixels)
         good = [f for f, kind in zip(files, probed, strict=True) if not isinstance(kind, MFFMoEError)]
-        kinds = [kind for kind in probed if not isinstance(kind, MFFMoEError)]
         detector: Detector | None = None
         if good:
             check_device(config.device)
             from mffmoe.inference.detector import Detector
 
-            options = analyze_engine_options(config.engine, kinds, config.frames)
+            options = report_engine_options(config.engine)
             detector = Detector.from_config(config.model_copy(update={"engine_options": options}))
     except MFFMoEError as e:
         raise fail(str(e)) from None
@@ -226,14 +235,14 @@ def create(
                 assert results is not None and detector is not None
                 _, outcome = next(results)
             if isinstance(outcome, MFFMoEError):
-                one_line(f"{f}: {outcome}")
+                print_error(f"{f}: {outcome}")
                 failed += 1
             else:
                 assert detector is not None
                 try:
                     written = write_reports(f, outcome, detector, out / stem, kinds_wanted, key, explaining)
                 except MFFMoEError as e:
-                    one_line(f"{f}: report not written: {e}")
+                    print_error(f"{f}: report not written: {e}")
                     failed += 1
                 else:
                     print(f"{f}: {outcome.prediction} {outcome.score:.4f} -> "
@@ -334,5 +343,5 @@ def keygen(
         private, public = generate_keypair(out, force=force)
     except MFFMoEError as e:
         raise fail(str(e)) from None
-    err.print(f"wrote {private} (private, keep it secret) and {public} (public)", highlight=False)
+    one_line(f"wrote {private} (private, keep it secret) and {public} (public)", style=None)
     print(f"key id {key_id(load_public_key(public))}")

@@ -77,13 +77,16 @@ def overlays(result: Mapping[str, Any], path: str | os.PathLike[str]) -> tuple[l
         pictures = _pictures(path, result["media_type"], [it["frame_index"] for it in items
                                                           if it.get("frame_index") is not None])
     except (MFFMoEError, OSError) as e:
-        return [], f"the maps could not be drawn: the input could not be read again ({e})"
+        return [], f"The maps could not be drawn: the input could not be read again ({e})."
     figures = []
     for it in items:
         rgb = pictures.get(it.get("frame_index"))
         if rgb is None:
             continue
         h, w = rgb.shape[:2]
+        if (w, h) != (explanation.get("width"), explanation.get("height")):
+            return [], (f"The maps could not be drawn: the input is {w}x{h}, the explanation is of a "
+                        f"{explanation.get('width')}x{explanation.get('height')} picture")
         box = tuple(int(v) for v in it["box"])
         where = [f"face {it['face']}"] if it.get("face") is not None else []
         if it.get("frame_index") is not None:

@@ -204,7 +204,8 @@ def _heatmaps(report: Mapping[str, Any], media: str | os.PathLike[str] | None) -
     explanation = r.get("explanation")
     if not explanation:
         return ""
-    figures, why = overlays(r, media) if media is not None else ([], "the input file was not available")
+    figures, why = overlays(r, media) if media is not None else \
+        ([], "The maps could not be drawn: the input file is not available (or not the one analysed).")
     head = (f'<h2 id="heatmaps">Where the experts look</h2><p id="what-a-map-is"><b>{escape(WHAT_A_MAP_IS)}</b></p>'
             f'<p class="muted">Method: {escape(str(explanation.get("method")))} '
             f'({escape(str(explanation.get("method_reason")))}).</p>')
@@ -245,8 +246,12 @@ def render_html(report: Mapping[str, Any], media: str | os.PathLike[str] | None 
     """The page for `report`. `media` is the analysed file, read again to draw the heatmaps and the
     image's face thumbnails (default: the report's input path, when it is still there)."""
     if media is None:
-        candidate = Path(report["input"]["path"])
-        media = candidate if candidate.is_file() else None
+        media = Path(report["input"]["path"])
+    try:  # a different file would put the maps on the wrong picture: the size must be the report's
+        if os.path.getsize(media) != int(report["input"]["size"]):
+            media = None
+    except OSError:
+        media = None
     r, name = report["result"], str(report["input"]["name"])
     times = [("report created", report.get("created")), ("processing time", f"{float(r['processing_time']):.3f} s")]
     if r.get("explanation"):

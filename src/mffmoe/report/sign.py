@@ -184,6 +184,9 @@ def verify(report_bytes: bytes, *, input_file: str | os.PathLike[str] | None = N
         return _fail("unreadable", "not a JSON report: expected an object")
     block = report.get("signature")
     if block is None:
+        if any(isinstance(v, dict) and {"algorithm", "value"} <= set(v) for v in report.values()):
+            return _fail("bad_signature", "bad signature: the signature block was renamed, so the report was "
+                         "changed after it was signed")
         return _fail("unsigned", "the report is not signed (made without --sign)")
     if not isinstance(block, dict) or block.get("algorithm") != ALGORITHM:
         algorithm = block.get("algorithm") if isinstance(block, dict) else None
@@ -224,8 +227,8 @@ def verify(report_bytes: bytes, *, input_file: str | os.PathLike[str] | None = N
             return _fail("input_mismatch", f"the file is not the one the report was made from: {input_file} "
                          f"has SHA-256 {actual}, the report's input has {claimed}", trusted_key=trusted, **who)
         checked = True
-    parts = [f"signature valid (Ed25519, key {key_id(raw)}"
-             + (", the key given)" if trusted else "; pass --key to check who signed it)")]
+    parts = [f"signature valid: Ed25519, signed by the key given (key id {key_id(raw)})" if trusted else
+             f"signature valid: Ed25519, key id {key_id(raw)} (pass --key to check who signed it)"]
     if checked:
         parts.append(f"{Path(input_file).name if input_file else ''} matches the report's input (SHA-256)")
     return Verification(ok=True, message="; ".join(parts), input_checked=checked, trusted_key=trusted, **who)
