@@ -79,6 +79,7 @@ def test_json_report_fields(reports, tiny_detector, tiny_ckpt, media):
     s = r["settings"]
     assert s["threshold"] == tiny_detector.threshold and s["crop"] == "frame" and s["frames"] > 0
     assert "images" not in s["engine_options"]  # a job-size hint, not a setting
+    assert "roster" not in s  # DetectorConfig.roster describes random weights only
     assert {"python", "mffmoe", "numpy", "pillow"} <= set(r["software"])
     assert dt.datetime.fromisoformat(r["created"].replace("Z", "+00:00")).tzinfo is not None
     assert r["volatile"] == list(VOLATILE)

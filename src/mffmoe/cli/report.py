@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -74,7 +73,7 @@ PROVENANCE_MODULE = "mffmoe.provenance"
 class DefaultCreate(TyperGroup):
     """A group that runs `create` when the first word is not one of its commands (or --help)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # a click Context (typer vendors click)
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["create", *args]
         return super().parse_args(ctx, args)

