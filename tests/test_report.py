@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mffmoe.cli import app
 from mffmoe.report.content import VOLATILE, build_report, stable_content
 from mffmoe.report.html import NO_PROVENANCE, render_html
-from mffmoe.report.sign import canonical, generate_keypair, sign, verify
+from mffmoe.report.sign import canonical, dumps, generate_keypair, sign, verify
 from mffmoe.results import WHAT_A_MAP_IS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -114,7 +114,7 @@ def test_same_analysis_same_content_apart_from_volatile_fields(tiny_detector, me
 
 # --- signatures -----------------------------------------------------------------------------------
 def signed_bytes(report, key) -> bytes:
-    return (json.dumps(sign(report, key), indent=2, ensure_ascii=False) + "\n").encode()
+    return dumps(sign(report, key))
 
 
 def test_signed_report_verifies(reports, keys, media):
@@ -127,8 +127,11 @@ def test_signed_report_verifies(reports, keys, media):
     assert ok.ok and ok.input_checked and ok.trusted_key and ok.reason is None, ok
     assert "signature valid" in ok.message and "matches" in ok.message
     assert verify(data).ok  # the key in the block suffices to see it is intact
-    # the content is signed, not the layout: the same report re-indented still verifies
-    assert verify(json.dumps(json.loads(data)).encode()).ok
+    # re-serialised: not the bytes signed (strict, the default); the content alone still verifies
+    reformatted = json.dumps(json.loads(data)).encode()
+    bad = verify(reformatted)
+    assert not bad.ok and bad.reason == "not_as_written" and "byte for byte" in bad.message
+    assert verify(reformatted, strict=False).ok
 
 
 def test_one_changed_byte_fails(reports, keys):
@@ -141,13 +144,12 @@ def test_one_changed_byte_fails(reports, keys):
     bad = verify(changed)
     assert not bad.ok and bad.reason == "bad_signature"
     assert "the report was changed after it was signed" in bad.message
-    # any byte at all: every changed byte (outside the layout's whitespace) fails, as bad JSON or a bad signature
+    # any byte at all, layout included (a float's 17th digit may parse to the same value: still caught)
     rng = np.random.default_rng(0)
-    positions = [i for i in rng.choice(len(data), size=400, replace=False) if data[i:i + 1] not in b" \n"]
-    for i in positions:
+    for i in [*rng.choice(len(data), size=600, replace=False), len(data) - 1]:
         flipped = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
         outcome = verify(flipped)
-        assert not outcome.ok and outcome.reason in ("bad_signature", "unreadable"), (i, outcome)
+        assert not outcome.ok and outcome.reason in ("bad_signature", "unreadable", "not_as_written"), (i, outcome)
 
 
 def test_different_input_file_fails(reports, keys, media):
@@ -164,7 +166,7 @@ def test_wrong_key_fails_and_unsigned_says_so(reports, keys):
     unsigned = verify(json.dumps(reports["image"]).encode())
     assert not unsigned.ok and unsigned.reason == "unsigned" and "not signed" in unsigned.message
     resigned = sign(json.loads(signed_bytes(reports["image"], private)), keys[1][0])  # replaced, not stacked
-    assert verify(json.dumps(resigned).encode(), public_key=theirs).ok
+    assert verify(dumps(resigned), public_key=theirs).ok
 
 
 def test_keypair_files(keys):
@@ -268,8 +270,9 @@ def test_heatmaps_need_the_analysed_file(reports, media, tmp_path):
 
 # --- PDF ------------------------------------------------------------------------------------------
 def not_blank(png: Path) -> bool:
+    """Some ink on the page: a last page may hold only a few lines, so the bar is low but above nothing."""
     pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
-    return float((pixels < 200).mean()) > 0.005 and float(pixels.std()) > 5
+    return int((pixels < 160).sum()) > 100
 
 
 @pytest.mark.browser
@@ -279,6 +282,8 @@ def not_blank(png: Path) -> bool:
 def test_pdf_renders_pages_that_are_not_blank(reports, tmp_path):
     from mffmoe.report.pdf import html_to_pdf
 
+    Image.new("RGB", (331, 468), "white").save(tmp_path / "white.png")
+    assert not not_blank(tmp_path / "white.png")  # the check can fail
     for name in ("explained", "video"):
         pdf = html_to_pdf(render_html(reports[name]), tmp_path / f"{name}.pdf")
         assert pdf.read_bytes().startswith(b"%PDF-")
@@ -325,7 +330,7 @@ def test_cli_keygen_report_and_verify(tiny_ckpt, media, tmp_path):
     tampered = tmp_path / "tampered.json"
     data = json.loads(report.read_text())
     data["result"]["prediction"] = "REAL" if data["result"]["prediction"] == "FAKE" else "FAKE"
-    tampered.write_text(json.dumps(data, indent=2))
+    tampered.write_bytes(dumps(data))
     res = run("report", "verify", tampered)
     assert res.exit_code == 1 and "changed after it was signed" in res.stderr
     res = run("report", "verify", tmp_path / "missing.json")

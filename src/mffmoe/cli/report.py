@@ -10,7 +10,6 @@ one loads: the formats, the output folder, the signing key, Chromium for PDFs, t
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -268,7 +267,7 @@ def write_reports(path: Path, result: AnalysisResult, detector: Detector, base: 
     each file appears whole or not at all."""
     from mffmoe._util.fs import atomic_write
     from mffmoe.report.content import build_report
-    from mffmoe.report.sign import sign
+    from mffmoe.report.sign import dumps, sign
 
     if explaining is not None:
         from mffmoe.explain.explainer import explained
@@ -284,8 +283,8 @@ def write_reports(path: Path, result: AnalysisResult, detector: Detector, base: 
     try:
         if "json" in formats:
             target = base.with_name(base.name + ".report.json")
-            with atomic_write(target, "w", encoding="utf-8") as f:
-                f.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            with atomic_write(target, "wb") as f:
+                f.write(dumps(report))
             written.append(target)
         if "html" in formats or "pdf" in formats:
             from mffmoe.report.html import render_html

@@ -1,10 +1,12 @@
 """Ed25519 signatures over a report's content (`cryptography`).
 
 What is signed is the report's canonical JSON: every field but `signature`, keys sorted, compact
-separators, UTF-8. So the signature covers the content, not the file's layout (re-indenting the file
-keeps it valid; changing, adding or removing any value breaks it). The public key travels in the
-signature block, so anyone can check that the report is intact; whether the signer is one you trust is
-a separate question, answered by passing the signer's public key (`verify(..., public_key=...)`).
+separators, UTF-8. The file is written in one fixed layout (`dumps`: sorted keys, 2-space indent, UTF-8)
+and `verify` checks, by default, that the file is byte for byte that layout of what it holds: content
+alone would let a byte change through that parses to the same value (the 17th digit of a float), and a
+report is a document whose every byte should be as signed. The public key travels in the signature
+block, so anyone can check that the report is intact; whether the signer is one you trust is a separate
+question, answered by passing the signer's public key (`verify(..., public_key=...)`).
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ class Verification(BaseModel):
 
     ok: bool
     message: str
-    reason: str | None = Field(None, description="unsigned | unreadable | bad_signature | key_mismatch | "
-                               "input_mismatch; None when ok")
+    reason: str | None = Field(None, description="unsigned | unreadable | bad_signature | not_as_written | "
+                               "key_mismatch | input_mismatch; None when ok")
     public_key: str | None = Field(None, description="the signer's key (base64, raw 32 bytes)")
     key_id: str | None = Field(None, description="short id of the signer's key (SHA-256 prefix)")
     input_checked: bool = Field(False, description="a file was compared with the report's input hash")
@@ -59,6 +61,12 @@ def canonical(report: Mapping[str, Any]) -> bytes:
     body = {k: v for k, v in report.items() if k != "signature"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
+
+
+def dumps(report: Mapping[str, Any]) -> bytes:
+    """The one file layout of a report: sorted keys, 2-space indent, UTF-8, a final newline. `verify`
+    expects a file in exactly this layout (write reports with it, serve these bytes)."""
+    return (json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def key_id(raw_public: bytes) -> str:
@@ -169,10 +177,12 @@ def _fail(reason: str, message: str, **extra: Any) -> Verification:
 
 
 def verify(report_bytes: bytes, *, input_file: str | os.PathLike[str] | None = None,
-           public_key: bytes | str | os.PathLike[str] | None = None) -> Verification:
+           public_key: bytes | str | os.PathLike[str] | None = None, strict: bool = True) -> Verification:
     """Check a JSON report's signature (and, given `input_file`, that the file is the one it was made
-    from; given `public_key` (raw 32 bytes or a key file), that this key signed it). Never raises for a
-    bad report: the Verification says what is wrong, in one sentence."""
+    from; given `public_key` (raw 32 bytes or a key file), that this key signed it). `strict` (default):
+    the bytes must also be exactly `dumps` of what they hold, so that no byte can change unnoticed;
+    `strict=False` checks the content only (for a report that was re-serialised on purpose). Never
+    raises for a bad report: the Verification says what is wrong, in one sentence."""
     ed25519 = _crypto()
     from cryptography.exceptions import InvalidSignature
 
@@ -216,6 +226,10 @@ def verify(report_bytes: bytes, *, input_file: str | os.PathLike[str] | None = N
             or block.get("signed") != COVERED):
         return _fail("bad_signature", "bad signature block: its sha256, key_id or signed field was changed "
                      "after signing", trusted_key=trusted, **who)
+    if strict and report_bytes != dumps(report):
+        return _fail("not_as_written", "the file is not byte for byte as it was signed: it was changed or "
+                     "reformatted after signing (its parsed content still matches the signature)",
+                     trusted_key=trusted, **who)
     checked = False
     if input_file is not None:
         claimed = (report.get("input") or {}).get("sha256")
