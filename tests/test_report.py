@@ -362,11 +362,13 @@ def test_cli_checks_before_the_model_loads(media, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing; apt-get install -y chromium")
-def test_cli_pdf(tiny_ckpt, media, tmp_path):
+def test_cli_pdf_and_explain(tiny_ckpt, media, tmp_path):
     out = tmp_path / "r"
-    res = run("report", media["png"], "--out", out, "--format", "pdf", "-w", tiny_ckpt, "--device", "cpu",
-              "--engine", "torch", "--crop", "frame")
+    res = run("report", media["png"], "--out", out, "--format", "pdf,html", "-w", tiny_ckpt, "--device", "cpu",
+              "--engine", "torch", "--crop", "frame", "--explain", "--explain-method", "occlusion")
     assert res.exit_code == 0, res.stderr
-    assert [p.name for p in out.iterdir()] == ["graphic.report.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["graphic.report.html", "graphic.report.pdf"]
     assert (out / "graphic.report.pdf").read_bytes().startswith(b"%PDF-")
     assert os.path.getsize(out / "graphic.report.pdf") > 1000
+    page = (out / "graphic.report.html").read_text()
+    assert 'id="heatmaps"' in page and WHAT_A_MAP_IS in page and "data:image/jpeg;base64," in page
