@@ -335,6 +335,11 @@ def test_cli_keygen_report_and_verify(tiny_ckpt, media, tmp_path):
     assert res.exit_code == 1 and "changed after it was signed" in res.stderr
     res = run("report", "verify", tmp_path / "missing.json")
     assert res.exit_code == 1
+    reindented = tmp_path / "reindented.json"
+    reindented.write_text(json.dumps(json.loads(report.read_text()), indent=4))
+    res = run("report", "verify", reindented)
+    assert res.exit_code == 1 and "byte for byte" in res.stderr
+    assert run("report", "verify", reindented, "--content-only").exit_code == 0
 
     # the same command again: the same content, timestamps and the signature aside
     again = tmp_path / "again"
