@@ -293,6 +293,16 @@ def test_pdf_renders_pages_that_are_not_blank(reports, tmp_path):
         assert all(not_blank(p) for p in pages), [p.name for p in pages if not not_blank(p)]
 
 
+def test_render_as_each_form(reports):
+    from mffmoe.errors import ConfigError
+    from mffmoe.report import render_as
+
+    assert render_as(reports["image"], "json") == dumps(reports["image"])
+    assert render_as(reports["image"], "html").startswith(b"<!DOCTYPE html>")
+    with pytest.raises(ConfigError, match="unknown report format"):
+        render_as(reports["image"], "docx")
+
+
 def test_pdf_without_a_browser_is_a_typed_error(monkeypatch, tmp_path):
     from mffmoe.errors import MissingExtraError
     from mffmoe.report.pdf import html_to_pdf

@@ -267,7 +267,8 @@ def write_reports(path: Path, result: AnalysisResult, detector: Detector, base: 
     each file appears whole or not at all."""
     from mffmoe._util.fs import atomic_write
     from mffmoe.report.content import build_report
-    from mffmoe.report.sign import dumps, sign
+    from mffmoe.report.render import render_as
+    from mffmoe.report.sign import sign
 
     if explaining is not None:
         from mffmoe.explain.explainer import explained
@@ -281,24 +282,12 @@ def write_reports(path: Path, result: AnalysisResult, detector: Detector, base: 
         report = sign(report, key)
     written = []
     try:
-        if "json" in formats:
-            target = base.with_name(base.name + ".report.json")
+        for fmt in formats:
+            target = base.with_name(f"{base.name}.report.{fmt}")
+            data = render_as(report, fmt, path)
             with atomic_write(target, "wb") as f:
-                f.write(dumps(report))
+                f.write(data)
             written.append(target)
-        if "html" in formats or "pdf" in formats:
-            from mffmoe.report.html import render_html
-
-            page = render_html(report, path)
-            if "html" in formats:
-                target = base.with_name(base.name + ".report.html")
-                with atomic_write(target, "w", encoding="utf-8") as f:
-                    f.write(page)
-                written.append(target)
-            if "pdf" in formats:
-                from mffmoe.report.pdf import html_to_pdf
-
-                written.append(html_to_pdf(page, base.with_name(base.name + ".report.pdf")))
     except OSError as e:
         raise ConfigError(f"cannot write the report in {base.parent}: {e.strerror or e}") from None
     return written

@@ -8,7 +8,8 @@ so this package does not depend on how it is read.
 from __future__ import annotations
 
 from mffmoe.report.content import REPORT_FORMAT, VOLATILE, build_report, stable_content
-from mffmoe.report.sign import Verification, generate_keypair, sign, verify
+from mffmoe.report.render import CONTENT_TYPES, render_as
+from mffmoe.report.sign import Verification, dumps, generate_keypair, sign, verify
 
-__all__ = ["REPORT_FORMAT", "VOLATILE", "Verification", "build_report", "generate_keypair", "sign",
-           "stable_content", "verify"]
+__all__ = ["CONTENT_TYPES", "REPORT_FORMAT", "VOLATILE", "Verification", "build_report", "dumps",
+           "generate_keypair", "render_as", "sign", "stable_content", "verify"]
