@@ -127,7 +127,8 @@ def _details(report: Mapping[str, Any]) -> str:
         rows.append(("calibration", "none next to the weights"))
     if r["media_type"] == "video":
         rows += [("frames analysed", r.get("frames_analyzed")), ("frames failed", r.get("frames_failed")),
-                 ("pooling", r.get("pooling")), ("metrics", r.get("metrics"))]
+                 ("pooling", r.get("pooling")),
+                 ("metrics", "; ".join(f"{k} {_text(v)}" for k, v in sorted((r.get("metrics") or {}).items())))]
     experts = _grid(["expert", "P(fake)"], ([escape(str(name)), _score(s)] for name, s in
                                             zip(roster or range(len(r["expert_scores"])), r["expert_scores"],
                                                 strict=False)))
