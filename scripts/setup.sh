@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything mffmoe needs on a fresh machine: a Python 3.11 virtualenv in .venv with the package and
 # all extras (torch 2.14.1 + torchvision 0.29.1 pinned in pyproject.toml), and Debian's chromium for the
-# browser test. Idempotent: a second run only checks.
+# browser test (and poppler-utils for the PDF report test). Idempotent: a second run only checks.
 #
 # A first run is mostly downloading torch and its CUDA libraries (time and size: README, Requirements).
 # Each step prints one line; on a terminal pip shows what it fetches and its progress bars. Off a terminal
@@ -44,6 +44,18 @@ if ! command -v chromium >/dev/null 2>&1 && [ "${MFFMOE_SKIP_BROWSER:-0}" != 1 ]
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "note: chromium not installed (not root, no sudo); the browser test will be skipped" >&2
+  fi
+fi
+# poppler's pdftoppm: the report test turns the PDF reports' pages into pictures to check them.
+if ! command -v pdftoppm >/dev/null 2>&1 && [ "${MFFMOE_SKIP_BROWSER:-0}" != 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    step "installing poppler-utils (apt) for the PDF report test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    step "installing poppler-utils (sudo apt) for the PDF report test"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
+  else
+    echo "note: poppler-utils not installed (not root, no sudo); the PDF report test will be skipped" >&2
   fi
 fi
 if [ "$did" = 1 ]; then step "set-up done"; fi

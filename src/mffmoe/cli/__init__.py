@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from mffmoe.cli import analyze, calibrate, evaluate, export, sample, scan, serve, train, verify, weights
+from mffmoe.cli import analyze, calibrate, evaluate, export, report, sample, scan, serve, train, verify, weights
 from mffmoe.cli.output import err, print_error
 from mffmoe.cli.process import ProcessState, exit_now
 from mffmoe.errors import MFFMoEError
@@ -31,6 +31,8 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calibrate")(calibrate.calibrate)
 app.command("scan")(scan.scan)
+app.add_typer(report.report_app, name="report")
+app.command("keygen")(report.keygen)
 
 
 def main() -> None:
