@@ -127,7 +127,7 @@ def test_unreadable_input_is_one_error_row_and_the_others_are_reported(tiny_ckpt
 
 
 COMMANDS = ["analyze", "info", "convert", "verify", "sample", "export", "serve", "train", "evaluate", "calibrate",
-            "scan"]
+            "scan", "keygen", "report"]
 #: Declared once in mffmoe.cli.options; each must mean the same in every command that takes it.
 SHARED = ["--weights", "--device", "--engine", "--frames", "--batch-size", "--threshold", "--pooling",
           "--early-exit", "--untrained", "--allow-missing-ema"]
