@@ -172,7 +172,7 @@ def test_wrong_key_fails_and_unsigned_says_so(reports, keys):
 def test_keypair_files(keys):
     (private, public), _ = keys
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
-    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert public.read_text(encoding="utf-8").startswith("-----BEGIN PUBLIC KEY-----")
     from mffmoe.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--force"):
@@ -329,7 +329,7 @@ def test_cli_keygen_report_and_verify(tiny_ckpt, media, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["clip.report.html", "clip.report.json",
                                                      "photo.report.html", "photo.report.json"]
     report = out / "photo.report.json"
-    assert json.loads(report.read_text())["signature"]["algorithm"] == "Ed25519"
+    assert json.loads(report.read_text(encoding="utf-8"))["signature"]["algorithm"] == "Ed25519"
 
     res = run("report", "verify", report, "--input", media["jpg"], "--key", pub)
     assert res.exit_code == 0 and res.stdout.startswith("ok: "), res.stdout + res.stderr
@@ -338,7 +338,7 @@ def test_cli_keygen_report_and_verify(tiny_ckpt, media, tmp_path):
     res = run("report", "verify", report, "--key", tmp_path / "other" / "mffmoe-ed25519.pub")
     assert res.exit_code == 1 and "another key" in res.stderr
     tampered = tmp_path / "tampered.json"
-    data = json.loads(report.read_text())
+    data = json.loads(report.read_text(encoding="utf-8"))
     data["result"]["prediction"] = "REAL" if data["result"]["prediction"] == "FAKE" else "FAKE"
     tampered.write_bytes(dumps(data))
     res = run("report", "verify", tampered)
@@ -346,7 +346,7 @@ def test_cli_keygen_report_and_verify(tiny_ckpt, media, tmp_path):
     res = run("report", "verify", tmp_path / "missing.json")
     assert res.exit_code == 1
     reindented = tmp_path / "reindented.json"
-    reindented.write_text(json.dumps(json.loads(report.read_text()), indent=4))
+    reindented.write_text(json.dumps(json.loads(report.read_text(encoding="utf-8")), indent=4), encoding="utf-8")
     res = run("report", "verify", reindented)
     assert res.exit_code == 1 and "byte for byte" in res.stderr
     assert run("report", "verify", reindented, "--content-only").exit_code == 0
@@ -355,7 +355,7 @@ def test_cli_keygen_report_and_verify(tiny_ckpt, media, tmp_path):
     again = tmp_path / "again"
     res = run("report", "create", media["jpg"], "--out", again, "--sign", key, *common)
     assert res.exit_code == 0, res.stderr
-    first, second = (json.loads(p.read_text()) for p in (report, again / "photo.report.json"))
+    first, second = (json.loads(p.read_text(encoding="utf-8")) for p in (report, again / "photo.report.json"))
     assert stable_content(first) == stable_content(second)
 
 
@@ -385,5 +385,5 @@ def test_cli_pdf_and_explain(tiny_ckpt, media, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["graphic.report.html", "graphic.report.pdf"]
     assert (out / "graphic.report.pdf").read_bytes().startswith(b"%PDF-")
     assert os.path.getsize(out / "graphic.report.pdf") > 1000
-    page = (out / "graphic.report.html").read_text()
+    page = (out / "graphic.report.html").read_text(encoding="utf-8")
     assert 'id="heatmaps"' in page and WHAT_A_MAP_IS in page and "data:image/jpeg;base64," in page
