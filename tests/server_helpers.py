@@ -142,3 +142,26 @@ def checked_health(client, timeout: float = 60.0) -> dict:
 def uploads_left(settings: ServerSettings) -> list[Path]:
     """The files left in the server's upload folder, sorted (none once every request has ended)."""
     return sorted(settings.upload_dir.glob("*")) if settings.upload_dir.exists() else []
+
+
+class HeldAfterFirstBatch:
+    """A real Detector that, after a video's first progress report, waits for `gate`: a test can hold a
+    job mid-video. Everything else is the wrapped detector's."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.reported = threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def analyze(self, path, progress=None, **kwargs):
+        def held(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if not self.reported.is_set():
+                self.reported.set()
+                self.gate.wait(60)
+
+        return self.inner.analyze(path, progress=held, **kwargs)

@@ -27,6 +27,7 @@ from mffmoe.testing.media import make_image
 from server_helpers import (
     FACE_VIDEO_FRAMES,
     GatedDetector,
+    HeldAfterFirstBatch,
     assert_error,
     checked_health,
     face_media,
@@ -575,29 +576,6 @@ def test_shutdown_fails_queued_jobs_and_finishes_running_ones(detector, settings
         state = c.get(f"/jobs/{queued}").json()
         assert state["status"] == "failed" and state["error"]["error"] == "interrupted"
     assert uploads_left(settings) == []
-
-
-class HeldAfterFirstBatch:
-    """A real Detector that, after a video's first progress report, waits for `gate`: a test can hold a
-    job mid-video. Everything else is the wrapped detector's."""
-
-    def __init__(self, inner: Detector) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.reported = threading.Event()
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def analyze(self, path, progress=None, **kwargs):
-        def held(done: int, total: int) -> None:
-            if progress is not None:
-                progress(done, total)
-            if not self.reported.is_set():
-                self.reported.set()
-                self.gate.wait(60)
-
-        return self.inner.analyze(path, progress=held, **kwargs)
 
 
 def test_shutdown_interrupts_a_running_video(detector, settings, media):

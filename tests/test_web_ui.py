@@ -521,3 +521,32 @@ def test_explanations_overlay_with_opacity_faces_and_frames(setup, tmp_path):
             assert foreign == []
         finally:
             browser.close()
+
+
+def test_the_page_shows_provenance_and_downloads_the_jobs_report(setup, tmp_path):
+    """Beside the verdict, what the file says about itself; "Download report" saves the finished job's
+    HTML and PDF report (fetched with the API key)."""
+    detector, media, settings = setup
+    app = create_app(detector, settings)
+    with live_server(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.set_default_timeout(30_000)
+            page.goto(f"{url}/ui")
+            page.wait_for_selector("#key-panel:not([hidden])")
+            page.fill("#api-key", KEY)
+            page.click("#save-key")
+            page.wait_for_selector("#upload-panel:not([hidden])")
+            page.set_input_files("#file", str(media["image"]))
+            page.wait_for_selector("#result:not([hidden])")
+            assert page.text_content("#provenance-text") == "no provenance found"
+            page.wait_for_selector("#report-links:not([hidden])")
+            for fmt, magic in (("html", b"<!DOCTYPE html>"), ("pdf", b"%PDF")):
+                with page.expect_download() as download:
+                    page.click(f"#report-{fmt}")
+                saved = tmp_path / f"report.{fmt}"
+                download.value.save_as(saved)
+                assert saved.read_bytes().startswith(magic) and download.value.suggested_filename.endswith(fmt)
+        finally:
+            browser.close()

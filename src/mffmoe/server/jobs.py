@@ -25,7 +25,7 @@ import anyio
 from mffmoe.errors import MFFMoEError
 from mffmoe.inference.detector import Detector
 from mffmoe.results import ImageAnalysisResult, VideoAnalysisResult
-from mffmoe.server import thumbnails
+from mffmoe.server import reports, thumbnails
 from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.metrics import Metrics
 from mffmoe.server.models import STAGE_EXPLAINING, STAGE_SCORING, ErrorDetail, JobRecord, JobStatus
@@ -250,6 +250,9 @@ class JobManager:
                     [it.frame_index for it in result.explanation.items if it.frame_index is not None]
                 thumbnails.keep(thumbnails.folder(self.settings.db_path), job.id, job.upload.path,
                                 job.record.frames or self.detector.frames, result, also=explained)
+            if job.persist:  # built now: the report hashes the upload, which `_finish` removes
+                reports.keep(thumbnails.folder(self.settings.db_path), job.id, job.upload.path,
+                             job.upload.filename, result, self.detector)
             total = job.record.total
             if total is None or job.media_type == "image":
                 total = total or 1

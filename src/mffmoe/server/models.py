@@ -190,7 +190,7 @@ UPLOAD_FORM: dict[str, Any] = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "empty upload or bad form", 401: "missing or wrong X-API-Key", 404: "unknown job",
             408: "upload too slow (timeout, idle or rate limit)", 413: "upload over --max-upload-mb",
-            415: "not an image or a video",
+            409: "the job is not finished", 415: "not an image or a video",
             422: "undecodable media, or an unknown crop mode or explanation method",
             503: "queue full (see Retry-After)"}
     return {c: {"model": ErrorBody, "description": text.get(c, "")} for c in codes}

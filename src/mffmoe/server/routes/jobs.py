@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from mffmoe.errors import MFFMoEError
 from mffmoe.server.admission import accept
 from mffmoe.server.deps import ManagerDep, require_api_key
-from mffmoe.server.errors import ApiError
+from mffmoe.server.errors import ApiError, from_mffmoe
 from mffmoe.server.jobs import Job, JobManager
-from mffmoe.server.models import FINAL, UPLOAD_FORM, JobAccepted, JobRecord, error_responses
+from mffmoe.server.models import FINAL, UPLOAD_FORM, JobAccepted, JobRecord, JobStatus, error_responses
 
 #: Comment lines on an idle event stream, so proxies keep the connection open.
 SSE_PING_S = 15
@@ -45,6 +47,29 @@ async def create_job(request: Request, jobs: ManagerDep) -> JSONResponse:
             responses=error_responses(401, 404))
 async def get_job(job_id: str, jobs: ManagerDep) -> JSONResponse:
     return JSONResponse((await anyio.to_thread.run_sync(_find, jobs, job_id)).view())
+
+
+@router.get("/{job_id}/report", summary="The finished job's evidence report: json (the signed layout), html "
+            "(self-contained) or pdf", responses=error_responses(401, 404, 409, 422, 503))
+async def get_report(job_id: str, jobs: ManagerDep, format: str = "html") -> Response:  # noqa: A002
+    from mffmoe.report.render import CONTENT_TYPES, render_as
+    from mffmoe.server import reports, thumbnails
+
+    if format not in CONTENT_TYPES:
+        raise ApiError(422, "unknown_format", f"format must be one of {', '.join(CONTENT_TYPES)}; got {format!r}")
+    record = await anyio.to_thread.run_sync(_find, jobs, job_id)
+    if record.status is not JobStatus.done:
+        raise ApiError(409, "not_finished", f"job {job_id} is {record.status.value}: only a finished job has a report")
+    report = await anyio.to_thread.run_sync(reports.load, thumbnails.folder(jobs.settings.db_path), job_id)
+    if report is None:
+        raise ApiError(404, "no_report", f"job {job_id} has no stored report (jobs of POST /analyze are not kept)")
+    try:
+        body = await anyio.to_thread.run_sync(render_as, report, format)
+    except MFFMoEError as e:
+        raise from_mffmoe(e, {}) from None
+    stem = Path(str(report["input"].get("name") or job_id)).stem
+    return Response(body, media_type=CONTENT_TYPES[format],
+                    headers={"Content-Disposition": f'attachment; filename="{stem}.report.{format}"'})
 
 
 @router.delete("/{job_id}", response_model=JobRecord, summary="Cancel a queued or running job",

@@ -228,6 +228,39 @@ drop.addEventListener("drop", (e) => {
 });
 
 // -- result ---------------------------------------------------------------------------------------
+// What the file says about itself (C2PA, EXIF, XMP/IPTC, PNG text, container tags): beside the verdict,
+// never part of the score. "No provenance found" is not a sign of authenticity.
+function renderProvenance(p) {
+  show("provenance", !!p);
+  if (!p) return;
+  $("provenance-text").textContent = p.summary;
+  $("provenance").classList.toggle("claims-ai", !!p.claims_ai);
+}
+
+// The finished job's evidence report (GET /jobs/{id}/report), fetched with the API key and saved.
+let reportJob = null;
+async function downloadReport(format) {
+  if (!reportJob) return;
+  $("report-status").textContent = format === "pdf" ? "printing…" : "";
+  try {
+    const r = await fetch(`/jobs/${reportJob}/report?format=${format}`, { headers: authHeaders() });
+    if (!r.ok) throw new Error((await r.json()).detail?.message || `HTTP ${r.status}`);
+    const url = URL.createObjectURL(await r.blob());
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `${reportJob}.report.${format}`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    $("report-status").textContent = "";
+  } catch (e) {
+    $("report-status").textContent = `report failed: ${e.message}`;
+  }
+}
+$("report-html").addEventListener("click", () => downloadReport("html"));
+$("report-pdf").addEventListener("click", () => downloadReport("pdf"));
+
 function render(envelope, jobId) {
   const r = envelope.data;
   const fake = r.prediction === "FAKE";
@@ -254,6 +287,10 @@ function render(envelope, jobId) {
   show("scope", outOfScope);
   $("note").textContent = r.note || "";
   show("note", !!r.note && !outOfScope);
+  renderProvenance(r.provenance);
+  reportJob = jobId || null;
+  show("report-links", !!reportJob);
+  $("report-status").textContent = "";
   renderExperts(r.expert_scores, r.threshold);
   $("raw").textContent = JSON.stringify(envelope, null, 2);
   const isVideo = r.media_type === "video";
