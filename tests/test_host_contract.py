@@ -220,7 +220,9 @@ def test_a_video_job_keeps_thumbnails_of_its_scored_frames(detector, settings, u
         wait_until(lambda: c.get(f"/jobs/{image_job}", headers=key).json()["status"] == "done", timeout=30)
         assert c.get(f"/jobs/{image_job}/frames/0", headers=key).status_code == 404
     root = thumbnails.folder(settings.db_path)
-    assert root is not None and sorted(p.name for p in root.iterdir()) == [job_id]
+    # each stored job keeps its report there too (`GET /jobs/{id}/report`); the image job nothing else
+    assert root is not None and sorted(p.name for p in root.iterdir()) == sorted([job_id, image_job])
+    assert [p.name for p in (root / image_job).iterdir()] == ["report.json"]
 
     # Removed with the job: a restart that purges the job purges its thumbnails too.
     (root / ".half-written.partial").mkdir()

@@ -387,3 +387,20 @@ def test_cli_pdf_and_explain(tiny_ckpt, media, tmp_path):
     assert os.path.getsize(out / "graphic.report.pdf") > 1000
     page = (out / "graphic.report.html").read_text(encoding="utf-8")
     assert 'id="heatmaps"' in page and WHAT_A_MAP_IS in page and "data:image/jpeg;base64," in page
+
+
+def test_a_signature_changed_in_base64s_spare_bits_fails(reports, keys):
+    """The last base64 character of a 64-byte signature carries 4 spare bits: changing one decodes to the
+    same signature, and must still be caught (the block must be exactly as it was encoded)."""
+    import base64
+
+    (private, _), _ = keys
+    data = signed_bytes(reports["image"], private)
+    value = json.loads(data)["signature"]["value"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    assert value.endswith("==")
+    alt = alphabet[alphabet.index(value[-3]) ^ 0b1]
+    changed_value = value[:-3] + alt + "=="
+    assert base64.b64decode(changed_value) == base64.b64decode(value)  # the same signature bytes
+    bad = verify(data.replace(value.encode(), changed_value.encode()))
+    assert not bad.ok and bad.reason == "bad_signature"

@@ -207,6 +207,11 @@ def verify(report_bytes: bytes, *, input_file: str | os.PathLike[str] | None = N
         signer = ed25519.Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as e:
         return _fail("bad_signature", f"the signature block is damaged ({e}): the report was changed")
+    # base64 leaves the last character's spare bits free: a changed one decodes to the same bytes
+    if (base64.b64encode(raw).decode("ascii") != block.get("public_key")
+            or base64.b64encode(value).decode("ascii") != block.get("value")):
+        return _fail("bad_signature", "the signature block is damaged (not as it was encoded): the report was "
+                     "changed after it was signed")
     who = {"public_key": block["public_key"], "key_id": key_id(raw)}
     trusted = False
     if public_key is not None:
