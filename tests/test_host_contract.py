@@ -222,7 +222,7 @@ def test_a_video_job_keeps_thumbnails_of_its_scored_frames(detector, settings, u
     root = thumbnails.folder(settings.db_path)
     # each stored job keeps its report there too (`GET /jobs/{id}/report`); the image job nothing else
     assert root is not None and sorted(p.name for p in root.iterdir()) == sorted([job_id, image_job])
-    assert [p.name for p in (root / image_job).iterdir()] == ["report.json"]
+    assert sorted(p.name for p in (root / image_job).iterdir()) == ["report.html", "report.json"]
 
     # Removed with the job: a restart that purges the job purges its thumbnails too.
     (root / ".half-written.partial").mkdir()

@@ -73,3 +73,13 @@ def test_report_errors_are_typed(client, media, detector, tmp_path):
         assert held.reported.wait(20)
         assert_error(c.get(f"/jobs/{running}/report"), 409, "not_finished")
         threading.Timer(0.1, held.gate.set).start()
+
+
+def test_an_explained_jobs_report_has_its_heatmaps_though_the_upload_is_gone(client, media):
+    """The page is made when the job ends, while the upload is there to draw the maps on."""
+    job_id = finished_job(client, media["image"], explain="true", explain_method="occlusion")
+    html = client.get(f"/jobs/{job_id}/report?format=html").text
+    section = html[html.index('<h2 id="heatmaps">'):]
+    assert "not available" not in section.split("<h2", 2)[1]
+    assert '<figure><img alt="' in section and 'src="data:image/' in section
+    assert client.get(f"/jobs/{job_id}/report?format=pdf").content.startswith(b"%PDF")

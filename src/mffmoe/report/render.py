@@ -14,11 +14,13 @@ from mffmoe.errors import ConfigError
 CONTENT_TYPES = {"json": "application/json", "html": "text/html; charset=utf-8", "pdf": "application/pdf"}
 
 
-def render_as(report: Mapping[str, Any], fmt: str, media: str | os.PathLike[str] | None = None) -> bytes:
+def render_as(report: Mapping[str, Any], fmt: str, media: str | os.PathLike[str] | None = None,
+              page: str | None = None) -> bytes:
     """`report` as `fmt` (json: the signed layout `sign.dumps`; html: the self-contained page; pdf: printed
     from it by Chromium). `media` is the analysed file, for the heatmaps and face thumbnails (default: the
-    report's input path). A ConfigError for an unknown format; pdf may raise MissingExtraError or
-    ReportRenderError."""
+    report's input path). `page`: the HTML page made earlier (a server makes it when the job ends, while the
+    file is still there for the heatmaps). A ConfigError for an unknown format; pdf may raise
+    MissingExtraError or ReportRenderError."""
     if fmt == "json":
         from mffmoe.report.sign import dumps
 
@@ -27,7 +29,7 @@ def render_as(report: Mapping[str, Any], fmt: str, media: str | os.PathLike[str]
         raise ConfigError(f"unknown report format {fmt!r}; choose from {', '.join(CONTENT_TYPES)}")
     from mffmoe.report.html import render_html
 
-    page = render_html(report, media)
+    page = render_html(report, media) if page is None else page
     if fmt == "html":
         return page.encode("utf-8")
     from mffmoe.report.pdf import html_to_pdf

@@ -1,8 +1,9 @@
 """Evidence reports of stored jobs, for `GET /jobs/{id}/report?format=json|html|pdf`.
 
-A report hashes the analysed file, and a job's upload is deleted when the job ends: so its content is
-built then (`mffmoe.report.build_report`) and kept beside the job's frame thumbnails (`thumbnails.folder`,
-pruned with them), and each request renders it (`mffmoe.report.render_as`, as `mffmoe report` writes it).
+A report hashes the analysed file and draws its heatmaps on it, and a job's upload is deleted when the job
+ends: so its content (`mffmoe.report.build_report`) and its HTML page are made then, and kept beside the
+job's frame thumbnails (`thumbnails.folder`, pruned with them); each request serves them (`render_as`, as
+`mffmoe report` writes them; a PDF is printed from the kept page).
 A report that cannot be built is logged and missing, never a failed job.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mffmoe.results import AnalysisResult
 log = logging.getLogger("mffmoe.server")
 
 NAME = "report.json"
+PAGE = "report.html"
 
 
 def keep(root: Path | None, job_id: str, upload: Path, filename: str | None, result: AnalysisResult,
@@ -35,7 +37,12 @@ def keep(root: Path | None, job_id: str, upload: Path, filename: str | None, res
             report["input"].update(path=filename, name=Path(filename).name)
         folder = root / job_id
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(folder / NAME, "wb") as f:
+        from mffmoe.report.html import render_html
+
+        page = render_html(report, upload)  # while the upload is there: the heatmaps are drawn on it
+        with atomic_write(folder / PAGE, "wb") as f:
+            f.write(page.encode("utf-8"))
+        with atomic_write(folder / NAME, "wb") as f:  # last: a job with a report has its page
             f.write(dumps(report))
         return True
     except Exception:
@@ -52,3 +59,11 @@ def load(root: Path | None, job_id: str) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     return data
+
+
+def page(root: Path | None, job_id: str) -> str | None:
+    """The job's kept HTML page, or None."""
+    if root is None or not job_id.isalnum():
+        return None
+    file = root / job_id / PAGE
+    return file.read_text(encoding="utf-8") if file.is_file() else None

@@ -60,11 +60,13 @@ async def get_report(job_id: str, jobs: ManagerDep, format: str = "html") -> Res
     record = await anyio.to_thread.run_sync(_find, jobs, job_id)
     if record.status is not JobStatus.done:
         raise ApiError(409, "not_finished", f"job {job_id} is {record.status.value}: only a finished job has a report")
-    report = await anyio.to_thread.run_sync(reports.load, thumbnails.folder(jobs.settings.db_path), job_id)
+    root = thumbnails.folder(jobs.settings.db_path)
+    report = await anyio.to_thread.run_sync(reports.load, root, job_id)
     if report is None:
         raise ApiError(404, "no_report", f"job {job_id} has no stored report (jobs of POST /analyze are not kept)")
     try:
-        body = await anyio.to_thread.run_sync(render_as, report, format)
+        page = None if format == "json" else await anyio.to_thread.run_sync(reports.page, root, job_id)
+        body = await anyio.to_thread.run_sync(lambda: render_as(report, format, page=page))
     except MFFMoEError as e:
         raise from_mffmoe(e, {}) from None
     stem = Path(str(report["input"].get("name") or job_id)).stem
