@@ -380,3 +380,38 @@ def test_missing_file_raises_the_probes_typed_error(tmp_path: Path) -> None:
     from mffmoe.errors import MediaNotFoundError
     with pytest.raises(MediaNotFoundError):
         read_provenance(tmp_path / "nope.jpg")
+
+
+def test_the_evidence_report_carries_every_field(tiny_ckpt, camera_jpeg: Path, c2pa_jpeg: tuple[Path, str],
+                                                 tmp_path: Path) -> None:
+    """`mffmoe report` of the three made files: each provenance field is in the JSON and the HTML report,
+    beside (not inside) the score; a file without metadata says "no provenance found", never "authentic"."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mffmoe.cli import app
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", _xmp(IPTC_AI))
+    xmp_png = tmp_path / "xmp.png"
+    _pixels().save(xmp_png, pnginfo=info)
+    plain = tmp_path / "plain.png"
+    _pixels().save(plain)
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(app, ["report", str(camera_jpeg), str(xmp_png), str(c2pa_jpeg[0]), str(plain),
+                                   "--out", str(out), "-w", str(tiny_ckpt), "--crop", "frame"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    expected = {"camera": ("Canon EOS R5", "2024:05:01 10:11:12", "Firmware Version 1.8.1"),
+                "xmp": (IPTC_AI, "metadata claims AI generation"),
+                "signed": ("mffmoe test signer", "c2pa.created", IPTC_AI, "metadata claims AI generation"),
+                "plain": ("no provenance found",)}
+    for stem, texts in expected.items():
+        report = json.loads((out / f"{stem}.report.json").read_text(encoding="utf-8"))
+        html = (out / f"{stem}.report.html").read_text(encoding="utf-8")
+        as_json = json.dumps(report["provenance"])
+        for text in texts:
+            assert text in as_json and text in html, (stem, text)
+        assert "authentic" not in as_json.lower()
+    assert json.loads((out / "xmp.report.json").read_text(encoding="utf-8"))["provenance"]["claims_ai"] is True
