@@ -39,6 +39,7 @@ from mffmoe.explain.combine import combine, normalise
 from mffmoe.explain.occlusion import Occlusion
 from mffmoe.explain.placement import CellGrid, Placement, full_size_map, peak, small_map, upsample
 from mffmoe.faces.crops import cut_padded
+from mffmoe.inference.assemble import with_note
 from mffmoe.media.image import load_image
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.video import VideoSampler
@@ -378,6 +379,5 @@ def explained(detector: Detector, path: str | os.PathLike[str], result: Analysis
         explanation = explain_result(detector, path, result, method=options.method, frames=options.frames,
                                      experts=options.experts, out_dir=options.out_dir)
     except MFFMoEError as e:
-        why = f"no explanation: {e}"
-        return result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
+        return with_note(result, f"no explanation: {e}")
     return result.model_copy(update={"explanation": explanation})

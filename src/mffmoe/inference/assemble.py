@@ -7,14 +7,15 @@ NaN: scores then cover the experts that ran, and `score_interval` bounds the ful
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from mffmoe.engine.early_exit import interval
-from mffmoe.errors import VideoDecodeError
+from mffmoe.errors import MFFMoEError, VideoDecodeError
 from mffmoe.inference.trust import agreement, pooled_experts
 from mffmoe.media.video import VideoSummary
 from mffmoe.pooling import Pooling
@@ -196,6 +197,29 @@ def face_image_result(faces: Sequence[Any], rows: np.ndarray, dimensions: dict[s
         fields = _early_exit_fields(fields, pick(lows), pick(highs), ran, rows.shape[1])
     return ImageAnalysisResult(processing_time=seconds, dimensions=dimensions, crop="faces", in_scope=True,
                                faces=face_results(faces, rows, threshold), **fields)
+
+
+#: Any result, or a union of them (`with_note`, `with_provenance` keep the caller's type).
+AnyResult = TypeVar("AnyResult", bound="ImageAnalysisResult | VideoAnalysisResult")
+
+
+def with_note(result: AnyResult, why: str) -> AnyResult:
+    """`result` with `why` added to its note."""
+    return cast(AnyResult, result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)}))
+
+
+def with_provenance(path: str | os.PathLike[str], result: AnyResult) -> AnyResult:
+    """`result` with what the file at `path` says about itself (`mffmoe.provenance`: C2PA, EXIF, XMP/IPTC,
+    PNG text, container tags): evidence beside the score, never folded into it. Metadata only (1-20 ms an
+    image); a file that can no longer be read says so in the note. Shared by the Detector and scans."""
+    from mffmoe.provenance.reader import read_provenance
+
+    try:
+        found = read_provenance(path)
+    except MFFMoEError as e:
+        return with_note(result, f"provenance not read: {e}")
+    # without its `path`: a server's would be the upload's temporary name; the caller knows the file
+    return cast(AnyResult, result.model_copy(update={"provenance": found.model_dump(mode="json", exclude={"path"})}))
 
 
 def out_of_scope(result: R, why: str = NO_FACE_NOTE) -> R:

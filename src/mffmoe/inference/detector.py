@@ -43,6 +43,8 @@ from mffmoe.inference.assemble import (
     image_result,
     out_of_scope,
     video_result,
+    with_note,
+    with_provenance,
 )
 from mffmoe.inference.batching import (
     begin_video,
@@ -320,20 +322,8 @@ class Detector:
         return result.model_copy(update=update)
 
     def provenanced(self, path: str | os.PathLike[str], result: R) -> R:
-        """`result` with what the file says about itself (`mffmoe.provenance`: C2PA, EXIF, XMP/IPTC, PNG
-        text, container tags): evidence beside the score, never folded into it. Metadata only (1-20 ms an
-        image); a file that can no longer be read says so in the note."""
-        if not self.read_provenance:
-            return result
-        from mffmoe.provenance.reader import read_provenance
-
-        try:
-            found = read_provenance(path)
-        except MFFMoEError as e:
-            why = f"provenance not read: {e}"
-            return result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
-        # without its `path`: a server's would be the upload's temporary name; the caller knows the file
-        return result.model_copy(update={"provenance": found.model_dump(mode="json", exclude={"path"})})
+        """`result` with its file's provenance (`assemble.with_provenance`), unless `read_provenance` is off."""
+        return with_provenance(path, result) if self.read_provenance else result
 
     def _precision_noted(self, result: R) -> R:
         """A reduced-precision result says so, with the difference from fp32 measured for these weights."""
@@ -344,7 +334,7 @@ class Detector:
         why = (f"{precision} (not exact): against fp32 on {a.get('images')} generated images, max |score "
                f"difference| {a.get('max_abs_diff', float('nan')):.1e}, labels agree "
                f"{100 * a.get('label_agreement', float('nan')):.0f}%")
-        return result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
+        return with_note(result, why)
 
     # -- steps -----------------------------------------------------------------------------------
     def _engine(self, threshold: float, finder: FaceFinder | None = None) -> Engine:

@@ -25,6 +25,7 @@ from mffmoe.inference.assemble import (
     image_result,
     out_of_scope,
     video_result,
+    with_provenance,
 )
 from mffmoe.inference.batching import score_items
 from mffmoe.inference.detector import Detector
@@ -50,17 +51,10 @@ class Finished:
 
 
 def _with_provenance(done: Finished) -> Finished:
-    """`done` with what its file says about itself (metadata only; `mffmoe.provenance`)."""
+    """`done` with what its file says about itself, as the Detector adds it (`assemble.with_provenance`)."""
     if isinstance(done.outcome, ErrorInfo):
         return done
-    from mffmoe.provenance.reader import read_provenance
-
-    try:
-        found = read_provenance(done.path).model_dump(mode="json", exclude={"path"})
-    except MFFMoEError as e:
-        note = "; ".join(x for x in (done.outcome.note, f"provenance not read: {e}") if x)
-        return Finished(done.path, done.outcome.model_copy(update={"note": note}), done.seconds)
-    return Finished(done.path, done.outcome.model_copy(update={"provenance": found}), done.seconds)
+    return Finished(done.path, with_provenance(done.path, done.outcome), done.seconds)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from mffmoe.errors import MFFMoEError
+from mffmoe.inference.assemble import with_note
 from mffmoe.inference.detector import Detector
 from mffmoe.results import ImageAnalysisResult, VideoAnalysisResult
 from mffmoe.server import reports, thumbnails
@@ -274,15 +275,11 @@ class JobManager:
         job.update(stage=STAGE_EXPLAINING, done=total, total=total)
         try:
             options = options.model_copy(update={"out_dir": None})  # the server writes no overlay files
-            out: ImageAnalysisResult | VideoAnalysisResult  # `explained` keeps the result's type
-            if isinstance(result, ImageAnalysisResult):
-                out = explained(self.detector, job.upload.path, result, options)
-            else:
-                out = explained(self.detector, job.upload.path, result, options)
+            out = explained(self.detector, job.upload.path, result, options)
         except Exception as e:  # a bug in the explanation, not in the score: logged, said, the job stands
             log.exception("job %s: the explanation failed unexpectedly", job.id)
             why = f"no explanation: internal error ({type(e).__name__}: {e})"
-            out = result.model_copy(update={"note": "; ".join(x for x in (result.note, why) if x)})
+            out = with_note(result, why)
         if job.cancel_requested.is_set():
             raise JobCancelled()
         job.update(stage=None)
