@@ -264,4 +264,5 @@ def test_video_calls_are_even_and_a_streamed_engine_gets_few():
     from mffmoe.inference.batching import lookahead
 
     assert lookahead(32, Streamed()) == 32 and lookahead(32, Streamed(), faces=True) == 16
-    assert lookahead(4, OneAtATime()) == 8 and lookahead(1, Plain()) == 4
+    assert lookahead(4, OneAtATime()) == 4 and lookahead(4, OneAtATime(), faces=True) == 2
+    assert lookahead(16, Plain()) == 32 and lookahead(1, Plain()) == 4

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from mffmoe._util.activations import ACTIVATIONS
 from mffmoe.engine.device import cpu_count
 
 
@@ -42,12 +43,17 @@ class ExpertScheduler:
             raise ValueError("no experts to run")
         with self._lock:
             if self._pool is None or len(experts) == 1:
-                cols = [self.run_one(i, batch) for i in experts]
+                cols = [self._one(i, batch) for i in experts]  # face detection may run between two experts
             else:
-                order = sorted(range(len(experts)), key=lambda k: -self.costs[experts[k]])
-                futures = {k: self._pool.submit(self.run_one, experts[k], batch) for k in order}
-                cols = [futures[k].result() for k in range(len(experts))]
+                with ACTIVATIONS:
+                    order = sorted(range(len(experts)), key=lambda k: -self.costs[experts[k]])
+                    futures = {k: self._pool.submit(self.run_one, experts[k], batch) for k in order}
+                    cols = [futures[k].result() for k in range(len(experts))]
         return np.stack([np.asarray(c, dtype=np.float64).reshape(-1) for c in cols], axis=1)
+
+    def _one(self, i: int, batch: object) -> np.ndarray:
+        with ACTIVATIONS:  # one network's activations at a time (mffmoe._util.activations)
+            return self.run_one(i, batch)
 
     def close(self) -> None:
         """Let the pool's threads end (`Engine.close`); running experts finish, no new batch starts."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mffmoe._util.activations import ACTIVATIONS
 from mffmoe.errors import ConfigError
 from mffmoe.faces.base import Face, FaceDetector, iou, nms, register_detector, suppress
 from mffmoe.faces.crops import BOX_SLACK, cut_padded
@@ -37,6 +38,14 @@ VERIFY_CONTEXT = 1.6  # a candidate is looked at again in a square of this x its
 SMALLEST_LEVEL = 64  # px: the pyramid stops when the image's long side would be smaller
 HEADS = ((8, 2), (16, 6))  # (stride, anchors per cell) of the model's two outputs, in its output order
 ALIGN = 16  # levels are padded (black) to multiples of the coarsest stride, so anchors tile them exactly
+#: Where memory is tight (experts held resident beside it), levels over this many pixels run in row strips
+#: (`BlazeFace._run_level`). A 1080p frame's first level then holds 75 MB at the peak instead of 109, and
+#: detection takes about twice as long (measured; docs/faces.md).
+STRIP_PIXELS = 1 << 20
+#: Rows of context a strip needs on each side: an anchor's outputs change with pixels up to 136 px away
+#: (measured), rounded up to a multiple of ALIGN
+REACH = 144
+MIN_STRIP_ROWS = 128
 MAX_GRAPHS = 32  # compiled graphs kept in memory (a few MB each; compiled again from the disk cache)
 
 
@@ -59,13 +68,15 @@ class BlazeFace(FaceDetector):
     name = "blazeface"
 
     def __init__(self, min_face: int = 32, threshold: float = 0.8, candidate: float = 0.6,
-                 verified: float = 0.75) -> None:
+                 verified: float = 0.75, strip_pixels: int | None = None) -> None:
         if not 0.0 < candidate <= verified <= threshold < 1.0:
             raise ConfigError("need 0 < candidate <= verified <= threshold < 1")
         self.min_face = max(8, int(min_face))
         self.threshold = float(threshold)
         self.candidate = float(candidate)
         self.verified = float(verified)
+        #: levels over this many pixels run in row strips (`_run_level`), None: whole (faster; see STRIP_PIXELS)
+        self.strip_pixels = strip_pixels
         self._graphs = _Graphs()
 
     def levels(self, width: int, height: int) -> list[float]:
@@ -82,17 +93,46 @@ class BlazeFace(FaceDetector):
             raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
         found: list[Face] = []
-        with _DETECTING:  # see _DETECTING
+        with ACTIVATIONS:  # one image at a time, never beside an expert's run (mffmoe._util.activations)
             for level in self._pyramid(Image.fromarray(rgb)):
                 pixels = _padded(np.asarray(level))
-                raw, logits = self._graphs.run(pixels[None])
+                raw, logits = self._run_level(pixels)
                 h, w = pixels.shape[:2]
-                found += self._decode(raw[0], logits[0], h, w, width / level.width, height / level.height, 0, 0)
+                found += self._decode(raw, logits, h, w, width / level.width, height / level.height, 0, 0)
             faces = suppress(found)
             sure = [f for f in faces if f.score >= self.threshold]
             faces = sure + self._verify(rgb, [f for f in faces if f.score < self.threshold])
         faces.sort(key=lambda f: -f.score)
         return [f for f in faces if f.size >= self.min_face * BOX_SLACK]
+
+    def _run_level(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One padded pyramid level [H, W, 3] -> its (raw [A, 16], logits [A]) in `_anchors(H, W)` order.
+        A level over `strip_pixels` runs in row strips of one height (`strip_rows`), each with REACH rows
+        of context on both sides where the image goes on; a strip's anchors are taken from its middle rows
+        only, where they see everything the whole level would show them (the outputs are bit-identical,
+        tested)."""
+        h, w = pixels.shape[:2]
+        rows = None if self.strip_pixels is None else strip_rows(h, w, self.strip_pixels)
+        if rows is None:
+            raw, logits = self._graphs.run(pixels[None])
+            return raw[0], logits[0]
+        height = rows + 2 * REACH
+        heads: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in HEADS]
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            lo = min(max(0, top - REACH), h - height)
+            raw, logits = self._graphs.run(pixels[None, lo:lo + height])
+            at = 0
+            for k, (stride, per_cell) in enumerate(HEADS):  # the model's output: each head's cells, row-major
+                cols, cells = -(-w // stride), -(-height // stride)
+                n = cells * cols * per_cell
+                r = raw[0, at:at + n].reshape(cells, cols * per_cell, -1)
+                g = logits[0, at:at + n].reshape(cells, cols * per_cell)
+                first, last = (top - lo) // stride, (bottom - lo) // stride
+                heads[k].append((r[first:last], g[first:last]))
+                at += n
+        return (np.concatenate([np.concatenate([r for r, _ in part]).reshape(-1, raw.shape[-1]) for part in heads]),
+                np.concatenate([np.concatenate([g for _, g in part]).reshape(-1) for part in heads]))
 
     def _pyramid(self, image: Image.Image) -> Iterator[Image.Image]:
         """The image at each of `levels`: the first resized (unless at scale 1), then halved (2x2 means)."""
@@ -160,13 +200,14 @@ class _Graphs:
     one's, so the same pixels would not always give the same faces), and one for batches of 128 x 128
     squares (verification). Compiling takes about 0.1 s a shape; compiled graphs are kept on disk
     (OpenVINO's model cache, under the mffmoe cache folder), so a shape costs that once per machine.
-    Infer requests are per thread; compiled graphs are shared, the MAX_GRAPHS most recent kept."""
+    Compiled graphs are shared, the MAX_GRAPHS most recent kept; each run has an infer request of its own
+    (made in microseconds), so no request's output tensors (13 MB for a 1080p frame's first level) stay
+    behind it."""
 
     SQUARES = "squares"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._local = threading.local()
         self._compiled: OrderedDict[Any, Any] = OrderedDict()
         self._busy: dict[int, int] = {}  # id(compiled graph) -> runs in flight
 
@@ -174,9 +215,9 @@ class _Graphs:
         """[N, H, W, 3] uint8 -> (raw [N, A, 16], score logits [N, A]); N > 1 only with `batched`
         (128 x 128 squares)."""
         n, h, w = (int(v) for v in x.shape[:3])
-        key = self.SQUARES if batched else (h, w)
-        compiled, request = self._request(key)
+        compiled = self._take(self.SQUARES if batched else (h, w))
         try:
+            request = compiled.create_infer_request()
             request.infer({0: x})
             raw, logits = request.get_output_tensor(0).data[0], request.get_output_tensor(1).data[0, :, 0]
             # the model flattens the batch per head, then joins the heads: [head 1 of every image, head 2 ...]
@@ -189,15 +230,15 @@ class _Graphs:
 
     def _done(self, compiled: Any) -> None:
         """Release a graph's activation buffers once no thread runs it: a 1080p frame's full-resolution
-        level holds about 200 MB of them, which would otherwise stay beside the experts' weights."""
+        level holds about 90 MB of them, which would otherwise stay beside the experts' weights."""
         with self._lock:
             self._busy[id(compiled)] -= 1
             if not self._busy[id(compiled)]:
                 del self._busy[id(compiled)]
                 compiled.release_memory()
 
-    def _request(self, key: Any) -> tuple[Any, Any]:
-        """The compiled graph for `key` (counted busy until `_done`) and this thread's request of it."""
+    def _take(self, key: Any) -> Any:
+        """The compiled graph for `key`, counted busy until `_done`."""
         with self._lock:
             compiled = self._compiled.get(key)
             if compiled is None:
@@ -207,20 +248,9 @@ class _Graphs:
                     self._compiled.popitem(last=False)
             self._compiled.move_to_end(key)
             self._busy[id(compiled)] = self._busy.get(id(compiled), 0) + 1
-            live = {id(c) for c in self._compiled.values()}
-        requests: dict[Any, tuple[Any, Any]] = self._local.__dict__.setdefault("requests", {})
-        mine = requests.get(key)
-        if mine is None or mine[0] is not compiled:
-            for k in [k for k, (c, _) in requests.items() if id(c) not in live]:
-                del requests[k]  # this thread's requests of graphs let go
-            mine = requests[key] = (compiled, compiled.create_infer_request())
-        return compiled, mine[1]
+            return compiled
 
 
-#: One image's detection at a time, process-wide: a 1080p frame's full-resolution level holds about 100 MB
-#: of activations while it runs, and decoding threads (`analyze_many`, scans) would otherwise detect side
-#: by side, each with its own, next to the experts' weights. Detection is a few percent of a frame's time.
-_DETECTING = threading.Lock()
 _COMPILING = threading.Lock()  # one graph compiled (and warmed up, see `_warm_up`) at a time, process-wide
 
 
@@ -235,16 +265,25 @@ def _compile_graph(shape: list[int]) -> Any:
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
-    core = ov.Core()
-    cache = _cache_dir()
-    if cache is not None:
-        core.set_property({"CACHE_DIR": str(cache)})
+    core = _core()
     model = core.read_model(str(model_path()))
     model.reshape({0: shape})
     ppp = PrePostProcessor(model)  # uint8 RGB in; the model's [-1, 1] range made inside the graph
     ppp.input().tensor().set_element_type(ov.Type.u8)
     ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(127.5).scale(127.5)
     return core.compile_model(ppp.build(), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+
+
+@functools.lru_cache(maxsize=1)
+def _core() -> Any:
+    """One OpenVINO Core for every graph, made under `_COMPILING`."""
+    import openvino as ov
+
+    core = ov.Core()
+    cache = _cache_dir()
+    if cache is not None:
+        core.set_property({"CACHE_DIR": str(cache)})
+    return core
 
 
 def _warm_up(compiled: Any, shape: list[int]) -> None:
@@ -269,6 +308,15 @@ def _cache_dir() -> Path | None:
     except OSError:
         return None
     return path
+
+
+def strip_rows(h: int, w: int, limit: int = 0) -> int | None:
+    """Rows of each strip's middle for a padded level of h x w (None: the level runs whole): as many as keep
+    a strip with its context within `limit` pixels, a multiple of ALIGN, and at least MIN_STRIP_ROWS."""
+    if h * w <= limit:
+        return None
+    rows = max(MIN_STRIP_ROWS, (limit // w - 2 * REACH) // ALIGN * ALIGN)
+    return None if rows + 2 * REACH >= h else rows
 
 
 def _padded(pixels: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 preprocess. One `FaceFinder` serves images and video frames, the CLI, the server and scans alike."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -30,8 +32,10 @@ class FaceFinder:
     crops (`crops.crop_face`) and preprocess each as the spec preprocesses an image."""
 
     def __init__(self, detector: FaceDetector | str = "blazeface", *, margin: float = DEFAULT_MARGIN,
-                 align: bool = False, min_face: int = 32, max_faces: int = DEFAULT_MAX_FACES) -> None:
-        self.detector = create_detector(detector, min_face=min_face) if isinstance(detector, str) else detector
+                 align: bool = False, min_face: int = 32, max_faces: int = DEFAULT_MAX_FACES,
+                 detector_options: Mapping[str, Any] | None = None) -> None:
+        self.detector = (create_detector(detector, min_face=min_face, **(detector_options or {}))
+                         if isinstance(detector, str) else detector)
         self.margin = margin
         self.align = align
         self.min_face = min_face

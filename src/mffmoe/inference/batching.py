@@ -41,13 +41,17 @@ def video_step(planned: int, batch_size: int, engine: Engine) -> int:
 
 
 def lookahead(batch_size: int, engine: Engine, faces: bool = False) -> int:
-    """Items decoded ahead of the engine: two batches, so decoding never waits on a fast engine. On an
-    engine that builds its experts per call, where a call of 32 inputs takes tens of seconds, one batch of
-    inputs: more ahead would only hold more decoded inputs (3 MB each; in faces mode an item is a frame or
-    an image of about two faces, each a crop and its input)."""
+    """Items decoded ahead of the engine. Two batches for an engine that gains from large batches, so
+    decoding never waits on it. One batch for an engine that scores one image at a time
+    (`max_useful_batch`: decoding a frame takes a small fraction of the experts' time, so more ahead only
+    holds more decoded inputs, 3 MB each) or that builds its experts per call (`min_useful_batch`: a call
+    of 32 inputs takes tens of seconds). Half of that in faces mode, where an item is a frame or an image
+    of about two faces, each a crop and its input."""
     size = max(1, batch_size)
     if getattr(engine, "min_useful_batch", None):
         return max(size // 2 if faces else size, 4)
+    if getattr(engine, "max_useful_batch", None):
+        return max(size // 2 if faces else size, 2)
     return max(2 * size, 4)
 
 

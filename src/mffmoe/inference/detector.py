@@ -34,7 +34,9 @@ from mffmoe.engine import create_engine
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
 from mffmoe.engine.weights import WeightsSource
+from mffmoe.engine.memory import release_idle
 from mffmoe.errors import ConfigError, MFFMoEError
+from mffmoe.faces.blazeface import STRIP_PIXELS
 from mffmoe.faces.finder import FaceFinder, FaceInput
 from mffmoe.inference.assemble import (
     NO_FACE_NOTE,
@@ -131,10 +133,15 @@ class Detector:
         crop, margin, align, min_face = c.crop, c.face_margin, c.align, c.min_face
         assert crop is not None and margin is not None and align is not None and min_face is not None
 
-        def finder() -> FaceFinder:
-            return FaceFinder(c.face_detector, margin=margin, align=align, min_face=min_face, max_faces=c.max_faces)
         options = {**c.engine_options, **({"precision": c.precision} if c.precision != "fp32" else {})}
         engine = create_engine(c.engine, weights, info, device=c.device, **options)
+
+        def finder() -> FaceFinder:
+            # beside experts held resident, large frames are searched in strips (`faces.blazeface`)
+            lean = {"strip_pixels": STRIP_PIXELS} if c.face_detector == "blazeface" and getattr(
+                engine, "resident", True) else {}
+            return FaceFinder(c.face_detector, margin=margin, align=align, min_face=min_face, max_faces=c.max_faces,
+                              detector_options=lean)
         info = weights.info  # the fuller record when the model was loaded (EMA update counts)
         detector = cls(engine, info, threshold=c.threshold, frames=c.frames, batch_size=c.batch_size,
                        pooling=c.pooling, untrained=c.untrained, max_image_pixels=c.max_image_pixels,
@@ -202,12 +209,15 @@ class Detector:
         threshold = self.threshold if threshold is None else threshold
         pool = self.pool if pooling is None else get_pooling(pooling)  # fails before any decoding
         finder = self.finder_for(crop)
-        item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
-                          look=self.look(finder))
-        if isinstance(item, VideoItem):
-            return self.provenanced(path, self.calibrated(
-                self._video(item, pool, threshold, progress, start, finder), crop))
-        return self.provenanced(path, self.calibrated(self._image_item(item, threshold, start, finder), crop))
+        try:
+            item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
+                              look=self.look(finder))
+            if isinstance(item, VideoItem):
+                return self.provenanced(path, self.calibrated(
+                    self._video(item, pool, threshold, progress, start, finder), crop))
+            return self.provenanced(path, self.calibrated(self._image_item(item, threshold, start, finder), crop))
+        finally:
+            release_idle()  # what the call touched goes back to the OS (engine.memory)
 
     def analyze_image(self, image: Image.Image, *, threshold: float | None = None,
                       crop: str | None = None) -> ImageAnalysisResult:
@@ -403,9 +413,10 @@ class Detector:
                 progress(*reported)
 
         def run_batch() -> None:
-            scoring.add([f.frame_index for f, _ in batch], np.stack([pixels for _, pixels in batch]))
+            indices, pixels = [f.frame_index for f, _ in batch], np.stack([p for _, p in batch])
             timestamps.update((f.frame_index, f.timestamp) for f, _ in batch)
-            batch.clear()
+            batch.clear()  # the frames live on in `pixels` only, while the engine runs
+            scoring.add(indices, pixels)
             report()
 
         step = video_step(len(item.planned), self.batch_size, self.engine)

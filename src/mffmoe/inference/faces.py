@@ -94,8 +94,9 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
         if early is not None:
             rows.update(early.add(queue))
         else:
-            batch = np.stack([t for _, t in queue])
-            rows.update(zip((k for k, _ in queue), score_batch(engine, batch, batch_size), strict=True))
+            keys, batch = [k for k, _ in queue], np.stack([t for _, t in queue])
+            queue.clear()  # the crops live on in `batch` only, while the engine runs
+            rows.update(zip(keys, score_batch(engine, batch, batch_size), strict=True))
         queue.clear()
         if progress:
             planned = item.planned

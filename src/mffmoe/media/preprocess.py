@@ -40,9 +40,12 @@ def image_to_array(image: Image.Image) -> np.ndarray:
     return np.array(image)
 
 
-#: Images with more pixels than this are resized in strips of STRIP_ROWS rows (smaller ones the
-#: direct way).
+#: Images with more pixels than this may be read in strips (`media.strips`), and are never searched for faces.
 STRIP_PIXELS = 4096 * 4096
+#: Images with more pixels than this are resized in strips of STRIP_ROWS rows (smaller ones the direct way):
+#: the direct way holds the whole image in float (a 1080p video frame: 25 MB, +40 MB at the peak), strips
+#: hold 3 MB, and are as fast (measured; identical pixels on 1080p and 4K frames, and within 1e-6 elsewhere).
+RESIZE_STRIP_PIXELS = 1 << 20
 STRIP_ROWS = 32  # libvips keeps a few strips: at 12000 px wide, 256 rows cost about 60 MB more
 
 
@@ -54,7 +57,7 @@ def preprocess(image: Image.Image | np.ndarray | StripImage, size: int) -> np.nd
     if isinstance(image, Image.Image) and image.mode != "RGB":
         image_to_array(image)  # refuses it
     width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
-    if width * height > STRIP_PIXELS:
+    if width * height > RESIZE_STRIP_PIXELS:
         return normalize(resize_in_strips(image, size))
     arr = image_to_array(image) if isinstance(image, Image.Image) else image
     return normalize(_resize(_to_float(arr), size, size))

@@ -89,7 +89,10 @@ def _open(path: str | os.PathLike[str]) -> tuple[av.container.InputContainer, av
         codec = f"codec {tag!r}" if tag else "its codec"
         raise UnsupportedMediaError(f"{path}: no decoder for this video's {codec} (container {fmt}); "
                                     f"FFmpeg does not know the codec, or the file's codec id is damaged")
-    stream.thread_type = "AUTO"
+    # Slice threads, not frame threads: frame threading keeps a decoded frame per thread in flight (+25 MB
+    # at 1080p, measured) and here decoding runs beside the engine, which keeps both cores busy anyway.
+    # Measured on 16 and 100 frames of 10-s and 5-min 1080p clips: as fast or faster than "AUTO".
+    stream.thread_type = "SLICE"
     return container, stream
 
 
