@@ -291,3 +291,95 @@ def test_one_shot_jobs_ask_for_streamed_experts_and_others_do_not():
     assert one_shot(kept) is kept
     torch_cfg = DetectorConfig(untrained=True, engine="torch", batch_size=8)
     assert one_shot(torch_cfg) is torch_cfg
+
+
+def test_openvino_lighter_compiles_the_cheapest_per_call_until_told_to_hold_all(loaded, batch):
+    """`lighter()` (videos, faces mode) lets go of the cheapest experts and compiles them per call; the
+    scores are those of the resident engine exactly, inside the block and after `hold_all`."""
+    pytest.importorskip("openvino")
+    model, info = loaded
+    engine = create_engine("openvino", model, info, device="cpu", lighter_experts=1)
+    before = engine.predict(batch)
+    cheapest = int(np.argmin(engine.costs))
+    with engine.lighter():
+        assert engine.light and engine.compiled[cheapest] is None
+        assert all(c is not None for i, c in enumerate(engine.compiled) if i != cheapest)
+        np.testing.assert_array_equal(engine.predict(batch), before)
+    assert engine.light  # a run of such calls pays the switch once
+    np.testing.assert_array_equal(engine.predict(batch), before)
+    engine.hold_all()
+    assert not engine.light and all(c is not None for c in engine.compiled)
+    np.testing.assert_array_equal(engine.predict(batch), before)
+    # with nothing it could let go of, the block changes nothing
+    whole = create_engine("openvino", model, info, device="cpu", lighter_experts=len(TINY_ROSTER))
+    with whole.lighter():
+        assert not whole.light
+
+
+def test_detector_is_lighter_for_faces_and_holds_all_again_after_a_frame_image(ckpt, media):
+    """Faces-mode calls and videos run the engine lighter; the next frame-mode image call holds every
+    expert again and lets the face detector's graphs go. Scores never change."""
+    pytest.importorskip("openvino")
+    from mffmoe.inference.detector import Detector
+
+    d = Detector.from_dir(ckpt, device="cpu", engine="openvino", engine_options={"lighter_experts": 1},
+                          crop="frame")
+    first = d.analyze(media["jpg"]).score
+    assert not d.engine.light
+    faces = d.analyze(media["jpg"], crop="faces")
+    assert d.engine.light and d.finder_for("faces").detector._graphs._compiled
+    video = d.analyze(media["mp4"], frames=4)
+    assert d.engine.light  # a video leaves it lighter too
+    assert d.analyze(media["jpg"]).score == first
+    assert not d.engine.light and not d.finder_for("faces").detector._graphs._compiled
+    assert d.analyze(media["jpg"], crop="faces").score == faces.score
+    assert d.analyze(media["mp4"], frames=4).score == video.score
+
+
+def _resident_kb(path: Path) -> int:
+    """This process's resident kB of its mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and ":" not in head[0]:
+                inside = len(head) >= 6 and head[5] == str(path)
+            elif inside and head and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
+def test_dropping_gives_back_the_pages_of_files_read_while_it_runs(tmp_path):
+    """`memory.dropping` (used while an OpenVINO expert is compiled from its blob): a file read inside the
+    block leaves no resident pages in this process, and its contents stay readable (clean file pages)."""
+    from mffmoe.engine.memory import dropping
+
+    path = tmp_path / "blob.bin"
+    data = np.arange(4 << 20, dtype=np.uint32)  # 16 MB
+    data.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint32, mode="r")
+    assert int(mapped.sum(dtype=np.uint64)) == int(data.sum(dtype=np.uint64))
+    assert _resident_kb(path.resolve()) > 8 << 10
+    with dropping([path]):
+        assert int(mapped[::1024].sum(dtype=np.uint64)) == int(data[::1024].sum(dtype=np.uint64))
+    assert _resident_kb(path.resolve()) == 0
+    assert np.array_equal(mapped[-8:], data[-8:])  # read back from the page cache
+
+
+def test_the_scheduler_runs_each_expert_while_holding_the_activations_lock():
+    """One network's activations at a time (`_util.activations`): a face detection on a decoding thread
+    never runs beside an expert, in either scheduling plan."""
+    from mffmoe._util.activations import ACTIVATIONS
+    from mffmoe.engine.scheduler import ExpertScheduler
+
+    seen: list[bool] = []
+
+    def run_one(i: int, batch: object) -> np.ndarray:
+        seen.append(ACTIVATIONS.locked())
+        return np.full(2, float(i))
+
+    for workers in (1, 2):
+        out = ExpertScheduler(run_one, [1.0, 2.0, 3.0], workers).run(None, [0, 1, 2])
+        np.testing.assert_array_equal(out, [[0, 1, 2], [0, 1, 2]])
+    assert seen == [True] * 6 and not ACTIVATIONS.locked()

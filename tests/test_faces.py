@@ -70,6 +70,27 @@ def test_a_batch_of_squares_scores_each_square_as_alone():
     assert logits[1].max() > 1.0 > logits[0].max()  # the face is found in its own square only
 
 
+def test_a_large_level_in_strips_gives_the_whole_levels_outputs_bit_for_bit():
+    """Beside resident experts, levels over `strip_pixels` run in row strips with REACH rows of context:
+    every anchor's outputs equal those of the whole level exactly (what makes strips safe), the faces
+    found are the same, and the strips hold a strip's worth of activations, not the level's."""
+    from mffmoe.faces.blazeface import REACH, STRIP_PIXELS, BlazeFace, _padded, strip_rows
+
+    lean = BlazeFace(min_face=32, strip_pixels=STRIP_PIXELS)
+    rgb = np.asarray(face_scene(3, 1920, 1080, n_faces=6).image)
+    pixels = _padded(rgb)
+    rows = strip_rows(*pixels.shape[:2], STRIP_PIXELS)
+    assert rows is not None and rows % 16 == 0 and (rows + 2 * REACH) * 1920 <= STRIP_PIXELS
+    whole_raw, whole_logits = lean._graphs.run(pixels[None])
+    raw, logits = lean._run_level(pixels)
+    np.testing.assert_array_equal(raw, whole_raw[0])
+    np.testing.assert_array_equal(logits, whole_logits[0])
+    whole = BlazeFace(min_face=32)
+    assert lean.detect(rgb) == whole.detect(rgb) and len(whole.detect(rgb)) >= 4
+    assert strip_rows(720, 1280, STRIP_PIXELS) is None  # a 720p level runs whole
+    assert strip_rows(2160, 3840, STRIP_PIXELS) == 128  # at least MIN_STRIP_ROWS
+
+
 def test_suppress_keeps_the_most_confident_of_overlapping_faces():
     a = Face((0, 0, 100, 100), 0.9)
     b = Face((5, 5, 105, 105), 0.8)

@@ -38,7 +38,7 @@ STATIC_PREFERENCE = ("openvino", "onnxruntime", "torch")
 #: Engine options each engine understands (auto passes on only those).
 ACCEPTS = {"torch": {"lean", "workers", "channels_last", "autocast"},
            "onnxruntime": {"workers", "optimization"},
-           "openvino": {"workers", "cache_compiled", "release", "precision", "resident"}}
+           "openvino": {"workers", "cache_compiled", "release", "precision", "resident", "lighter_experts"}}
 MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}
 

@@ -8,8 +8,9 @@ holds what callers rely on (the roster, the per-expert costs early exit orders b
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +61,22 @@ class Engine(ABC):
     def predict_experts(self, batch: np.ndarray, experts: Sequence[int]) -> np.ndarray:
         """Like `predict` for a subset of experts (columns in the order given)."""
         return self._scheduler.run(self._inputs(batch), experts)
+
+    @contextlib.contextmanager
+    def lighter(self) -> Iterator[None]:
+        """A block in which the engine holds less memory, at some cost in time, for a call that needs room
+        of its own beside it (a video's decoder and frames, a face detector). Scores are the same. The
+        base holds nothing it could let go of; `OpenVINOEngine` compiles some experts per call instead,
+        until `hold_all`."""
+        yield
+
+    @property
+    def light(self) -> bool:
+        """Whether an earlier `lighter()` block left the engine holding less than it could (see `hold_all`)."""
+        return False
+
+    def hold_all(self) -> None:  # noqa: B027  (a hook: engines without `lighter()` hold all already)
+        """Hold everything again that `lighter()` let go of (a call that wants full speed comes next)."""
 
     def describe(self) -> dict[str, Any]:
         """How this engine runs, for logs and benchmark records."""

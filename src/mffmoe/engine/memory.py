@@ -153,17 +153,19 @@ def drop_clean_library_pages(markers: Sequence[str] = CUDA_LIBRARY_MARKERS) -> i
     return dropped
 
 
-#: Every shared library (and other read-only file mapping), for `release_idle`.
-ALL_LIBRARIES = (".so",)
+#: The libraries whose pages a call of a resident OpenVINO process touches and rarely needs again (compiling
+#: the face detector's graphs, reading Content Credentials, a codec), for `release_idle`. Not torch's: a
+#: torch engine runs them on every call, and faulting them back in would cost more than the call.
+IDLE_LIBRARIES = ("/openvino/", "/c2pa/", "/av.libs/", "/pillow.libs/")
 
 
 def release_idle() -> int:
     """What a finished call leaves behind in a long-lived process (a server, a library caller), given back:
-    free heap pages, and the clean pages of shared libraries that the call touched (compiling the face
-    detector's graphs, reading a file's Content Credentials, a codec: 40-80 MB, measured). Code that runs
-    again faults its pages back in from the page cache, a few milliseconds a call. Returns bytes dropped."""
+    free heap pages, and the clean pages of IDLE_LIBRARIES that the call touched (40-80 MB, measured).
+    Code that runs again faults its pages back in from the page cache, a few milliseconds a call. Returns
+    bytes dropped."""
     trim_heap()
-    return drop_clean_library_pages(ALL_LIBRARIES)
+    return drop_clean_library_pages(IDLE_LIBRARIES)
 
 
 def file_mappings(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:

@@ -21,6 +21,9 @@ costs anyway), runs the whole batch, and is freed. The process then holds one ex
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +31,13 @@ import numpy as np
 
 from mffmoe.engine import reduced
 from mffmoe.engine.exported_engine import ExportedEngine
-from mffmoe.engine.memory import drop_clean_library_pages, drop_file_pages, dropping, return_large_blocks_to_os
+from mffmoe.engine.memory import (
+    drop_clean_library_pages,
+    drop_file_pages,
+    dropping,
+    return_large_blocks_to_os,
+    trim_heap,
+)
 from mffmoe.engine.precision import check_precision, openvino_config
 from mffmoe.engine.weights import WeightsSource
 from mffmoe.model.info import CheckpointInfo
@@ -40,6 +49,9 @@ if TYPE_CHECKING:
 #: Images per call at least when experts are compiled per call (`resident=False`): 1.5 s of compiling shared
 #: by 32 images (3 MB of input each) is 5% of their time.
 STREAMED_BATCH = 32
+#: Experts compiled per call inside `lighter()`: the three cheapest (in the default roster the B4 pair and a
+#: B5: 320 MB held, 0.1-0.12 s each to compile; measured, docs/performance.md).
+LIGHTER_EXPERTS = 3
 #: Path parts of OpenVINO's shared libraries (their clean pages are dropped once the experts are compiled).
 OPENVINO_LIBRARIES = ("/openvino/libs/",)
 
@@ -54,7 +66,7 @@ class OpenVINOEngine(ExportedEngine):
 
     def __init__(self, model: WeightsSource | MFFMoE, info: CheckpointInfo, device: str = "auto",
                  workers: int | None = None, cache_compiled: bool = True, release: bool = True,
-                 precision: str = "fp32", resident: bool = True) -> None:
+                 precision: str = "fp32", resident: bool = True, lighter_experts: int = LIGHTER_EXPERTS) -> None:
         #: fp32 (exact, default), or bf16 / int8 (opt-in; `engine.precision`): refused where unsupported
         self.precision = check_precision(precision, "openvino")
         #: the measured difference of a reduced precision from fp32 on a fixed image set (None for fp32)
@@ -64,6 +76,12 @@ class OpenVINOEngine(ExportedEngine):
         self.release = release
         #: keep every expert compiled (a server, a library caller), or compile each for its run (module docstring)
         self.resident = resident
+        #: how many experts `lighter` compiles per call, the cheapest first
+        self.lighter_experts = max(0, int(lighter_experts))
+        #: resident experts compiled per call for now (`lighter`), and the blocks asking for that
+        self._streamed: frozenset[int] = frozenset()
+        self._lighter_users = 0
+        self._lighter_lock = threading.Lock()
         if not resident:
             self.max_useful_batch, self.min_useful_batch = None, STREAMED_BATCH
         # Experts one after another, each on all cores: at batch 1 this measured faster than two experts
@@ -126,8 +144,49 @@ class OpenVINOEngine(ExportedEngine):
         blobs = list(self._compiled_dir.glob("*.blob")) if self._compiled_dir.is_dir() else []
         return [*self.artifacts.glob("*.bin"), *blobs]
 
+    @contextlib.contextmanager
+    def lighter(self) -> Iterator[None]:
+        """Resident experts: the `lighter_experts` cheapest are compiled per call (as `resident=False` does)
+        from the block on. Only one of them is held at a time, and none while face detection runs
+        (`_util.activations`): in the default roster about 180 MB more room for the whole block and 320 MB
+        while detecting, for about 0.1 s a call and expert. They stay that way after the block, so a run
+        of videos or faces-mode calls pays for the switch once; `hold_all` compiles them to stay again
+        (about 0.3 s)."""
+        if not self.resident or self.workers != 1 or not 0 < self.lighter_experts < len(self.graphs):
+            yield
+            return
+        with self._lighter_lock:
+            self._lighter_users += 1
+            if not self._streamed:
+                cheapest = sorted(range(len(self.graphs)), key=lambda i: self.costs[i])[:self.lighter_experts]
+                with self._scheduler.lock:  # no expert runs while the set changes
+                    self._streamed = frozenset(cheapest)
+                    for i in cheapest:
+                        self.compiled[i] = self.requests[i] = None
+                trim_heap()
+        try:
+            yield
+        finally:
+            with self._lighter_lock:
+                self._lighter_users -= 1
+
+    @property
+    def light(self) -> bool:
+        return bool(self._streamed)
+
+    def hold_all(self) -> None:
+        """The experts `lighter` let go of, compiled to stay again (unless a `lighter` block is running)."""
+        with self._lighter_lock:
+            if self._lighter_users or not self._streamed:
+                return
+            with self._scheduler.lock:
+                for i in sorted(self._streamed):
+                    self.compiled[i] = self._compile(i)
+                    self.requests[i] = self.compiled[i].create_infer_request()
+                self._streamed = frozenset()
+
     def _run_expert(self, i: int, x: np.ndarray) -> np.ndarray:
-        if not self.resident:  # compiled for this call and freed after it (its blob stays in the page cache)
+        if not self.resident or i in self._streamed:  # compiled for this call and freed after it
             compiled = self._compile(i)
             return self._run(compiled, compiled.create_infer_request(), x, release=False)
         out = self._run(self.compiled[i], self.requests[i], x, release=self.release and self.workers == 1)

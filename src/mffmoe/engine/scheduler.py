@@ -35,13 +35,15 @@ class ExpertScheduler:
         self.costs = list(costs)
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mffmoe-expert") if self.workers > 1 else None
-        self._lock = threading.Lock()  # one batch at a time: the pool is sized to the cores already
+        #: held for each batch (one at a time: the pool is sized to the cores already); an engine takes it
+        #: too to change which experts it holds
+        self.lock = threading.Lock()
 
     def run(self, batch: object, experts: Sequence[int]) -> np.ndarray:
         experts = list(experts)
         if not experts:
             raise ValueError("no experts to run")
-        with self._lock:
+        with self.lock:
             if self._pool is None or len(experts) == 1:
                 cols = [self._one(i, batch) for i in experts]  # face detection may run between two experts
             else:

@@ -6,6 +6,7 @@ in the engine wrapper `mffmoe.engine.early_exit`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -33,8 +34,8 @@ from mffmoe.config import (
 from mffmoe.engine import create_engine
 from mffmoe.engine.base import Engine
 from mffmoe.engine.early_exit import EarlyExitEngine
-from mffmoe.engine.weights import WeightsSource
 from mffmoe.engine.memory import release_idle
+from mffmoe.engine.weights import WeightsSource
 from mffmoe.errors import ConfigError, MFFMoEError
 from mffmoe.faces.blazeface import STRIP_PIXELS
 from mffmoe.faces.finder import FaceFinder, FaceInput
@@ -209,15 +210,18 @@ class Detector:
         threshold = self.threshold if threshold is None else threshold
         pool = self.pool if pooling is None else get_pooling(pooling)  # fails before any decoding
         finder = self.finder_for(crop)
+        video = False
         try:
-            item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
-                              look=self.look(finder))
-            if isinstance(item, VideoItem):
-                return self.provenanced(path, self.calibrated(
-                    self._video(item, pool, threshold, progress, start, finder), crop))
-            return self.provenanced(path, self.calibrated(self._image_item(item, threshold, start, finder), crop))
+            with self._lighter(finder):  # faces are found while the file is opened
+                item = open_media(path, self.input_size, frames or self.frames, self.max_image_pixels, kind=kind,
+                                  look=self.look(finder))
+                if video := isinstance(item, VideoItem):
+                    return self.provenanced(path, self.calibrated(
+                        self._video(item, pool, threshold, progress, start, finder), crop))
+                return self.provenanced(path, self.calibrated(self._image_item(item, threshold, start, finder),
+                                                              crop))
         finally:
-            release_idle()  # what the call touched goes back to the OS (engine.memory)
+            self._settle(finder is None and not video)
 
     def analyze_image(self, image: Image.Image, *, threshold: float | None = None,
                       crop: str | None = None) -> ImageAnalysisResult:
@@ -228,10 +232,14 @@ class Detector:
         quality = image_jpeg_quality(image)
         image = to_rgb(image)
         look = self.look(finder)
-        faces = None if look is None else tuple(look(np.asarray(image)))
-        item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0, faces,
-                         jpeg_quality=quality)
-        return self.calibrated(self._image_item(item, threshold, start, finder), crop)
+        try:
+            with self._lighter(finder):
+                faces = None if look is None else tuple(look(np.asarray(image)))
+                item = ImageItem("<image>", preprocess(image, self.input_size), image.width, image.height, 0.0,
+                                 faces, jpeg_quality=quality)
+                return self.calibrated(self._image_item(item, threshold, start, finder), crop)
+        finally:
+            self._settle(finder is None)
 
     def analyze_many(self, paths: Iterable[str | os.PathLike[str]], *, frames: int | None = None,
                      pooling: str | None = None, threshold: float | None = None,
@@ -266,39 +274,41 @@ class Detector:
             except MFFMoEError as e:
                 return e
 
-        window = lookahead(self.batch_size, engine, faces=finder is not None)
-        executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mffmoe-decode")
-        futures: list[Future[ImageItem | VideoItem | MFFMoEError] | None] = [
-            executor.submit(decode, p) for p in todo[:window]]
-        try:
-            for i, path in enumerate(todo):
-                if i + window < len(todo):
-                    futures.append(executor.submit(decode, todo[i + window]))
-                future = futures[i]
-                assert future is not None
-                item = future.result()
-                futures[i] = None  # free the tensor once consumed
-                if isinstance(item, ImageItem):
-                    pending.append(item)
-                    if len(pending) >= self.batch_size:
-                        yield from flush()
-                    continue
+        with self._lighter(finder):  # decoding threads look for faces ahead of the engine
+            window = lookahead(self.batch_size, engine, faces=finder is not None)
+            executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mffmoe-decode")
+            futures: list[Future[ImageItem | VideoItem | MFFMoEError] | None] = [
+                executor.submit(decode, p) for p in todo[:window]]
+            try:
+                for i, path in enumerate(todo):
+                    if i + window < len(todo):
+                        futures.append(executor.submit(decode, todo[i + window]))
+                    future = futures[i]
+                    assert future is not None
+                    item = future.result()
+                    futures[i] = None  # free the tensor once consumed
+                    if isinstance(item, ImageItem):
+                        pending.append(item)
+                        if len(pending) >= self.batch_size:
+                            yield from flush()
+                        continue
+                    yield from flush()
+                    if isinstance(item, MFFMoEError):
+                        yield path, item
+                        continue
+                    try:
+                        result = self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder)
+                        yield path, self.provenanced(path, self.calibrated(result, crop))
+                    except MFFMoEError as e:
+                        yield path, e
                 yield from flush()
-                if isinstance(item, MFFMoEError):
-                    yield path, item
-                    continue
-                try:
-                    yield path, self.provenanced(path, self.calibrated(
-                        self._video(item, pool, threshold, on_video_progress, time.perf_counter(), finder), crop))
-                except MFFMoEError as e:
-                    yield path, e
-            yield from flush()
-        finally:  # left early: stop decoding and close the videos opened ahead
-            executor.shutdown(wait=True, cancel_futures=True)
-            for f in futures:
-                left = None if f is None or f.cancelled() else f.result()
-                if isinstance(left, VideoItem):
-                    left.close()
+            finally:  # left early: stop decoding and close the videos opened ahead
+                executor.shutdown(wait=True, cancel_futures=True)
+                for f in futures:
+                    left = None if f is None or f.cancelled() else f.result()
+                    if isinstance(left, VideoItem):
+                        left.close()
+                self._settle(finder is None)
 
     def calibrated(self, result: R, crop: str | None = None) -> R:
         """`result` with `calibrated_score` and `calibration` set from the weights' calibration, when it
@@ -388,7 +398,28 @@ class Detector:
     def _video(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
                start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
         """The video's result, with the scope checks (`trust.judge_scope`)."""
-        return judge_scope(self._video_scores(item, pool, threshold, progress, start, finder), self.input_size)
+        with self._lighter(None, video=True):  # room for the decoder and the frames in flight
+            return judge_scope(self._video_scores(item, pool, threshold, progress, start, finder), self.input_size)
+
+    def _settle(self, full_speed: bool) -> None:
+        """The end of every call. After a frame-mode image call (`full_speed`), an engine left lighter by
+        faces-mode calls or videos holds every expert again, and the face detector lets go of its compiled
+        graphs (about 45 MB; compiled again from the disk cache, 0.1 s a shape, by the next faces-mode call):
+        a process that answers every kind of call stays within one memory bound (docs/performance.md,
+        "Memory"). Then a resident OpenVINO engine's process gives back what the call touched
+        (`engine.memory.release_idle`)."""
+        if full_speed and getattr(self.engine, "light", False):
+            if self._finder is not None:
+                self._finder.close()
+            self.engine.hold_all()
+        if getattr(self.engine, "resident", False):  # a long-lived OpenVINO process
+            release_idle()
+
+    def _lighter(self, finder: FaceFinder | None, video: bool = False) -> contextlib.AbstractContextManager[None]:
+        """The engine's `lighter()` block for a video or in faces mode (room for the decoder, the frames in
+        flight, the face detector), else nothing."""
+        lighter = getattr(self.engine, "lighter", None)  # test doubles may have none
+        return lighter() if lighter is not None and (video or finder is not None) else contextlib.nullcontext()
 
     def _video_scores(self, item: VideoItem, pool: Pooling, threshold: float, progress: Progress | None,
                       start: float, finder: FaceFinder | None) -> VideoAnalysisResult:
