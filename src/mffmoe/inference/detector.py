@@ -406,14 +406,15 @@ class Detector:
         faces-mode calls or videos holds every expert again, and the face detector lets go of its compiled
         graphs (about 45 MB; compiled again from the disk cache, 0.1 s a shape, by the next faces-mode call):
         a process that answers every kind of call stays within one memory bound (docs/performance.md,
-        "Memory"). Then a resident OpenVINO engine's process gives back what the call touched
-        (`engine.memory.release_idle`)."""
-        if full_speed and getattr(self.engine, "light", False):
+        "Memory"). After any other call, a resident OpenVINO engine's process gives back what the call
+        touched (`engine.memory.release_idle`)."""
+        restore = full_speed and getattr(self.engine, "light", False)
+        if restore:
             if self._finder is not None:
                 self._finder.close()
             self.engine.hold_all()
-        if getattr(self.engine, "resident", False):  # a long-lived OpenVINO process
-            release_idle()
+        if getattr(self.engine, "resident", False) and (restore or not full_speed):
+            release_idle()  # after a frame-mode image, the next one touches the same pages again
 
     def _lighter(self, finder: FaceFinder | None, video: bool = False) -> contextlib.AbstractContextManager[None]:
         """The engine's `lighter()` block for a video or in faces mode (room for the decoder, the frames in
