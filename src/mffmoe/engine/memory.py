@@ -171,16 +171,23 @@ def release_idle() -> int:
 def file_mappings(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[int, int]]:
     """Address ranges of this process's mappings of `paths` (from /proc/self/maps)."""
     wanted = {os.path.realpath(p) for p in paths}
+    if not wanted:
+        return []
+    names = tuple({os.path.basename(p) for p in wanted})
     out: list[tuple[int, int]] = []
     try:
         with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split(maxsplit=5)
-                if len(parts) == 6 and parts[5].strip() in wanted:  # the kernel prints resolved paths
-                    lo, hi = (int(v, 16) for v in parts[0].split("-"))
-                    out.append((lo, hi))
+            text = f.read()
     except OSError:
         return []
+    # thousands of anonymous mappings (large allocations each get one): look closer only at lines that end
+    # in a wanted file's name
+    for line in text.splitlines():
+        if line.endswith(names):
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5] in wanted:  # the kernel prints resolved paths
+                lo, hi = (int(v, 16) for v in parts[0].split("-"))
+                out.append((lo, hi))
     return out
 
 
