@@ -18,6 +18,9 @@ expert is compiled from its cached blob for a call (0.1-0.4 s each, 1.5 s for th
 costs anyway), runs the whole batch, and is freed. The process then holds one expert at a time (about
 0.5 GB peak for the full roster instead of 1.1-1.4 GB) and callers hand it large batches
 (`min_useful_batch`) so the compiling is paid once per batch, not per image.
+
+A resident engine can also run `lighter()` for a call that needs room of its own (a video, faces mode):
+its cheapest experts are then compiled per call, one at a time, until `hold_all()`.
 """
 from __future__ import annotations
 
