@@ -1,0 +1,150 @@
+"""Image latency of the host adapter and the server against the reference algorithm, paired (issue 14).
+
+    .venv/bin/python benchmarks/paired_latency.py --work /tmp/mffmoe-bench [--rounds 8] [--json out.json]
+
+`benchmarks/every_mode.py` times each mode in a process of its own, minutes apart; on a VM whose speed
+drifts by 10-30% over minutes, those ratios measure the drift as much as the code. Here three processes
+stay loaded side by side (the spec's reference algorithm, `MFFMoEDetectorV1(config).load()` and `mffmoe
+serve` with default settings) and answer one image each in turn, round after round (the order rotates),
+so each round's ratios compare runs made seconds apart. Printed: per-round ratios and their median, the
+figure that decides the 2.0x target. Uses the weights and the 1280x720 image `every_mode.py` prepared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MFFMOE = str(ROOT / ".venv/bin/mffmoe")
+TARGET = 2.0
+
+WORKER = r'''
+import sys, time
+kind, weights, image = sys.argv[1:4]
+if kind == "reference":
+    from pathlib import Path
+    from mffmoe.model.info import read_manifest
+    from mffmoe.testing.reference import ReferenceDetector
+    ref = ReferenceDetector(weights, *read_manifest(Path(weights)))
+    run = lambda: ref.score_file(image)
+else:
+    from mffmoe import MFFMoEDetectorV1, MFFMoEV1Config
+    host = MFFMoEDetectorV1(MFFMoEV1Config(model_path=weights))
+    host.load()
+    run = lambda: host.analyze(media_path=image)
+run()
+print("ready", flush=True)
+for _ in sys.stdin:
+    t = time.perf_counter()
+    run()
+    print(f"{time.perf_counter() - t:.6f}", flush=True)
+'''
+
+
+class Worker:
+    """A process that times one image per line it is sent."""
+
+    def __init__(self, kind: str, weights: str, image: str) -> None:
+        self.proc = subprocess.Popen([PYTHON, "-c", WORKER, kind, weights, image], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{kind} worker did not start")
+
+    def time_one(self) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+class Server:
+    """`mffmoe serve` with default settings; `time_one` posts the image to `/analyze` (upload included)."""
+
+    def __init__(self, weights: str, image: str) -> None:
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        self.url, self.image, self.httpx = f"http://127.0.0.1:{port}", image, httpx
+        self.proc = subprocess.Popen([MFFMOE, "serve", "-w", weights, "--port", str(port), "--log-level", "warning"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.perf_counter()
+        while True:
+            try:
+                health = httpx.get(f"{self.url}/health", timeout=5).json()
+                if health.get("ready") and not health.get("weights", {}).get("checking"):
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.perf_counter() - t0 > 600:
+                raise SystemExit("server did not start")
+            time.sleep(0.5)
+        self.time_one()
+
+    def time_one(self) -> float:
+        t = time.perf_counter()
+        with open(self.image, "rb") as f:
+            r = self.httpx.post(f"{self.url}/analyze", files={"media": (Path(self.image).name, f)}, timeout=600)
+        r.raise_for_status()
+        return time.perf_counter() - t
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mffmoe-bench"))
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    weights, image = str(a.work / "official"), str(a.work / "image_1280x720.jpg")
+    if not Path(image).exists():
+        raise SystemExit(f"{image} is missing: run benchmarks/every_mode.py --work {a.work} first")
+    load = os.getloadavg()
+    subjects: dict[str, Worker | Server] = {"reference": Worker("reference", weights, image),
+                                             "host adapter": Worker("host", weights, image),
+                                             "server": Server(weights, image)}
+    times: dict[str, list[float]] = {k: [] for k in subjects}
+    try:
+        names = list(subjects)
+        for r in range(a.rounds):
+            for name in names[r % 3:] + names[:r % 3]:
+                times[name].append(subjects[name].time_one())
+    finally:
+        for s in subjects.values():
+            s.close()
+    out: dict = {"rounds": a.rounds, "times": times, "load_before": load, "load_after": os.getloadavg()}
+    print(f"{a.rounds} rounds, load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print("| subject | median s | x reference, median of per-round ratios | per-round ratios | target (>= 2.0x) |")
+    print("|---|---|---|---|---|")
+    ref = times["reference"]
+    print(f"| reference | {statistics.median(ref):.3f} | 1.00 | | |")
+    for name in ("host adapter", "server"):
+        ratios = [r / t for r, t in zip(ref, times[name], strict=True)]
+        med = statistics.median(ratios)
+        out[name] = {"median_s": statistics.median(times[name]), "ratio": med, "ratios": ratios}
+        print(f"| {name} | {statistics.median(times[name]):.3f} | {med:.2f}x | "
+              f"{' '.join(f'{x:.2f}' for x in ratios)} | {'met' if med >= TARGET else '**not met**'} |")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
