@@ -53,8 +53,8 @@ def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[s
             ema.num_updates = int(torch.randint(100, 100_000, (1,), generator=g))
             emas.append(ema)
     if measured_bn:
-        # measured with the weights inference runs (the EMA shadows): statistics measured with the raw
-        # weights let 5% noise in every layer compound over a deep expert (B4-B6 logits reached 1e4-1e6)
+        # measured with the weights inference runs (the EMA shadows, 5% off the raw parameters), as a
+        # trained network's statistics are measured with its own weights
         with contextlib.ExitStack() as stack:
             for expert, ema in zip(model.experts, emas or [], strict=False):
                 stack.enter_context(ema.average_parameters(expert.parameters()))
