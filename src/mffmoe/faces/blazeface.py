@@ -310,7 +310,7 @@ def _cache_dir() -> Path | None:
     return path
 
 
-def strip_rows(h: int, w: int, limit: int = 0) -> int | None:
+def strip_rows(h: int, w: int, limit: int) -> int | None:
     """Rows of each strip's middle for a padded level of h x w (None: the level runs whole): as many as keep
     a strip with its context within `limit` pixels, a multiple of ALIGN, and at least MIN_STRIP_ROWS."""
     if h * w <= limit:

@@ -93,11 +93,11 @@ def score_video_faces(item: VideoItem, finder: FaceFinder, engine: Engine, *, in
     def run() -> None:
         if early is not None:
             rows.update(early.add(queue))
+            queue.clear()
         else:
             keys, batch = [k for k, _ in queue], np.stack([t for _, t in queue])
             queue.clear()  # the crops live on in `batch` only, while the engine runs
             rows.update(zip(keys, score_batch(engine, batch, batch_size), strict=True))
-        queue.clear()
         if progress:
             planned = item.planned
             progress(sum(1 for i in planned if i in sampled or i in failures), len(planned))
