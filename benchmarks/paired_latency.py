@@ -108,6 +108,44 @@ class Server:
         self.proc.wait(30)
 
 
+def measure(weights: str, image: str, rounds: int) -> dict:
+    """Per-round times of the three subjects and, for the host adapter and the server, the median of their
+    per-round ratios against the reference (the figure that decides the 2.0x target)."""
+    load = os.getloadavg()
+    subjects: dict[str, Worker | Server] = {"reference": Worker("reference", weights, image),
+                                             "host adapter": Worker("host", weights, image),
+                                             "server": Server(weights, image)}
+    times: dict[str, list[float]] = {k: [] for k in subjects}
+    try:
+        names = list(subjects)
+        for r in range(rounds):
+            for name in names[r % 3:] + names[:r % 3]:
+                times[name].append(subjects[name].time_one())
+    finally:
+        for s in subjects.values():
+            s.close()
+    out: dict = {"rounds": rounds, "times": times, "load_before": load, "load_after": os.getloadavg(),
+                 "reference_s": statistics.median(times["reference"])}
+    for name in ("host adapter", "server"):
+        ratios = [r / t for r, t in zip(times["reference"], times[name], strict=True)]
+        out[name] = {"median_s": statistics.median(times[name]), "ratio": statistics.median(ratios),
+                     "ratios": ratios}
+    return out
+
+
+def table(out: dict) -> str:
+    lines = [f"{out['rounds']} rounds, load average {out['load_before'][0]:.2f} before, "
+             f"{out['load_after'][0]:.2f} after",
+             "| subject | median s | x reference, median of per-round ratios | per-round ratios | target (>= 2.0x) |",
+             "|---|---|---|---|---|",
+             f"| reference | {out['reference_s']:.3f} | 1.00 | | |"]
+    for name in ("host adapter", "server"):
+        o = out[name]
+        lines.append(f"| {name} | {o['median_s']:.3f} | {o['ratio']:.2f}x | {' '.join(f'{x:.2f}' for x in o['ratios'])}"
+                     f" | {'met' if o['ratio'] >= TARGET else '**not met**'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/mffmoe-bench"))
@@ -117,34 +155,10 @@ def main() -> None:
     weights, image = str(a.work / "official"), str(a.work / "image_1280x720.jpg")
     if not Path(image).exists():
         raise SystemExit(f"{image} is missing: run benchmarks/every_mode.py --work {a.work} first")
-    load = os.getloadavg()
-    subjects: dict[str, Worker | Server] = {"reference": Worker("reference", weights, image),
-                                             "host adapter": Worker("host", weights, image),
-                                             "server": Server(weights, image)}
-    times: dict[str, list[float]] = {k: [] for k in subjects}
-    try:
-        names = list(subjects)
-        for r in range(a.rounds):
-            for name in names[r % 3:] + names[:r % 3]:
-                times[name].append(subjects[name].time_one())
-    finally:
-        for s in subjects.values():
-            s.close()
-    out: dict = {"rounds": a.rounds, "times": times, "load_before": load, "load_after": os.getloadavg()}
-    print(f"{a.rounds} rounds, load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print("| subject | median s | x reference, median of per-round ratios | per-round ratios | target (>= 2.0x) |")
-    print("|---|---|---|---|---|")
-    ref = times["reference"]
-    print(f"| reference | {statistics.median(ref):.3f} | 1.00 | | |")
-    for name in ("host adapter", "server"):
-        ratios = [r / t for r, t in zip(ref, times[name], strict=True)]
-        med = statistics.median(ratios)
-        out[name] = {"median_s": statistics.median(times[name]), "ratio": med, "ratios": ratios}
-        print(f"| {name} | {statistics.median(times[name]):.3f} | {med:.2f}x | "
-              f"{' '.join(f'{x:.2f}' for x in ratios)} | {'met' if med >= TARGET else '**not met**'} |")
+    out = measure(weights, image, a.rounds)
+    print(table(out))
     if a.json:
         a.json.write_text(json.dumps(out, indent=2))
-
 
 if __name__ == "__main__":
     main()

@@ -220,18 +220,19 @@ def test_text_with_an_image_extension_is_unsupported(tmp_path):
         probe_kind(p)
 
 
-def test_frames_over_a_megapixel_are_resized_in_strips_with_the_direct_resizes_pixels(monkeypatch):
-    """A 1080p frame is resized in row strips (never a whole float copy: 25 MB at 1080p): the same pixels
-    as the direct resize, and within 1e-6 of it on other shapes."""
+def test_frames_over_a_quarter_megapixel_are_resized_in_strips_with_the_direct_resizes_pixels(monkeypatch):
+    """A 720p or 1080p frame is resized in row strips (never a whole float copy: 25 MB at 1080p): the same
+    pixels as the direct resize, and within 1e-6 of it on other shapes."""
     from mffmoe.media import preprocess as pre
 
     rng = np.random.default_rng(0)
     calls: list[int] = []
     real = pre.resize_in_strips
     monkeypatch.setattr(pre, "resize_in_strips", lambda image, size, *a: calls.append(size) or real(image, size, *a))
-    for (h, w), exact in (((1080, 1920), True), ((1000, 1500), False), ((720, 1280), True)):
+    for (h, w), exact in (((1080, 1920), True), ((1000, 1500), False), ((720, 1280), True), ((1280, 720), False),
+                          ((400, 600), True)):
         arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         direct = pre.normalize(pre._resize(pre._to_float(arr), 64, 64))
         got = pre.preprocess(arr, 64)
         assert np.array_equal(got, direct) if exact else np.abs(got - direct).max() < 1e-6
-    assert calls == [64, 64]  # 720p (0.9 MP) went the direct way
+    assert calls == [64, 64, 64, 64]  # 400x600 (0.24 MP) went the direct way

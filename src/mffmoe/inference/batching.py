@@ -67,11 +67,12 @@ def stack(pixels: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(p, dtype=np.float32) for p in pixels])
 
 
-def score_items(engine: Engine, pixels: Sequence[np.ndarray],
+def score_items(engine: Engine, pixels: Sequence[np.ndarray] | np.ndarray,
                 batch_size: int) -> tuple[np.ndarray, float]:
-    """Score a batch of items: their [N, E] expert scores and each item's share of the time it took."""
+    """Score a batch of items (per-item pixels, or already stacked): their [N, E] expert scores and each
+    item's share of the time it took."""
     start = time.perf_counter()
-    experts = score_batch(engine, stack(pixels), batch_size)
+    experts = score_batch(engine, pixels if isinstance(pixels, np.ndarray) else stack(pixels), batch_size)
     return experts, (time.perf_counter() - start) / max(1, len(pixels))
 
 

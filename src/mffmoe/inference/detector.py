@@ -7,6 +7,7 @@ in the engine wrapper `mffmoe.engine.early_exit`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -54,6 +55,7 @@ from mffmoe.inference.batching import (
     lookahead,
     score_batch,
     score_items,
+    stack,
     useful_batch,
     video_step,
 )
@@ -259,14 +261,17 @@ class Detector:
         def flush() -> Iterator[tuple[str, AnalysisResult | MFFMoEError]]:
             if not pending:
                 return
-            inputs = [_inputs(it) for it in pending]  # an image's faces (or its frame) share the batch
-            experts, share = score_items(engine, [t for ts in inputs for t in ts], self.batch_size)
+            counts = [len(_inputs(it)) for it in pending]  # an image's faces (or its frame) share the batch
+            batch = stack([t for it in pending for t in _inputs(it)])
+            items = [_without_inputs(it) for it in pending]
+            pending.clear()  # the inputs live on in `batch` only, while the engine runs
+            experts, share = score_items(engine, batch, self.batch_size)
+            del batch
             at = 0
-            for it, ts in zip(pending, inputs, strict=True):
-                rows, at = experts[at:at + len(ts)], at + len(ts)
+            for it, k in zip(items, counts, strict=True):
+                rows, at = experts[at:at + k], at + k
                 yield it.path, self.provenanced(it.path, self.calibrated(
-                    self._assemble_image(it, rows, it.seconds + share * len(ts), threshold, finder), crop))
-            pending.clear()
+                    self._assemble_image(it, rows, it.seconds + share * k, threshold, finder), crop))
 
         def decode(path: str) -> ImageItem | VideoItem | MFFMoEError:
             try:
@@ -498,3 +503,13 @@ def _check_crop(crop: str) -> str:
 def _inputs(item: ImageItem) -> list[np.ndarray]:
     """What the engine scores for an image: its face crops, or its whole frame."""
     return [f.pixels for f in item.faces] if item.faces else [item.pixels]
+
+
+_NO_INPUT = np.zeros((0, 0, 0), dtype=np.float32)
+
+
+def _without_inputs(item: ImageItem) -> ImageItem:
+    """`item` without its model inputs (3 MB each), once they are stacked into a batch: results need the
+    rest (size, faces' boxes and crops), never the inputs again."""
+    faces = tuple(dataclasses.replace(f, pixels=_NO_INPUT) for f in item.faces) if item.faces else item.faces
+    return dataclasses.replace(item, pixels=_NO_INPUT, faces=faces)

@@ -14,23 +14,28 @@ from pathlib import Path
 import torch
 
 from mffmoe.config import DEFAULT_INPUT_SIZE, DEFAULT_ROSTER
-from mffmoe.media.samples import sample_batch
+from mffmoe.media.samples import natural_batch
 from mffmoe.model.checkpoint import save_official
 from mffmoe.model.ema import ExponentialMovingAverage
 from mffmoe.model.ensemble import build_model
 
 #: Small rosters for fast tests (timm test models and small real ones).
 TINY_ROSTER = ("test_efficientnet", "test_convnext")
+#: First `media.samples` seed of the BatchNorm images (the int8 calibration set starts at 10_000 and
+#: benchmarks evaluate on seeds from 0, so no image is in two of them).
+BN_SEED = 20_000
 
 
 def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[str] = TINY_ROSTER,
                            input_size: int = DEFAULT_INPUT_SIZE, layout: str = "official", seed: int = 0,
-                           ema_scale: float = 0.05, with_ema: bool = True, measured_bn: bool = False) -> Path:
+                           ema_scale: float = 0.05, with_ema: bool = True, measured_bn: bool = False,
+                           bn_images: int = 16) -> Path:
     """Write a random ensemble in `layout` ("official" or "upstream") with distinct EMA shadows. BatchNorm
-    statistics are random (but not the defaults), or with `measured_bn` measured on natural-looking
-    images (`media.samples`), as a trained network's are: activations then stay in the range real
-    images give, where an engine computing a wrong graph shows it (random statistics let some experts
-    saturate at 0 or 1, which hides differences)."""
+    statistics are random (but not the defaults), or with `measured_bn` measured on `bn_images`
+    natural-looking images (`media.samples.natural_batch`: smooth frames and dead leaves), as a trained
+    network's are: activations then stay in the range real images give, photographs included, where an
+    engine computing a wrong graph shows it (random statistics let some experts saturate at 0 or 1, which
+    hides differences)."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -58,18 +63,21 @@ def make_random_checkpoint(directory: str | os.PathLike[str], roster: Sequence[s
         with contextlib.ExitStack() as stack:
             for expert, ema in zip(model.experts, emas or [], strict=False):
                 stack.enter_context(ema.average_parameters(expert.parameters()))
-            measure_batchnorm(model, input_size, seed=seed)
+            measure_batchnorm(model, input_size, n=bn_images, seed=BN_SEED + seed)
     extra = {"ema_list.0.junk": torch.zeros(1), "ema_state_dummy": torch.ones(2)}
     return save_official(model, emas, directory, layout=layout, extra_state=extra)
 
 
 def measure_batchnorm(model: torch.nn.Module, input_size: int, n: int = 16, seed: int = 0) -> None:
-    """Set every BatchNorm's running statistics to their exact averages over `n` sample images."""
+    """Set every BatchNorm's running statistics to their exact averages over `n` natural-looking images.
+
+    Smooth frames alone are not enough: photographs' texture then drives a random EfficientNet's
+    activations up layer by layer (logits of 1e2-1e5 instead of 1-8; `media.samples` says more)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    images = sample_batch(n, input_size, seed=seed)
+    images = natural_batch(n, input_size, seed=seed)
     model.train()
     with torch.no_grad():
         for chunk in torch.from_numpy(images).split(8):
