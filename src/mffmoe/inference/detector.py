@@ -64,7 +64,7 @@ from mffmoe.inference.trust import judge_scope
 from mffmoe.media.image import image_jpeg_quality, to_rgb
 from mffmoe.media.preprocess import preprocess
 from mffmoe.media.probe import MediaKind
-from mffmoe.media.source import Frame, ImageItem, VideoItem, decode_ahead, open_media
+from mffmoe.media.source import NO_INPUT, Frame, ImageItem, VideoItem, decode_ahead, open_media
 from mffmoe.model.info import CheckpointInfo, trained_settings
 from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import (
@@ -261,8 +261,10 @@ class Detector:
         def flush() -> Iterator[tuple[str, AnalysisResult | MFFMoEError]]:
             if not pending:
                 return
-            counts = [len(_inputs(it)) for it in pending]  # an image's faces (or its frame) share the batch
-            batch = stack([t for it in pending for t in _inputs(it)])
+            inputs = [_inputs(it) for it in pending]  # an image's faces (or its frame) share the batch
+            counts = [len(ts) for ts in inputs]
+            batch = stack([t for ts in inputs for t in ts])
+            del inputs
             items = [_without_inputs(it) for it in pending]
             pending.clear()  # the inputs live on in `batch` only, while the engine runs
             experts, share = score_items(engine, batch, self.batch_size)
@@ -505,11 +507,8 @@ def _inputs(item: ImageItem) -> list[np.ndarray]:
     return [f.pixels for f in item.faces] if item.faces else [item.pixels]
 
 
-_NO_INPUT = np.zeros((0, 0, 0), dtype=np.float32)
-
-
 def _without_inputs(item: ImageItem) -> ImageItem:
     """`item` without its model inputs (3 MB each), once they are stacked into a batch: results need the
     rest (size, faces' boxes and crops), never the inputs again."""
-    faces = tuple(dataclasses.replace(f, pixels=_NO_INPUT) for f in item.faces) if item.faces else item.faces
-    return dataclasses.replace(item, pixels=_NO_INPUT, faces=faces)
+    faces = tuple(dataclasses.replace(f, pixels=NO_INPUT) for f in item.faces) if item.faces else item.faces
+    return dataclasses.replace(item, pixels=NO_INPUT, faces=faces)

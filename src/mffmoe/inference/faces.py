@@ -45,7 +45,7 @@ from mffmoe.inference.assemble import (
 from mffmoe.inference.batching import lookahead, score_batch, video_step
 from mffmoe.inference.trust import agreement, pooled_experts
 from mffmoe.media.preprocess import preprocess
-from mffmoe.media.source import VideoItem, decode_ahead
+from mffmoe.media.source import NO_INPUT, VideoItem, decode_ahead
 from mffmoe.pooling import Pooling
 from mffmoe.results import FrameFailure, PersonResult, TimelinePoint, VideoAnalysisResult, confidence, label
 
@@ -65,15 +65,12 @@ class SampledFrame:
     error: str | None = None
 
 
-_NO_INPUT = np.zeros(0, dtype=np.float32)
-
-
 def _kept(face: FaceInput) -> FaceInput:
     """A face as a video's result keeps it until the end: without its model input (3 MB) and with its
     thumbnail in place of the crop (about 1 MB at 1080p; the thumbnail is all the result shows of it). 100
     frames of two faces held 800 MB of them before."""
     thumb = np.asarray(face.thumbnail())
-    return dataclasses.replace(face, pixels=_NO_INPUT, crop=dataclasses.replace(face.crop, pixels=thumb))
+    return dataclasses.replace(face, pixels=NO_INPUT, crop=dataclasses.replace(face.crop, pixels=thumb))
 
 
 def min_person_frames(frames_with_faces: int) -> int:

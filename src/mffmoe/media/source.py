@@ -38,6 +38,10 @@ from mffmoe.media.video import SampledFrame, VideoSampler, VideoSummary
 T = TypeVar("T")
 E = TypeVar("E", bound=MFFMoEError)
 
+#: The model input of an item or face once it is stacked into a batch or no longer needed (3 MB each
+#: otherwise): results keep everything else.
+NO_INPUT = np.zeros(0, dtype=np.float32)
+
 log = logging.getLogger("mffmoe.media")
 
 

@@ -34,13 +34,13 @@ from mffmoe.inference.detector import Detector
 # scan's video equals analyze's. A public helper there (the tail of score_video_faces) would replace them.
 from mffmoe.inference.faces import SampledFrame, faces_video_result
 from mffmoe.inference.trust import R, judge_scope
+from mffmoe.media.source import NO_INPUT
 from mffmoe.media.video import VideoSummary
 from mffmoe.pooling import Pooling, get_pooling
 from mffmoe.results import AnalysisResult, FrameFailure, ImageAnalysisResult
 from mffmoe.scan.decode import ERROR, FRAME, FRAME_ERROR, IMAGE, VIDEO_END, Part
 
 _NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
-_NO_INPUT = np.zeros(0, dtype=np.float32)
 
 
 @dataclass
@@ -79,7 +79,7 @@ def faces_of(faces: list[dict[str, Any]], thumbs: np.ndarray | None = None) -> l
     for n, f in enumerate(faces):
         face = Face(tuple(f["box"]), f["score"], tuple((x, y) for x, y in f["keypoints"]))
         pixels = _NO_PIXELS if thumbs is None else thumbs[n]
-        out.append(FaceInput(FaceCrop(face, tuple(f["crop_box"]), pixels, f["angle"]), _NO_INPUT))
+        out.append(FaceInput(FaceCrop(face, tuple(f["crop_box"]), pixels, f["angle"]), NO_INPUT))
     return out
 
 
