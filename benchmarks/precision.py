@@ -120,12 +120,11 @@ def evaluation_images() -> list[tuple[str, Any]]:
     import skimage.data
     from PIL import Image
 
-    from mffmoe.media.samples import sample_frame
+    from mffmoe.media.samples import SHAPES, sample_frame
 
     images: list[tuple[str, Any]] = []
-    sizes = ((640, 480), (480, 640), (512, 512), (1280, 720))
     for i in range(40):
-        w, h = sizes[i % len(sizes)]
+        w, h = SHAPES[i % len(SHAPES)]
         images.append((f"sample-{i}", sample_frame(w, h, t=i, seed=i)))
     for name in PHOTOS:
         loaded = getattr(skimage.data, name)()
