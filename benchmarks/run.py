@@ -9,9 +9,10 @@ official two-file layout, its safetensors conversion, one 1280x720 JPEG, and a 1
 `mffmoe export` (timed). Every measurement then runs in a fresh process, one after another, so numbers do
 not share caches, threads or memory: the reference (`mffmoe.testing.reference.ReferenceDetector`, the way
 its host runs it), then each engine through `Detector` (what `mffmoe analyze` and the server use), then
-a paired image measurement (reference and `auto` alternating in one process, so that both see the same
-machine), peak RSS of the real CLI (`mffmoe analyze one.jpg`), then early exit: the full roster with random
-weights, and a small roster trained by `mffmoe train` on a half-real, half-fake task.
+a paired image measurement (the reference and the library's default answering in turn from two loaded
+processes, `paired_latency.py`, so that both see the same machine), peak RSS of the real CLI (`mffmoe
+analyze one.jpg`), then early exit: the full roster with random weights, and a small roster trained by
+`mffmoe train` on a half-real, half-fake task.
 
 Timings on a shared machine are noisy: the table gives medians, and the machine's load is printed.
 """
@@ -26,6 +27,9 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import paired_latency  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("torch", "onnxruntime", "openvino", "auto")
@@ -180,36 +184,6 @@ def child_engine(args: dict) -> dict:
     return out
 
 
-def child_paired(args: dict) -> dict:
-    """Image latency of the reference and of one engine in one process, run alternately (A, B, A, B, ...),
-    so that both see the same machine: on a shared VM the speed drifts by 10-20% over minutes, which
-    separate measurements minutes apart turn into ratio noise. A pause after each run lets the other
-    side's idle threads stop spinning before the next one starts."""
-    from mffmoe.inference.detector import Detector
-    from mffmoe.model.info import read_manifest
-    from mffmoe.testing.reference import ReferenceDetector
-
-    ref = ReferenceDetector(args["official"], *read_manifest(Path(args["official"])))  # its roster and size
-    det = Detector.from_dir(args["weights"], engine=args["engine"], device="cpu", crop=args.get("crop"))
-    ref.score_file(args["image"]), det.analyze(args["image"])  # warm-up
-    ref_t, eng_t, diffs = [], [], []
-    for _ in range(args["repeats"]):
-        t0 = time.perf_counter()
-        a = ref.score_file(args["image"])
-        ref_t.append(time.perf_counter() - t0)
-        time.sleep(0.5)
-        t0 = time.perf_counter()
-        b = det.analyze(args["image"]).score
-        eng_t.append(time.perf_counter() - t0)
-        time.sleep(0.5)
-        diffs.append(abs(a - b))
-    return {"engine": det.engine.name, "reference_s": statistics.median(ref_t), "engine_s": statistics.median(eng_t),
-            "ratio": statistics.median(ref_t) / statistics.median(eng_t),
-            "pair_ratios": [r / e for r, e in zip(ref_t, eng_t, strict=True)],
-            "reference_times": ref_t, "engine_times": eng_t,
-            "max_abs_diff": max(diffs)}
-
-
 def child_load(args: dict) -> dict:
     """Load time of weights + engine (imports excluded), torch engine."""
     import timm  # noqa: F401
@@ -314,7 +288,7 @@ def child_early_exit_trained(args: dict) -> dict:
 
 
 CHILDREN = {"gemm": child_gemm, "reference": child_reference, "engine": child_engine, "load": child_load,
-            "early_exit": child_early_exit, "early_exit_trained": child_early_exit_trained, "paired": child_paired}
+            "early_exit": child_early_exit, "early_exit_trained": child_early_exit_trained}
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -365,11 +339,12 @@ def table(res: dict) -> str:
             lines.append(row(label, r, f"{d:.1e}" + ("" if d <= TOL else " (over 1e-4!)")))
     if "paired" in res:
         p = res["paired"]
-        lines += ["", "| image b1, paired (one process, reference and engine alternating) | reference (s) | "
-                  "engine (s) | x ref (ratio of medians) | median of per-pair ratios | max abs score diff |",
+        lib = p["library"]
+        lines += ["", "| image b1, paired (two processes answering in turn, `paired_latency.py`) | reference (s) | "
+                  "engine (s) | x ref (ratio of medians) | median of per-round ratios | max abs score diff |",
                   "|---|---|---|---|---|---|",
-                  f"| auto -> {p['engine']} | {p['reference_s']:.3f} | {p['engine_s']:.3f} | {p['ratio']:.2f} | "
-                  f"{statistics.median(p['pair_ratios']):.2f} | {p['max_abs_diff']:.1e} |"]
+                  f"| `Detector.from_dir` default | {p['reference_s']:.3f} | {lib['median_s']:.3f} | "
+                  f"{p['reference_s'] / lib['median_s']:.2f} | {lib['ratio']:.2f} | {lib['max_abs_diff']:.1e} |"]
     m = res["memory"]
     lines += ["", "| peak RSS (MB) | value |", "|---|---|",
               f"| reference: load both files + one image | {m['reference_mb']:.0f} |",
@@ -423,8 +398,8 @@ def main() -> None:
     for name in a.engines.split(","):
         res["engines"][name] = child("engine", common | {"engine": name, "weights": paths["official"]})
         log(f"{name}: image {res['engines'][name]['image_s']:.3f} s")
-    res["paired"] = child("paired", common | {"engine": "auto", "weights": paths["official"], "repeats": 9})
-    log(f"paired: reference {res['paired']['reference_s']:.3f} s, auto {res['paired']['engine_s']:.3f} s")
+    res["paired"] = paired_latency.measure(paths["official"], paths["image"], 9, subjects=("library",))
+    log(f"paired: reference {res['paired']['reference_s']:.3f} s, library {res['paired']['library']['median_s']:.3f} s")
     mffmoe = str(ROOT / ".venv/bin/mffmoe")
     res["memory"] = {
         "reference_mb": peak_rss_mb([sys.executable, "-c", "import sys; from mffmoe.testing.reference import "
