@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,21 +34,26 @@ def _probe_input(input_size: int, n: int = PROBE_IMAGES, seed: int = 0) -> np.nd
 
 
 def calibrate(model: MFFMoE, info: CheckpointInfo, engines: Sequence[str] = ("torch", "onnxruntime", "openvino"),
-              repeats: int = 2, log: Callable[[str], object] = print) -> dict[str, Any]:
+              repeats: int = 2, log: Callable[[str], object] = print,
+              options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Measure agreement (vs torch, per expert, on PROBE_IMAGES natural-looking images) and batch-1
     latency/load time of each engine, and store the record next to the artefacts. Engines missing or not
-    exported are skipped."""
+    exported are skipped. `options` (per engine name) go to the engines measured, and the record says
+    them: `{"torch": {"lean": True}}` keeps the torch model's weights as mapped, so the measurement does
+    not copy them (first-use preparation)."""
+    options = options or {}
     x = _probe_input(info.input_size)
     results: dict[str, Any] = {}
     reference: np.ndarray | None = None
     for name in ["torch", *[e for e in engines if e != "torch"]]:
         if not installed(name) or not exported(name, info):
             continue
+        opts = dict(options.get(name, {}))
         if name != "torch":  # the first load compiles and fills OpenVINO's cache: time a later one, as users get
-            create_engine(name, model, info, device="cpu").close()
+            create_engine(name, model, info, device="cpu", **opts).close()
             gc.collect()
         t0 = time.perf_counter()
-        engine = create_engine(name, model, info, device="cpu")
+        engine = create_engine(name, model, info, device="cpu", **opts)
         load_s = time.perf_counter() - t0
         probs = engine.predict(x)
         one = x[:1]
@@ -64,7 +69,8 @@ def calibrate(model: MFFMoE, info: CheckpointInfo, engines: Sequence[str] = ("to
         diff = float(per_expert.max())
         results[name] = {"ok": diff <= TOLERANCE, "max_abs_diff": diff,
                          "max_abs_diff_per_expert": dict(zip(info.roster, map(float, per_expert), strict=True)),
-                         "load_s": round(load_s, 3), "latency_s": round(min(times), 4)}
+                         "load_s": round(load_s, 3), "latency_s": round(min(times), 4),
+                         **({"options": opts} if opts else {})}
         log(f"{name}: latency {min(times):.3f} s, load {load_s:.2f} s, max |diff| vs torch {diff:.2e}")
         engine.close()
         del engine
